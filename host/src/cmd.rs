@@ -1,0 +1,3 @@
+//! The host's one-shot commands (`serve` lives in [`crate::pipeline`]).
+
+pub mod normalize;

@@ -1,0 +1,253 @@
+//! The one configuration of the host, parsed once at start from flags and
+//! environment variables. Nothing else reads the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use regex::Regex;
+
+/// Environment variable names, kept in one place so docs, manifests and tests
+/// can be checked against them.
+pub mod env {
+    pub const KAFKA_BOOTSTRAP_SERVERS: &str = "KAFKA_BOOTSTRAP_SERVERS";
+    pub const KAFKA_GROUP_ID: &str = "KAFKA_GROUP_ID";
+    pub const KAFKA_OPTIONS: &str = "KAFKA_OPTIONS";
+    pub const TOPIC_INCLUDE: &str = "TOPIC_INCLUDE";
+    pub const TOPIC_EXCLUDE: &str = "TOPIC_EXCLUDE";
+    pub const TOPIC_REFRESH_INTERVAL: &str = "TOPIC_REFRESH_INTERVAL";
+    pub const DATABASE_URL: &str = "DATABASE_URL";
+    pub const DATABASE_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
+    pub const BATCH_SIZE: &str = "BATCH_SIZE";
+    pub const BATCH_LINGER: &str = "BATCH_LINGER";
+    pub const HTTP_ADDR: &str = "HTTP_ADDR";
+    pub const SHUTDOWN_TIMEOUT: &str = "SHUTDOWN_TIMEOUT";
+    pub const LOG_FORMAT: &str = "LOG_FORMAT";
+}
+
+/// Consumes every Kafka topic, normalizes each record, and keeps an audit
+/// log in PostgreSQL with a REST API over it.
+#[derive(Debug, Parser)]
+#[command(name = "notification-host", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// The host's commands. Without one, the host serves.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume, normalize and store every record (the default).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Run a normalizer over sample records (JSON lines) and print what it
+    /// finds, one JSON line per input; checks `expected` fields when given.
+    Normalize(NormalizeArgs),
+}
+
+/// Arguments of `normalize`.
+#[derive(Debug, Args)]
+pub struct NormalizeArgs {
+    /// A normalizer component (.wasm) to run instead of the built-in default.
+    #[arg(long)]
+    pub module: Option<PathBuf>,
+    /// Sample file (JSON lines); standard input when absent or `-`.
+    pub input: Option<PathBuf>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+    #[command(flatten)]
+    pub db: DbConfig,
+    #[command(flatten)]
+    pub pipeline: PipelineConfig,
+    #[command(flatten)]
+    pub http: HttpConfig,
+}
+
+/// Where and how to consume.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaConfig {
+    /// Kafka bootstrap servers, comma-separated.
+    #[arg(long, env = env::KAFKA_BOOTSTRAP_SERVERS, default_value = "localhost:9092")]
+    pub bootstrap_servers: String,
+
+    /// Consumer group. Every replica of the host joins it and they share the
+    /// topics' partitions.
+    #[arg(long, env = env::KAFKA_GROUP_ID, default_value = "notification-service-group")]
+    pub group_id: String,
+
+    /// Extra librdkafka settings as `key=value`, for TLS or SASL clusters
+    /// (for example `security.protocol=SASL_SSL`). Repeat the flag, or give
+    /// several separated by newlines or `;` in the environment variable.
+    #[arg(long = "kafka-option", env = env::KAFKA_OPTIONS, value_delimiter = ';', value_parser = parse_kafka_option)]
+    pub options: Vec<(String, String)>,
+
+    /// Topics to consume: a regular expression matched against the whole
+    /// name. Internal topics (names starting with `__`) are never consumed.
+    #[arg(long, env = env::TOPIC_INCLUDE, default_value = ".*", value_parser = parse_anchored_regex)]
+    pub topic_include: Regex,
+
+    /// Topics to skip even when they match the include pattern.
+    #[arg(long, env = env::TOPIC_EXCLUDE, value_parser = parse_anchored_regex)]
+    pub topic_exclude: Option<Regex>,
+
+    /// How often the broker is asked for new topics; a topic created while
+    /// the host runs is consumed within this time.
+    #[arg(long, env = env::TOPIC_REFRESH_INTERVAL, default_value = "10s", value_parser = parse_duration)]
+    pub topic_refresh_interval: Duration,
+}
+
+impl KafkaConfig {
+    /// Whether a topic is consumed.
+    pub fn wants_topic(&self, topic: &str) -> bool {
+        !topic.starts_with("__")
+            && self.topic_include.is_match(topic)
+            && !self.topic_exclude.as_ref().is_some_and(|re| re.is_match(topic))
+    }
+}
+
+/// The database.
+#[derive(Debug, Clone, Args)]
+pub struct DbConfig {
+    /// PostgreSQL connection URL, for example
+    /// `postgres://user:password@host:5432/notifications`.
+    #[arg(long, env = env::DATABASE_URL, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Connections in the pool (writes use one at a time; the rest serve the API).
+    #[arg(long, env = env::DATABASE_MAX_CONNECTIONS, default_value_t = 10)]
+    pub max_connections: u32,
+}
+
+impl DbConfig {
+    /// The database URL, or a clear error when it is missing.
+    pub fn url(&self) -> anyhow::Result<&str> {
+        self.database_url
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("{} is not set (or pass --database-url)", env::DATABASE_URL))
+    }
+}
+
+/// Batching and shutdown.
+#[derive(Debug, Clone, Args)]
+pub struct PipelineConfig {
+    /// Most records written in one database transaction.
+    #[arg(long, env = env::BATCH_SIZE, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+
+    /// Longest a record waits for its batch to fill before it is written.
+    #[arg(long, env = env::BATCH_LINGER, default_value = "100ms", value_parser = parse_duration)]
+    pub batch_linger: Duration,
+
+    /// On SIGTERM or Ctrl-C, how long the host may take to write the batch in
+    /// hand and commit its offsets before it exits anyway.
+    #[arg(long, env = env::SHUTDOWN_TIMEOUT, default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, Args)]
+pub struct HttpConfig {
+    /// Address the REST API, health and metrics listen on.
+    #[arg(long, env = env::HTTP_ADDR, default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 2m)"))
+}
+
+fn parse_anchored_regex(s: &str) -> Result<Regex, String> {
+    Regex::new(&format!("^(?:{s})$")).map_err(|e| e.to_string())
+}
+
+fn parse_kafka_option(s: &str) -> Result<(String, String), String> {
+    let s = s.trim();
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("expected key=value, got {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("notification-host").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn topic_filters() {
+        let cli = parse(&["--topic-exclude", "audit-.*|tmp"]).unwrap();
+        let k = &cli.serve.kafka;
+        assert!(k.wants_topic("order_events"));
+        assert!(k.wants_topic("order-events"));
+        assert!(!k.wants_topic("__consumer_offsets"));
+        assert!(!k.wants_topic("audit-log"));
+        assert!(!k.wants_topic("tmp"));
+        assert!(k.wants_topic("tmp2"));
+        let cli = parse(&["--topic-include", "order.*"]).unwrap();
+        assert!(cli.serve.kafka.wants_topic("order_events"));
+        assert!(!cli.serve.kafka.wants_topic("payment_events"));
+    }
+
+    #[test]
+    fn kafka_options_and_durations() {
+        let cli = parse(&[
+            "--kafka-option",
+            "security.protocol=SASL_SSL;sasl.mechanism=PLAIN",
+            "--batch-linger",
+            "250ms",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.serve.kafka.options,
+            vec![("security.protocol".into(), "SASL_SSL".into()), ("sasl.mechanism".into(), "PLAIN".into())]
+        );
+        assert_eq!(cli.serve.pipeline.batch_linger, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_a_reason() {
+        let e = parse(&["--batch-linger", "soon"]).unwrap_err().to_string();
+        assert!(e.contains("batch-linger"), "{e}");
+        let e = parse(&["--topic-include", "("]).unwrap_err().to_string();
+        assert!(e.contains("topic-include"), "{e}");
+        let e = parse(&["--kafka-option", "novalue"]).unwrap_err().to_string();
+        assert!(e.contains("key=value"), "{e}");
+        assert!(parse(&["--batch-size", "0"]).is_err());
+    }
+
+    #[test]
+    fn normalize_subcommand() {
+        let cli = parse(&["normalize", "--module", "m.wasm", "samples.jsonl"]).unwrap();
+        match cli.command {
+            Some(Command::Normalize(args)) => {
+                assert_eq!(args.module.as_deref(), Some(std::path::Path::new("m.wasm")));
+                assert_eq!(args.input.as_deref(), Some(std::path::Path::new("samples.jsonl")));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Choosing and running a normalizer for a batch of records.
+//!
+//! The built-in default runs natively. A module runs in the WASM runtime; when
+//! it fails for a record, that record keeps the built-in default's fields and
+//! the failure is recorded next to it, so a broken module never loses data.
+
+use std::sync::Arc;
+
+use crate::record::{Fields, Normalized, Record};
+use crate::runtime::Module;
+
+/// `name@version` of the built-in default rules.
+pub fn builtin_label() -> String {
+    format!("{}@{}", normalizer_rules::NAME, normalizer_rules::VERSION)
+}
+
+/// The built-in default's fields for one record.
+pub fn builtin_fields(record: &Record) -> Fields {
+    normalizer_rules::normalize(record.value.as_deref())
+}
+
+/// A normalizer the pipeline can run.
+#[derive(Clone)]
+pub enum Normalizer {
+    /// The built-in default rules, native.
+    Builtin,
+    /// A WASM component.
+    Module(Arc<LoadedModule>),
+}
+
+/// A loaded component together with how it is named and used.
+pub struct LoadedModule {
+    pub module: Module,
+    /// `name@version`, as recorded on every row it produces.
+    pub label: String,
+    /// Fill the fields the module leaves empty from the built-in default.
+    pub fallback: bool,
+}
+
+impl Normalizer {
+    /// `name@version` of this normalizer.
+    pub fn label(&self) -> String {
+        match self {
+            Normalizer::Builtin => builtin_label(),
+            Normalizer::Module(m) => m.label.clone(),
+        }
+    }
+
+    /// Normalizes `records`, one answer per record, in order. CPU-bound: run it
+    /// off the async runtime's worker threads.
+    pub fn normalize(&self, records: &[Record]) -> Vec<Normalized> {
+        match self {
+            Normalizer::Builtin => {
+                let label = builtin_label();
+                records
+                    .iter()
+                    .map(|r| Normalized { fields: builtin_fields(r), normalizer: label.clone(), error: None })
+                    .collect()
+            }
+            Normalizer::Module(loaded) => loaded
+                .module
+                .normalize(records)
+                .into_iter()
+                .zip(records)
+                .map(|(answer, record)| match answer {
+                    Ok(mut fields) => {
+                        if loaded.fallback {
+                            fields.fill_from(builtin_fields(record));
+                        }
+                        Normalized { fields, normalizer: loaded.label.clone(), error: None }
+                    }
+                    Err(error) => Normalized {
+                        fields: builtin_fields(record),
+                        normalizer: loaded.label.clone(),
+                        error: Some(format!("{error}; fields from {}", builtin_label())),
+                    },
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! The domain types every part of the host shares: a Kafka record as it was
+//! received, and what a normalizer made of it.
+
+pub use normalizer_rules::Fields;
+
+/// One Kafka record header. Kafka allows repeated names and null values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub key: String,
+    pub value: Option<Vec<u8>>,
+}
+
+/// A Kafka record, owned, exactly as the broker delivered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the Unix epoch, when the broker gave one.
+    pub timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub headers: Vec<Header>,
+    /// `None` is a tombstone.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Record {
+    /// The value of the first header named `name`, if it is UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value.as_deref())
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+}
+
+/// What a normalizer made of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalized {
+    pub fields: Fields,
+    /// `name@version` of the normalizer that produced `fields`.
+    pub normalizer: String,
+    /// Why the chosen normalizer failed for this record, when it did; the
+    /// fields then come from the built-in default.
+    pub error: Option<String>,
+}

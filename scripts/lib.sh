@@ -1,0 +1,124 @@
+# Shared by scripts/test, scripts/run and the benchmarks: installs what a fresh
+# machine lacks, and starts a throwaway PostgreSQL cluster and Kafka-protocol
+# broker (tansu) on free loopback ports. Source it; call `cleanup` on exit.
+
+CACHE_DIR="${NOTIFICATION_CACHE_DIR:-$HOME/.cache/notification-host}"
+# One target dir for the host, the tests and the components, outside the clone
+# so that a fresh clone (and CI) reuses earlier builds.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE_DIR/target}"
+TANSU_VERSION="0.6.0"
+TANSU_BIN="$CACHE_DIR/tools/bin/tansu"
+WASM_DIR="$CARGO_TARGET_DIR/wasm32-wasip2/release"
+export NORMALIZER_WASM_DIR="$WASM_DIR"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    log "missing system packages: $* (install them, or run as root)"; return 1
+  fi
+  [ -n "${APT_UPDATED:-}" ] || { apt-get update -qq >&2; APT_UPDATED=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+pg_bin_dir() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+
+ensure_tools() {
+  # Build tools for librdkafka (built from source by rdkafka-sys) and OpenSSL headers.
+  local pkgs=()
+  command -v cc >/dev/null || pkgs+=(gcc)
+  command -v make >/dev/null || pkgs+=(make)
+  command -v pkg-config >/dev/null || pkgs+=(pkg-config)
+  command -v python3 >/dev/null || pkgs+=(python3)
+  [ -f /usr/include/openssl/ssl.h ] || pkgs+=(libssl-dev)
+  [ -f /usr/include/zlib.h ] || pkgs+=(zlib1g-dev)
+  pg_bin_dir >/dev/null || pkgs+=(postgresql)
+  id postgres >/dev/null 2>&1 || pkgs+=(postgresql)
+  [ ${#pkgs[@]} = 0 ] || { log "installing ${pkgs[*]}"; apt_install "${pkgs[@]}"; }
+
+  if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+    log "adding the wasm32-wasip2 target"
+    rustup target add wasm32-wasip2 >&2
+  fi
+  if [ ! -x "$TANSU_BIN" ] || ! "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    log "installing the tansu broker $TANSU_VERSION into $CACHE_DIR/tools (once; takes several minutes)"
+    CARGO_TARGET_DIR="$CACHE_DIR/tansu-build" cargo install tansu --version "$TANSU_VERSION" \
+      --locked --features dynostore --root "$CACHE_DIR/tools" >&2
+  fi
+}
+
+build_normalizers() {
+  log "building the normalizer components (wasm32-wasip2)"
+  cargo build --quiet --release --target wasm32-wasip2 --manifest-path normalizers/Cargo.toml >&2
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_for_port() { # port, seconds, what
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  log "$3 did not start listening on port $1"; return 1
+}
+
+SERVICES_DIR=""
+PG_DATA=""
+BROKER_PID=""
+
+# Starts PostgreSQL unless DATABASE_URL is already set; exports DATABASE_URL.
+start_postgres() {
+  if [ -n "${DATABASE_URL:-}" ]; then log "using the given DATABASE_URL"; return 0; fi
+  local bin port
+  bin="$(pg_bin_dir)"
+  [ -n "$SERVICES_DIR" ] || SERVICES_DIR="$(mktemp -d /tmp/notification-host.XXXXXX)"
+  chmod 755 "$SERVICES_DIR"
+  PG_DATA="$SERVICES_DIR/pg"
+  mkdir -p "$PG_DATA"
+  [ "$(id -u)" != 0 ] || chown postgres "$PG_DATA"
+  port="$(free_port)"
+  as_postgres "$bin/initdb" -D "$PG_DATA/data" -U postgres -A trust --no-sync -E UTF8 >"$SERVICES_DIR/initdb.log" 2>&1 \
+    || { cat "$SERVICES_DIR/initdb.log" >&2; return 1; }
+  as_postgres "$bin/pg_ctl" -D "$PG_DATA/data" -l "$PG_DATA/server.log" -w -t 60 start \
+    -o "-p $port -k $PG_DATA -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c full_page_writes=off" >/dev/null \
+    || { cat "$PG_DATA/server.log" >&2; return 1; }
+  export PG_BIN_DIR="$bin" PG_DATA_DIR="$PG_DATA/data" PG_PORT="$port"
+  export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  log "PostgreSQL on 127.0.0.1:$port (data in $PG_DATA/data)"
+}
+
+# Starts tansu unless KAFKA_BOOTSTRAP_SERVERS is already set; exports it.
+start_broker() {
+  if [ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then log "using the given KAFKA_BOOTSTRAP_SERVERS"; return 0; fi
+  local port
+  [ -n "$SERVICES_DIR" ] || SERVICES_DIR="$(mktemp -d /tmp/notification-host.XXXXXX)"
+  port="$(free_port)"
+  "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine memory://tansu/ >"$SERVICES_DIR/broker.log" 2>&1 &
+  BROKER_PID=$!
+  wait_for_port "$port" 30 "the tansu broker" || { cat "$SERVICES_DIR/broker.log" >&2; return 1; }
+  export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$port" TANSU_BIN
+  log "Kafka-protocol broker (tansu) on 127.0.0.1:$port"
+}
+
+cleanup() {
+  if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null; wait "$BROKER_PID" 2>/dev/null; fi
+  if [ -n "$PG_DATA" ] && [ -d "$PG_DATA/data" ]; then
+    as_postgres "$PG_BIN_DIR/pg_ctl" -D "$PG_DATA/data" -m immediate stop >/dev/null 2>&1
+  fi
+  if [ -n "$SERVICES_DIR" ] && [ -z "${KEEP_SERVICES_DIR:-}" ]; then rm -rf "$SERVICES_DIR"; fi
+  return 0
+}
