@@ -92,8 +92,17 @@ start_postgres() {
   port="$(free_port)"
   as_postgres "$bin/initdb" -D "$PG_DATA/data" -U postgres -A trust --no-sync -E UTF8 >"$SERVICES_DIR/initdb.log" 2>&1 \
     || { cat "$SERVICES_DIR/initdb.log" >&2; return 1; }
-  as_postgres "$bin/pg_ctl" -D "$PG_DATA/data" -l "$PG_DATA/server.log" -w -t 60 start \
-    -o "-p $port -k $PG_DATA -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c full_page_writes=off" >/dev/null \
+  # Settings live in the configuration file, so that a test can stop the
+  # server and start it again exactly as it was (`pg_ctl -D ... start`).
+  cat >>"$PG_DATA/data/postgresql.conf" <<CONF
+port = $port
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$PG_DATA'
+max_connections = 300
+fsync = off
+full_page_writes = off
+CONF
+  as_postgres "$bin/pg_ctl" -D "$PG_DATA/data" -l "$PG_DATA/server.log" -w -t 60 start >/dev/null \
     || { cat "$PG_DATA/server.log" >&2; return 1; }
   export PG_BIN_DIR="$bin" PG_DATA_DIR="$PG_DATA/data" PG_PORT="$port"
   export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"

@@ -10,11 +10,124 @@
 //! - [`normalize`]: picks the built-in default or a module for a batch and
 //!   turns module failures into stored, explained rows.
 //! - [`samples`]: the sample-record format of `notification-host normalize`.
+//! - [`kafka`]: rdkafka only. The consumer group, topic discovery, offsets.
+//! - [`storage`]: sqlx only. The pool, migrations and every query.
+//! - [`pipeline`]: the only module that uses all three: message →
+//!   normalizer → row → stored offset.
+//! - [`http`]: axum only. Health, readiness and the REST API.
+//! - [`status`]: readiness shared between the pipeline and HTTP.
 //! - [`cmd`]: the one-shot commands.
 
 pub mod cmd;
 pub mod config;
+pub mod http;
+pub mod kafka;
 pub mod normalize;
+pub mod pipeline;
 pub mod record;
 pub mod runtime;
 pub mod samples;
+pub mod shutdown;
+pub mod status;
+pub mod storage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServeArgs;
+use crate::status::Status;
+use crate::storage::Db;
+
+/// `notification-host migrate`: apply the migrations and exit.
+pub async fn migrate(args: &ServeArgs) -> anyhow::Result<()> {
+    let db = Db::connect_lazy(args.db.url()?, 1)?;
+    db.migrate().await?;
+    tracing::info!("Migrations applied.");
+    Ok(())
+}
+
+/// `notification-host serve`: consume, normalize and store every record, and
+/// serve the API, until SIGTERM or Ctrl-C.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let status = Arc::new(Status::default());
+    let db = Db::connect_lazy(args.db.url()?, args.db.max_connections)?;
+    let consumer = Arc::new(kafka::create_consumer(&args.kafka, status.clone())?);
+
+    let shutdown = CancellationToken::new();
+    shutdown::on_signal(shutdown.clone());
+    // Fires `shutdown_timeout` after shutdown starts: batches still unwritten
+    // then are abandoned (and consumed again on the next start).
+    let give_up = CancellationToken::new();
+    {
+        let (shutdown, give_up, timeout) = (shutdown.clone(), give_up.clone(), args.pipeline.shutdown_timeout);
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(timeout).await;
+            give_up.cancel();
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.http.http_addr)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.http.http_addr))?;
+    let bound = listener.local_addr().context("failed to read the HTTP listener's address")?;
+    tracing::info!(addr = %bound, "HTTP server listening.");
+    let app = http::router(http::AppState { db: db.clone(), status: status.clone() });
+    let http_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await
+    });
+
+    if !migrate_when_reachable(&db, &status, &shutdown).await {
+        return Ok(());
+    }
+    tokio::spawn(watch_database(db.clone(), status.clone(), shutdown.clone()));
+
+    let normalize: pipeline::NormalizeFn =
+        Arc::new(|records: &[record::Record]| normalize::Normalizer::Builtin.normalize(records));
+    pipeline::run(consumer, db, normalize, status, args.kafka, args.pipeline, shutdown.clone(), give_up).await?;
+    shutdown.cancel();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "HTTP server failed."),
+        Err(error) => tracing::error!(%error, "HTTP server task failed."),
+    }
+    tracing::info!("Stopped.");
+    Ok(())
+}
+
+/// Applies the migrations, retrying while the database is unreachable.
+/// Returns false when shutdown was requested first.
+async fn migrate_when_reachable(db: &Db, status: &Status, shutdown: &CancellationToken) -> bool {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match db.migrate().await {
+            Ok(()) => {
+                status.set_db_up(true);
+                return true;
+            }
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "Database not ready; retrying.");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.cancelled() => return false,
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Keeps the readiness flag honest while no batch is being written.
+async fn watch_database(db: Db, status: Arc<Status>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => status.set_db_up(db.ping().await),
+            () = shutdown.cancelled() => return,
+        }
+    }
+}

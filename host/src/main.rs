@@ -4,23 +4,35 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use notification_host::config::{Cli, Command};
+use notification_host::config::{Cli, Command, LogFormat};
+use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    init_logging(cli.log_format);
+    let result = match cli.command {
         Some(Command::Normalize(args)) => {
-            match notification_host::cmd::normalize::run(&args, &mut std::io::stdout(), &mut std::io::stderr()) {
-                Ok(code) => code,
-                Err(error) => {
-                    eprintln!("error: {error:#}");
-                    ExitCode::from(2)
-                }
-            }
+            notification_host::cmd::normalize::run(&args, &mut std::io::stdout(), &mut std::io::stderr())
         }
-        _ => {
-            eprintln!("error: not available yet");
-            ExitCode::from(2)
-        }
+        Some(Command::Migrate) => block_on(notification_host::migrate(&cli.serve)).map(|()| ExitCode::SUCCESS),
+        Some(Command::Serve) | None => block_on(notification_host::serve(cli.serve)).map(|()| ExitCode::SUCCESS),
+    };
+    result.unwrap_or_else(|error| {
+        eprintln!("error: {error:#}");
+        ExitCode::from(2)
+    })
+}
+
+fn block_on<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(future)
+}
+
+/// Logs go to standard error, filtered by RUST_LOG (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
 }

@@ -1,0 +1,228 @@
+//! Kafka, through rdkafka: the consumer group, the subscription to every
+//! wanted topic, and offsets. Nothing here knows about WASM or SQL.
+//!
+//! Offsets are stored explicitly (`enable.auto.offset.store=false`) and only
+//! for records whose rows have committed; librdkafka's auto-commit then sends
+//! the stored offsets to the group coordinator in the background and on every
+//! partition revocation.
+//!
+//! Topics are discovered by listing the cluster's topics every
+//! `topic_refresh_interval` and subscribing to the exact list of wanted ones
+//! (internal `__` topics and the exclude pattern filtered out). Filtering
+//! here rather than through a librdkafka regex subscription lets the exclude
+//! pattern use the full Rust regex syntax, and bounds the discovery delay by
+//! our own interval.
+
+use std::collections::{BTreeSet, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+use crate::record::{Header, Record};
+use crate::status::Status;
+
+/// The consumer, shared by the poll loop and the writer (which stores offsets).
+pub type HostConsumer = StreamConsumer<HostContext>;
+
+/// Callbacks from librdkafka: rebalances, logs and client errors.
+pub struct HostContext {
+    status: Arc<Status>,
+    /// The last error reported and when, so that an outage that librdkafka
+    /// reports many times a second is logged once per interval.
+    last_error: Mutex<Option<(String, Instant)>>,
+}
+
+/// How long an identical client error stays quiet after it was logged.
+const REPEAT_QUIET: Duration = Duration::from_secs(30);
+
+impl ClientContext for HostContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            // Connection failures arrive here and again through `error` below,
+            // which rate-limits them; keep this copy out of the default log.
+            RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning if matches!(fac, "FAIL" | "ERROR") => {
+                tracing::debug!(target: "librdkafka", facility = fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", facility = fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{log_message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", facility = fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let message = format!("{error}: {reason}");
+        let Ok(mut last) = self.last_error.lock() else { return };
+        let repeated = last.as_ref().is_some_and(|(m, at)| *m == message && at.elapsed() < REPEAT_QUIET);
+        if !repeated {
+            tracing::warn!(%error, reason, "Kafka client error.");
+            *last = Some((message, Instant::now()));
+        }
+    }
+}
+
+impl ConsumerContext for HostContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "Partitions assigned.");
+                self.status.set_assigned(tpl.count());
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = tpl.count(), "Partitions revoked.");
+                self.status.set_revoked();
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "Rebalance failed."),
+        }
+    }
+}
+
+/// Creates the consumer and joins no topic yet (see [`refresh_subscription`]).
+pub fn create_consumer(config: &KafkaConfig, status: Arc<Status>) -> anyhow::Result<HostConsumer> {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", &config.group_id)
+        .set("client.id", "notification-host")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("statistics.interval.ms", "0");
+    for (key, value) in &config.options {
+        client.set(key, value);
+    }
+    client
+        .create_with_context(HostContext { status, last_error: Mutex::new(None) })
+        .context("failed to create the Kafka consumer (check KAFKA_BOOTSTRAP_SERVERS and KAFKA_OPTIONS)")
+}
+
+/// Lists the cluster's topics and subscribes to the wanted ones when that set
+/// changed. Blocking (a metadata request): call it off the async workers.
+/// Returns the wanted topics.
+pub fn refresh_subscription(
+    consumer: &HostConsumer,
+    config: &KafkaConfig,
+    current: &BTreeSet<String>,
+) -> anyhow::Result<BTreeSet<String>> {
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .context("failed to list the cluster's topics")?;
+    let wanted: BTreeSet<String> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.name().to_owned())
+        .filter(|name| config.wants_topic(name))
+        .collect();
+    if &wanted != current {
+        if wanted.is_empty() {
+            consumer.unsubscribe();
+        } else {
+            let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
+            consumer.subscribe(&names).context("failed to subscribe")?;
+        }
+        let added: Vec<&String> = wanted.difference(current).collect();
+        let removed: Vec<&String> = current.difference(&wanted).collect();
+        tracing::info!(topics = wanted.len(), ?added, ?removed, "Subscription changed.");
+    }
+    Ok(wanted)
+}
+
+/// Copies a consumed message into an owned [`Record`].
+pub fn to_record(message: &BorrowedMessage<'_>) -> Record {
+    Record {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp: message.timestamp().to_millis(),
+        key: message.key().map(<[u8]>::to_vec),
+        headers: headers(message),
+        value: message.payload().map(<[u8]>::to_vec),
+    }
+}
+
+/// The message's headers. rdkafka panics on a header name that is not UTF-8;
+/// such a record keeps its value and gets one marker header instead of
+/// stopping the pipeline.
+fn headers(message: &BorrowedMessage<'_>) -> Vec<Header> {
+    let Some(headers) = message.headers() else {
+        return Vec::new();
+    };
+    let read = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        headers
+            .iter()
+            .map(|h| Header { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec) })
+            .collect::<Vec<_>>()
+    }));
+    read.unwrap_or_else(|_| {
+        tracing::warn!(
+            topic = message.topic(), partition = message.partition(), offset = message.offset(),
+            "A header name is not UTF-8; the headers of this record are not stored."
+        );
+        vec![Header { key: "notification-host.unreadable-headers".into(), value: None }]
+    })
+}
+
+/// Stores the offsets after the given last stored offsets per partition.
+/// Partitions no longer assigned are skipped: their new owner resumes from
+/// the committed offset and the unique key drops what it redelivers.
+pub fn store_offsets(consumer: &HostConsumer, last: &HashMap<(String, i32), i64>) {
+    let mut tpl = TopicPartitionList::with_capacity(last.len());
+    for ((topic, partition), offset) in last {
+        if let Err(error) = tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1)) {
+            tracing::warn!(%error, topic, partition, "Could not prepare an offset to store.");
+        }
+    }
+    if let Err(error) = consumer.store_offsets(&tpl) {
+        tracing::debug!(%error, "Some offsets were not stored (partitions revoked meanwhile).");
+    }
+}
+
+/// Pauses every assigned partition (the writer is behind); messages already
+/// fetched are discarded by librdkafka and fetched again after [`resume`].
+pub fn pause(consumer: &HostConsumer) {
+    match consumer.assignment() {
+        Ok(tpl) => {
+            if let Err(error) = consumer.pause(&tpl) {
+                tracing::warn!(%error, "Could not pause consumption.");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "Could not read the assignment to pause it."),
+    }
+}
+
+/// Resumes every assigned partition.
+pub fn resume(consumer: &HostConsumer) {
+    match consumer.assignment() {
+        Ok(tpl) => {
+            if let Err(error) = consumer.resume(&tpl) {
+                tracing::warn!(%error, "Could not resume consumption.");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "Could not read the assignment to resume it."),
+    }
+}
+
+/// Commits the stored offsets synchronously (on shutdown). Blocking.
+pub fn commit(consumer: &HostConsumer) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => tracing::info!("Offsets committed."),
+        Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+        Err(error) => tracing::warn!(%error, "Final offset commit failed; uncommitted records will be redelivered and skipped."),
+    }
+}

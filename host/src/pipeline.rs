@@ -1,0 +1,251 @@
+//! The ingest pipeline: Kafka message → normalizer → PostgreSQL row → stored
+//! offset. The only module that uses Kafka, the normalizers and storage.
+//!
+//! Three stages run concurrently, joined by channels that hold one batch
+//! each, so memory stays bounded however far behind the consumer is:
+//!
+//! 1. the **poll loop** collects records into batches bounded by count and
+//!    time, and keeps polling (so the consumer stays in its group) while the
+//!    later stages are busy, pausing its partitions instead of buffering;
+//! 2. the **normalize stage** runs the normalizers on a blocking thread;
+//! 3. the **writer** inserts each batch in one transaction, retrying with
+//!    backoff while the database is unreachable, and stores the batch's
+//!    offsets only after the commit.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{KafkaConfig, PipelineConfig};
+use crate::kafka::{self, HostConsumer};
+use crate::record::{Normalized, Record};
+use crate::status::Status;
+use crate::storage::{Db, StoredRow};
+
+/// Normalizes a batch: one answer per record, in order. CPU-bound; the
+/// pipeline calls it on a blocking thread.
+pub type NormalizeFn = Arc<dyn Fn(&[Record]) -> Vec<Normalized> + Send + Sync>;
+
+/// A batch ready for the database.
+struct Prepared {
+    rows: Vec<StoredRow>,
+    /// The highest offset in the batch per (topic, partition).
+    last_offsets: HashMap<(String, i32), i64>,
+}
+
+/// Runs the pipeline until `shutdown` is cancelled, then writes what it holds
+/// and commits offsets, giving up on unwritten batches after `give_up` fires
+/// (they are redelivered on the next start and stored then).
+pub async fn run(
+    consumer: Arc<HostConsumer>,
+    db: Db,
+    normalize: NormalizeFn,
+    status: Arc<Status>,
+    kafka_config: KafkaConfig,
+    config: PipelineConfig,
+    shutdown: CancellationToken,
+    give_up: CancellationToken,
+) -> anyhow::Result<()> {
+    let (batch_tx, batch_rx) = mpsc::channel::<Vec<Record>>(1);
+    let (rows_tx, rows_rx) = mpsc::channel::<Prepared>(1);
+
+    let normalizer = tokio::spawn(normalize_stage(batch_rx, rows_tx, normalize));
+    let writer = tokio::spawn(writer_stage(rows_rx, db, consumer.clone(), status.clone(), give_up));
+
+    poll_loop(&consumer, &kafka_config, &config, &status, batch_tx, &shutdown).await;
+
+    // The poll loop has handed over its last batch and closed the channel;
+    // the later stages drain and end.
+    normalizer.await?;
+    let all_written = writer.await?;
+    let committer = consumer.clone();
+    tokio::task::spawn_blocking(move || kafka::commit(&committer)).await?;
+    if !all_written {
+        tracing::warn!("Shut down before every batch was written; those records will be consumed again.");
+    }
+    Ok(())
+}
+
+async fn poll_loop(
+    consumer: &Arc<HostConsumer>,
+    kafka_config: &KafkaConfig,
+    config: &PipelineConfig,
+    status: &Status,
+    batch_tx: mpsc::Sender<Vec<Record>>,
+    shutdown: &CancellationToken,
+) {
+    let batch_size = config.batch_size as usize;
+    let mut batch: Vec<Record> = Vec::with_capacity(batch_size);
+    let mut batch_deadline: Option<Instant> = None;
+    // A full (or lingered) batch waiting for the normalize stage to take it.
+    let mut pending: Option<Vec<Record>> = None;
+    let mut paused = false;
+    let mut topics = BTreeSet::new();
+    let mut refresh = tokio::time::interval(kafka_config.topic_refresh_interval);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        if pending.is_none() && batch.len() >= batch_size {
+            pending = Some(std::mem::replace(&mut batch, Vec::with_capacity(batch_size)));
+            batch_deadline = None;
+        }
+        if pending.is_some() && batch.len() >= batch_size && !paused {
+            tracing::debug!("Writer is behind; pausing consumption.");
+            kafka::pause(consumer);
+            paused = true;
+        }
+        let linger = batch_deadline.filter(|_| pending.is_none());
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            permit = batch_tx.reserve(), if pending.is_some() => {
+                let Ok(permit) = permit else { break };
+                if let Some(records) = pending.take() {
+                    permit.send(records);
+                }
+                if paused {
+                    kafka::resume(consumer);
+                    paused = false;
+                }
+            }
+            _ = refresh.tick() => {
+                let (c, k, current) = (consumer.clone(), kafka_config.clone(), topics.clone());
+                match tokio::task::spawn_blocking(move || kafka::refresh_subscription(&c, &k, &current)).await {
+                    Ok(Ok(wanted)) => {
+                        status.set_subscribed(wanted.len());
+                        topics = wanted;
+                    }
+                    Ok(Err(error)) => tracing::warn!(error = %format!("{error:#}"), "Could not refresh the topic list."),
+                    Err(error) => tracing::error!(%error, "The topic refresh task failed."),
+                }
+            }
+            () = sleep_until(linger), if linger.is_some() => {
+                pending = Some(std::mem::replace(&mut batch, Vec::with_capacity(batch_size)));
+                batch_deadline = None;
+            }
+            message = consumer.recv() => match message {
+                Ok(message) => {
+                    if batch.is_empty() {
+                        batch_deadline = Some(Instant::now() + config.batch_linger);
+                    }
+                    batch.push(kafka::to_record(&message));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "Kafka consumer error.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+
+    // Shutdown: hand over what is in hand, in order.
+    for records in [pending.take(), Some(batch)].into_iter().flatten().filter(|b| !b.is_empty()) {
+        if batch_tx.send(records).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn normalize_stage(
+    mut batches: mpsc::Receiver<Vec<Record>>,
+    rows: mpsc::Sender<Prepared>,
+    normalize: NormalizeFn,
+) {
+    while let Some(records) = batches.recv().await {
+        let normalize = normalize.clone();
+        let prepared = tokio::task::spawn_blocking(move || prepare(records, &*normalize)).await;
+        match prepared {
+            Ok(prepared) => {
+                if rows.send(prepared).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                // A panic in a normalizer is a host bug; stop rather than
+                // skip records (their offsets are never stored).
+                tracing::error!(%error, "Normalizing a batch failed; stopping the pipeline.");
+                return;
+            }
+        }
+    }
+}
+
+fn prepare(records: Vec<Record>, normalize: &(dyn Fn(&[Record]) -> Vec<Normalized> + Send + Sync)) -> Prepared {
+    let normalized = normalize(&records);
+    debug_assert_eq!(normalized.len(), records.len());
+    let now = Utc::now();
+    let mut last_offsets: HashMap<(String, i32), i64> = HashMap::new();
+    let rows = records
+        .into_iter()
+        .zip(normalized)
+        .map(|(record, normalized)| {
+            let last = last_offsets.entry((record.topic.clone(), record.partition)).or_insert(record.offset);
+            *last = (*last).max(record.offset);
+            StoredRow::from_record(record, normalized, now)
+        })
+        .collect();
+    Prepared { rows, last_offsets }
+}
+
+/// Writes every batch; returns whether all of them were written.
+async fn writer_stage(
+    mut batches: mpsc::Receiver<Prepared>,
+    db: Db,
+    consumer: Arc<HostConsumer>,
+    status: Arc<Status>,
+    give_up: CancellationToken,
+) -> bool {
+    while let Some(batch) = batches.recv().await {
+        if !write_with_retry(&db, &batch.rows, &status, &give_up).await {
+            // Storing the offsets of any later batch would skip this one.
+            return false;
+        }
+        let consumer = consumer.clone();
+        let offsets = batch.last_offsets;
+        if let Err(error) = tokio::task::spawn_blocking(move || kafka::store_offsets(&consumer, &offsets)).await {
+            tracing::error!(%error, "Storing offsets failed.");
+        }
+    }
+    true
+}
+
+async fn write_with_retry(db: &Db, rows: &[StoredRow], status: &Status, give_up: &CancellationToken) -> bool {
+    let mut delay = Duration::from_millis(100);
+    let mut failures = 0u32;
+    loop {
+        match db.insert(rows).await {
+            Ok(inserted) => {
+                if failures > 0 {
+                    tracing::info!(failures, "Database writes succeed again.");
+                }
+                status.set_db_up(true);
+                tracing::debug!(rows = rows.len(), inserted, "Batch written.");
+                return true;
+            }
+            Err(error) => {
+                status.set_db_up(false);
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(20) {
+                    tracing::warn!(%error, failures, "Database write failed; retrying with backoff.");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = give_up.cancelled() => return false,
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

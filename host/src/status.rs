@@ -1,0 +1,60 @@
+//! What `/ready` reports: whether the database answers and whether the
+//! consumer holds its assignment. Written by the pipeline and the Kafka
+//! callbacks, read by the HTTP server.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Shared readiness state.
+#[derive(Debug, Default)]
+pub struct Status {
+    db_up: AtomicBool,
+    /// The consumer has joined the group and received an assignment (which
+    /// may be empty when there are more replicas than partitions).
+    assigned: AtomicBool,
+    assigned_partitions: AtomicUsize,
+    subscribed_topics: AtomicUsize,
+    subscription_known: AtomicBool,
+}
+
+impl Status {
+    pub fn set_db_up(&self, up: bool) {
+        self.db_up.store(up, Ordering::Relaxed);
+    }
+
+    pub fn db_up(&self) -> bool {
+        self.db_up.load(Ordering::Relaxed)
+    }
+
+    pub fn set_assigned(&self, partitions: usize) {
+        self.assigned_partitions.store(partitions, Ordering::Relaxed);
+        self.assigned.store(true, Ordering::Relaxed);
+    }
+
+    pub fn set_revoked(&self) {
+        self.assigned_partitions.store(0, Ordering::Relaxed);
+        self.assigned.store(false, Ordering::Relaxed);
+    }
+
+    pub fn set_subscribed(&self, topics: usize) {
+        self.subscribed_topics.store(topics, Ordering::Relaxed);
+        self.subscription_known.store(true, Ordering::Relaxed);
+    }
+
+    pub fn assigned_partitions(&self) -> usize {
+        self.assigned_partitions.load(Ordering::Relaxed)
+    }
+
+    /// `Ok` when ready, otherwise every reason it is not.
+    pub fn readiness(&self) -> Result<(), Vec<&'static str>> {
+        let mut reasons = Vec::new();
+        if !self.db_up() {
+            reasons.push("the database does not answer");
+        }
+        if !self.subscription_known.load(Ordering::Relaxed) {
+            reasons.push("the topic list has not been read from the broker yet");
+        } else if self.subscribed_topics.load(Ordering::Relaxed) > 0 && !self.assigned.load(Ordering::Relaxed) {
+            reasons.push("the consumer holds no assignment (joining the group or rebalancing)");
+        }
+        if reasons.is_empty() { Ok(()) } else { Err(reasons) }
+    }
+}

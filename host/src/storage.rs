@@ -1,0 +1,400 @@
+//! PostgreSQL: the pool, the migrations and every query. Nothing else in the
+//! host speaks SQL.
+//!
+//! # Exactly one row per record
+//!
+//! Every Kafka record has a natural key, (topic, partition, offset), and the
+//! table has a unique constraint on it. Batches are written with
+//! `INSERT .. ON CONFLICT DO NOTHING`, so writing a record twice is harmless,
+//! and the consumer stores a batch's offsets only after its transaction has
+//! committed. A crash, a restart or a rebalance can therefore make Kafka
+//! redeliver records (at-least-once delivery), but never produce a second
+//! row, and no offset is ever committed for a record that is not stored.
+//!
+//! The alternative, keeping consumer offsets in PostgreSQL in the same
+//! transaction, would also be exact but takes offset management away from the
+//! consumer group (lag monitoring, `kafka-consumer-groups` resets, seeking on
+//! every assignment) for no gain: the unique key already has to exist for the
+//! audit log to be trustworthy.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::record::{Fields, Header, Normalized, Record};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// The database handle: a connection pool.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: PgPool,
+}
+
+/// Why a batch could not be written. Every cause is worth retrying: the
+/// records it held are not lost, only delayed.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to write {rows} rows: {source}")]
+pub struct WriteError {
+    rows: usize,
+    #[source]
+    source: sqlx::Error,
+}
+
+impl Db {
+    /// Creates the pool without connecting, so that the host can start (and
+    /// report itself not ready) while the database is still unreachable. A
+    /// malformed URL is an error at once.
+    pub fn connect_lazy(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            anyhow::bail!("DATABASE_URL is not a valid PostgreSQL connection URL: it must start with postgres://");
+        }
+        let options: PgConnectOptions =
+            url.parse().context("DATABASE_URL is not a valid PostgreSQL connection URL")?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options.application_name("notification-host"));
+        Ok(Db { pool })
+    }
+
+    /// Wraps an existing pool (tests).
+    pub fn from_pool(pool: PgPool) -> Db {
+        Db { pool }
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the migrations in `migrations/`.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR.run(&self.pool).await.context("failed to apply the database migrations")
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Writes `rows` in one transaction, skipping rows already stored.
+    /// Returns how many rows were new.
+    ///
+    /// When PostgreSQL refuses a value the host could not foresee (a JSON
+    /// document JSONB rejects, say), the batch is written again row by row,
+    /// and a row that is still refused is stored without its JSON document,
+    /// with the reason in `ingest_note`, so the record is never lost.
+    pub async fn insert(&self, rows: &[StoredRow]) -> Result<u64, WriteError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        match self.insert_batch(rows).await {
+            Ok(n) => Ok(n),
+            Err(e) if is_data_error(&e) => {
+                tracing::warn!(rows = rows.len(), error = %e, "PostgreSQL refused a value; writing the batch row by row.");
+                let mut inserted = 0;
+                for row in rows {
+                    inserted += self.insert_one_refusing_gracefully(row).await?;
+                }
+                Ok(inserted)
+            }
+            Err(e) => Err(WriteError { rows: rows.len(), source: e }),
+        }
+    }
+
+    async fn insert_one_refusing_gracefully(&self, row: &StoredRow) -> Result<u64, WriteError> {
+        match self.insert_batch(std::slice::from_ref(row)).await {
+            Ok(n) => Ok(n),
+            Err(e) if is_data_error(&e) => {
+                let reason = database_reason(&e);
+                tracing::warn!(
+                    topic = %row.source_topic, partition = ?row.kafka_partition, offset = ?row.kafka_offset,
+                    %reason, "PostgreSQL refused the JSON document; storing the record's bytes without it."
+                );
+                let mut degraded = row.clone();
+                degraded.event = None;
+                degraded.add_note(format!("PostgreSQL refused the JSON document: {reason}"));
+                self.insert_batch(std::slice::from_ref(&degraded))
+                    .await
+                    .map_err(|source| WriteError { rows: 1, source })
+            }
+            Err(source) => Err(WriteError { rows: 1, source }),
+        }
+    }
+
+    async fn insert_batch(&self, rows: &[StoredRow]) -> Result<u64, sqlx::Error> {
+        let result = sqlx::query(INSERT_SQL)
+            .bind(col(rows, |r| r.fields.customer_id.clone()))
+            .bind(col(rows, |r| r.fields.runner_id.clone()))
+            .bind(col(rows, |r| r.fields.order_id.clone()))
+            .bind(col(rows, |r| r.event.clone()))
+            .bind(col(rows, |r| r.fields.status.clone()))
+            .bind(col(rows, |r| r.created_at))
+            .bind(col(rows, |r| r.source_topic.clone()))
+            .bind(col(rows, |r| r.fields.event_type.clone()))
+            .bind(col(rows, |r| r.fields.correlation_id.clone()))
+            .bind(col(rows, |r| r.fields.source_service.clone()))
+            .bind(col(rows, |r| r.kafka_partition))
+            .bind(col(rows, |r| r.kafka_offset))
+            .bind(col(rows, |r| r.kafka_key.clone()))
+            .bind(col(rows, |r| r.kafka_headers.clone()))
+            .bind(col(rows, |r| r.kafka_timestamp))
+            .bind(col(rows, |r| r.raw_value.clone()))
+            .bind(col(rows, |r| r.ingest_note.clone()))
+            .bind(col(rows, |r| r.normalizer.clone()))
+            .bind(col(rows, |r| r.normalizer_error.clone()))
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+}
+
+/// One array per column keeps the statement text constant (so PostgreSQL
+/// prepares it once) whatever the batch size.
+const INSERT_SQL: &str = "INSERT INTO notifications (customer_id, runner_id, order_id, event, status, created_at, \
+     source_topic, event_type, correlation_id, source_service, kafka_partition, kafka_offset, kafka_key, \
+     kafka_headers, kafka_timestamp, raw_value, ingest_note, normalizer, normalizer_error) \
+     SELECT c1, c2, c3, c4::jsonb, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14::jsonb, c15, c16, c17, c18, c19 \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[], \
+     $8::text[], $9::text[], $10::text[], $11::int4[], $12::int8[], $13::bytea[], $14::text[], \
+     $15::timestamptz[], $16::bytea[], $17::text[], $18::text[], $19::text[]) \
+     AS t(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19) \
+     ON CONFLICT ON CONSTRAINT notifications_kafka_record DO NOTHING";
+
+fn col<T>(rows: &[StoredRow], f: impl Fn(&StoredRow) -> T) -> Vec<T> {
+    rows.iter().map(f).collect()
+}
+
+/// A refusal that depends on the data (SQLSTATE classes 22, data exception,
+/// and 54, program limit exceeded, such as JSON nested too deeply), as
+/// opposed to an outage, which is retried as it is.
+fn is_data_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("54")),
+        _ => false,
+    }
+}
+
+fn database_reason(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => format!("{} ({})", db.message(), db.code().unwrap_or_default()),
+        other => other.to_string(),
+    }
+}
+
+/// One row of `notifications`, prepared from a record and what its
+/// normalizer found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRow {
+    pub fields: Fields,
+    /// The JSON document to store as `event`, as text.
+    pub event: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub source_topic: String,
+    pub kafka_partition: Option<i32>,
+    pub kafka_offset: Option<i64>,
+    pub kafka_key: Option<Vec<u8>>,
+    /// The headers as JSON text.
+    pub kafka_headers: Option<String>,
+    pub kafka_timestamp: Option<DateTime<Utc>>,
+    pub raw_value: Option<Vec<u8>>,
+    pub ingest_note: Option<String>,
+    pub normalizer: Option<String>,
+    pub normalizer_error: Option<String>,
+}
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+impl StoredRow {
+    /// Prepares the row for a consumed record. `now` stands in for a record
+    /// without a usable timestamp.
+    pub fn from_record(record: Record, normalized: Normalized, now: DateTime<Utc>) -> StoredRow {
+        let mut notes = Vec::new();
+        let event = match record.value.as_deref() {
+            None => None,
+            Some(bytes) => match json_document(bytes) {
+                Ok(text) => Some(text.to_owned()),
+                Err(reason) => {
+                    notes.push(reason);
+                    None
+                }
+            },
+        };
+        let kafka_timestamp = match record.timestamp {
+            Some(ms) => match representable_timestamp(ms) {
+                Some(ts) => Some(ts),
+                None => {
+                    notes.push(format!("the record timestamp {ms} ms is outside what PostgreSQL can store"));
+                    None
+                }
+            },
+            None => None,
+        };
+        let (fields, nul_note) = without_nul(normalized.fields);
+        notes.extend(nul_note);
+        StoredRow {
+            fields,
+            event,
+            created_at: kafka_timestamp.unwrap_or(now),
+            kafka_partition: Some(record.partition),
+            kafka_offset: Some(record.offset),
+            kafka_key: record.key,
+            kafka_headers: Some(headers_json(&record.headers)),
+            kafka_timestamp,
+            raw_value: record.value,
+            source_topic: record.topic,
+            ingest_note: (!notes.is_empty()).then(|| notes.join("; ")),
+            normalizer: Some(normalized.normalizer),
+            normalizer_error: normalized.error,
+        }
+    }
+
+    fn add_note(&mut self, note: String) {
+        self.ingest_note = Some(match self.ingest_note.take() {
+            Some(existing) => format!("{existing}; {note}"),
+            None => note,
+        });
+    }
+}
+
+/// The value as a JSON document for the `event` column, or why it is not one.
+fn json_document(bytes: &[u8]) -> Result<&str, String> {
+    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| format!("the value is not valid UTF-8 (first invalid byte at {})", e.valid_up_to()))?;
+    if text.trim().is_empty() {
+        return Err(if text.is_empty() { "the value is empty".into() } else { "the value is only white space".into() });
+    }
+    // Validates the whole document without building it (and without a depth
+    // limit: nested values are skipped, not recursed into).
+    serde_json::from_str::<&RawValue>(text).map_err(|e| format!("the value is not JSON: {e}"))?;
+    if has_nul_escape(text) {
+        return Err("the JSON document contains \\u0000, which JSONB cannot store".into());
+    }
+    Ok(text)
+}
+
+/// Whether JSON text contains the escape `\u0000` (not an escaped backslash
+/// followed by `u0000`).
+fn has_nul_escape(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = memchr_backslash(&b[i..]) {
+        let at = i + pos;
+        match b.get(at + 1) {
+            Some(b'u') if b.get(at + 2..at + 6).is_some_and(|h| h == b"0000") => return true,
+            // Skip the escaped character, so `\\u0000` is not mistaken.
+            Some(_) => i = at + 2,
+            None => return false,
+        }
+    }
+    false
+}
+
+fn memchr_backslash(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b'\\')
+}
+
+/// PostgreSQL's timestamptz covers 4713 BC to 294276 AD.
+fn representable_timestamp(ms: i64) -> Option<DateTime<Utc>> {
+    const MIN_MS: i64 = -210_866_803_200_000;
+    const MAX_MS: i64 = 9_224_318_015_999_999;
+    (MIN_MS..=MAX_MS).contains(&ms).then(|| DateTime::from_timestamp_millis(ms)).flatten()
+}
+
+/// PostgreSQL text cannot hold NUL; such characters become U+FFFD and the
+/// row says so. The exact value stays in `raw_value`.
+fn without_nul(mut f: Fields) -> (Fields, Option<String>) {
+    let mut touched = Vec::new();
+    for (name, slot) in [
+        ("customer_id", &mut f.customer_id),
+        ("runner_id", &mut f.runner_id),
+        ("order_id", &mut f.order_id),
+        ("event_type", &mut f.event_type),
+        ("correlation_id", &mut f.correlation_id),
+        ("source_service", &mut f.source_service),
+        ("status", &mut f.status),
+    ] {
+        if let Some(v) = slot.as_mut().filter(|v| v.contains('\0')) {
+            *v = v.replace('\0', "\u{FFFD}");
+            touched.push(name);
+        }
+    }
+    let note = (!touched.is_empty()).then(|| format!("NUL characters replaced by U+FFFD in {}", touched.join(", ")));
+    (f, note)
+}
+
+/// Headers as a JSON array in their original order. A value that is not
+/// NUL-free UTF-8 is given as base64 under `value_b64`.
+fn headers_json(headers: &[Header]) -> String {
+    let items: Vec<serde_json::Value> = headers
+        .iter()
+        .map(|h| {
+            let key = h.key.replace('\0', "\u{FFFD}");
+            match h.value.as_deref() {
+                None => serde_json::json!({ "key": key, "value": null }),
+                Some(v) => match std::str::from_utf8(v) {
+                    Ok(s) if !s.contains('\0') => serde_json::json!({ "key": key, "value": s }),
+                    _ => serde_json::json!({
+                        "key": key,
+                        "value_b64": base64::engine::general_purpose::STANDARD.encode(v),
+                    }),
+                },
+            }
+        })
+        .collect();
+    serde_json::Value::Array(items).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_documents_and_reasons() {
+        assert_eq!(json_document(br#"{"a": 1}"#), Ok(r#"{"a": 1}"#));
+        assert_eq!(json_document(b"\xEF\xBB\xBF[1]"), Ok("[1]"));
+        assert_eq!(json_document(br#""str""#), Ok(r#""str""#));
+        assert!(json_document(b"").unwrap_err().contains("empty"));
+        assert!(json_document(b"  ").unwrap_err().contains("white space"));
+        assert!(json_document(b"nope").unwrap_err().contains("not JSON"));
+        assert!(json_document(b"{\"a\": \"\xff\"}").unwrap_err().contains("UTF-8"));
+        assert!(json_document(br#"{"a": "x\u0000y"}"#).unwrap_err().contains("\\u0000"));
+        assert!(json_document(br#"{"a": "x\\u0000y"}"#).is_ok());
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(json_document(deep.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn headers_keep_order_nulls_and_binary() {
+        let h = vec![
+            Header { key: "a".into(), value: Some(b"1".to_vec()) },
+            Header { key: "a".into(), value: None },
+            Header { key: "bin".into(), value: Some(vec![0xff, 0]) },
+        ];
+        assert_eq!(
+            headers_json(&h),
+            r#"[{"key":"a","value":"1"},{"key":"a","value":null},{"key":"bin","value_b64":"/wA="}]"#
+        );
+    }
+
+    #[test]
+    fn nul_in_fields_is_replaced_and_noted() {
+        let (f, note) = without_nul(Fields { order_id: Some("a\0b".into()), ..Fields::default() });
+        assert_eq!(f.order_id.as_deref(), Some("a\u{FFFD}b"));
+        assert!(note.unwrap().contains("order_id"));
+    }
+
+    #[test]
+    fn timestamps_outside_postgres_range_fall_back() {
+        assert!(representable_timestamp(1_700_000_000_000).is_some());
+        assert!(representable_timestamp(i64::MAX).is_none());
+        assert!(representable_timestamp(i64::MIN).is_none());
+    }
+}

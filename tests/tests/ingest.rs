@@ -1,0 +1,220 @@
+//! End to end: records of every shape on many topics reach PostgreSQL exactly
+//! once, with their exact bytes and the right fields.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use notification_e2e::*;
+use notification_host::samples;
+use sqlx::Row;
+
+const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/default.jsonl");
+
+struct Expect {
+    value: Option<Vec<u8>>,
+    key: Option<Vec<u8>>,
+    timestamp: Option<i64>,
+    fields: Option<BTreeMap<String, Option<String>>>,
+    /// Whether `event` must hold the JSON document.
+    json: Option<bool>,
+}
+
+fn bad_values(topic: &str) -> Vec<(Out, Option<bool>)> {
+    let big_json = format!(r#"{{"type": "big", "payload": {{"order_id": "o-big", "blob": "{}"}}}}"#, "x".repeat(1_000_000));
+    let nested = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+    let gzip = vec![0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0xcb, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    let avro = vec![0x00, 0x00, 0x00, 0x00, 0x01, 0x06, b'a', b'b', b'c', 0x02];
+    let mut with_meta = Out::new(topic, r#"{"order_id": "meta"}"#);
+    with_meta.key = Some(vec![0xff, 0x00, b'k']);
+    with_meta.headers = vec![
+        ("producer".into(), Some(b"payment-service".to_vec())),
+        ("producer".into(), None),
+        ("bin".into(), Some(vec![0xde, 0xad, 0x00])),
+    ];
+    with_meta.timestamp = Some(1_743_760_800_123);
+    let mut far_future = Out::new(topic, r#"{"order_id": "future"}"#);
+    far_future.timestamp = Some(32_503_680_000_000); // year 3000
+    vec![
+        (Out::new(topic, "not json at all"), Some(false)),
+        (Out::new(topic, b"\xff\xfe{\"order_id\": 1}".to_vec()), Some(false)),
+        (Out::new(topic, Vec::new()), Some(false)),
+        (Out { topic: topic.into(), value: None, ..Out::default() }, None),
+        (Out::new(topic, big_json), Some(true)),
+        (Out::new(topic, "x".repeat(1_000_000)), Some(false)),
+        (Out::new(topic, r#"{"order_id": "nul\u0000inside"}"#), Some(false)),
+        (Out::new(topic, r#"{"order_id": "lone \ud800 surrogate"}"#), Some(false)),
+        (Out::new(topic, nested), None),
+        (Out::new(topic, gzip), Some(false)),
+        (Out::new(topic, avro), Some(false)),
+        (Out::new(topic, b"\xef\xbb\xbf{\"order_id\": \"bom\"}".to_vec()), Some(true)),
+        (with_meta, Some(true)),
+        (far_future, Some(true)),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_topic_every_shape_stored_exactly_once() {
+    let prefix = unique("ing");
+    let (db_url, pool) = fresh_database("ingest").await;
+    let topics = [
+        (format!("{prefix}-order-events"), 3),
+        (format!("{prefix}_order_events"), 2),
+        (format!("{prefix}_payment_events"), 1),
+        (format!("{prefix}-escrow-events"), 2),
+        (format!("{prefix}_user_commands"), 1),
+        (format!("{prefix}-bad-values"), 1),
+    ];
+    for (t, p) in &topics {
+        create_topic(t, *p).await;
+    }
+    let host = Host::start(&HostOptions::new(&db_url, &prefix));
+    host.wait_ready(Duration::from_secs(60));
+
+    let producer = producer();
+    let mut expected: BTreeMap<Coordinates, Expect> = BTreeMap::new();
+    let golden: Vec<samples::Sample> = std::fs::read_to_string(SAMPLES)
+        .unwrap()
+        .lines()
+        .map(|l| samples::parse_line(l).unwrap())
+        .collect();
+    // The golden samples, spread over the first five topics.
+    for (i, sample) in golden.iter().enumerate() {
+        let (topic, _) = &topics[i % 5];
+        let out = Out {
+            topic: topic.clone(),
+            partition: None,
+            key: sample.record.key.clone(),
+            value: sample.record.value.clone(),
+            headers: sample.record.headers.iter().map(|h| (h.key.clone(), h.value.clone())).collect(),
+            timestamp: Some(1_743_760_800_000 + i as i64),
+        };
+        let c = produce(&producer, &out).await;
+        expected.insert(c, Expect { value: out.value, key: out.key, timestamp: out.timestamp, fields: sample.expected.clone(), json: None });
+    }
+    for (out, json) in bad_values(&topics[5].0) {
+        let c = produce(&producer, &out).await;
+        expected.insert(c, Expect { value: out.value, key: out.key, timestamp: out.timestamp, fields: None, json });
+    }
+    // A topic created while the host runs is picked up.
+    let late = format!("{prefix}_late_topic");
+    create_topic(&late, 2).await;
+    for i in 0..20 {
+        let out = Out { partition: Some(i % 2), ..Out::new(&late, format!(r#"{{"order_id": "late-{i}"}}"#)) };
+        let c = produce(&producer, &out).await;
+        expected.insert(c, Expect { value: out.value, key: None, timestamp: None, fields: None, json: Some(true) });
+    }
+
+    let rows = wait_for_rows(&pool, &prefix, expected.len(), Duration::from_secs(90)).await;
+    let stored: BTreeSet<Coordinates> = rows.iter().cloned().collect();
+    assert_eq!(rows.len(), stored.len(), "duplicate rows");
+    let produced: BTreeSet<Coordinates> = expected.keys().cloned().collect();
+    assert_eq!(stored, produced, "stored coordinates differ from produced; host log:\n{}", host.log_text());
+
+    let db_rows = sqlx::query(
+        "SELECT source_topic, kafka_partition, kafka_offset, raw_value, kafka_key, \
+         (extract(epoch from kafka_timestamp) * 1000)::int8, created_at = kafka_timestamp, event IS NOT NULL, \
+         ingest_note, normalizer, customer_id, runner_id, order_id, event_type, correlation_id, source_service, status, \
+         kafka_headers::text FROM notifications WHERE starts_with(source_topic, $1)",
+    )
+    .bind(&prefix)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for row in &db_rows {
+        let c = Coordinates { topic: row.get(0), partition: row.get(1), offset: row.get(2) };
+        let e = &expected[&c];
+        let raw: Option<Vec<u8>> = row.get(3);
+        assert_eq!(raw, e.value, "exact bytes of {c:?}");
+        let key: Option<Vec<u8>> = row.get(4);
+        assert_eq!(key, e.key, "key of {c:?}");
+        if let Some(ts) = e.timestamp {
+            assert_eq!(row.get::<Option<i64>, _>(5), Some(ts), "timestamp of {c:?}");
+            assert!(row.get::<Option<bool>, _>(6).unwrap_or(false), "created_at is the record time for {c:?}");
+        }
+        let has_event: bool = row.get(7);
+        let note: Option<String> = row.get(8);
+        match e.json {
+            Some(true) => assert!(has_event, "{c:?} should keep its JSON document ({note:?})"),
+            Some(false) => {
+                assert!(!has_event, "{c:?} should have no JSON document");
+                assert!(note.is_some(), "{c:?} should say why it has no JSON document");
+            }
+            None => {}
+        }
+        assert_eq!(row.get::<Option<String>, _>(9).as_deref(), Some("default@1.0.0"));
+        if let Some(fields) = &e.fields {
+            for (i, name) in samples::FIELD_NAMES.iter().enumerate() {
+                if let Some(want) = fields.get(*name) {
+                    let got: Option<String> = row.get(10 + i);
+                    let want = want.as_ref().map(|w| w.replace('\0', "\u{FFFD}"));
+                    assert_eq!(got, want, "{name} of {c:?}");
+                }
+            }
+        }
+    }
+    // Headers keep order, repeats, nulls and binary values.
+    let meta = db_rows.iter().find(|r| r.get::<Option<Vec<u8>>, _>(4) == Some(vec![0xff, 0x00, b'k'])).unwrap();
+    assert_eq!(
+        meta.get::<String, _>(17),
+        r#"[{"key": "producer", "value": "payment-service"}, {"key": "producer", "value": null}, {"key": "bin", "value_b64": "3q0A"}]"#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_writes_what_it_holds_and_exits_promptly() {
+    let prefix = unique("term");
+    let (db_url, pool) = fresh_database("term").await;
+    let topic = format!("{prefix}-events");
+    create_topic(&topic, 2).await;
+    let mut options = HostOptions::new(&db_url, &prefix);
+    // A long linger: records sit in the batch until shutdown flushes them.
+    options.env.push(("BATCH_LINGER".into(), "60s".into()));
+    let mut host = Host::start(&options);
+    host.wait_ready(Duration::from_secs(60));
+    let producer = producer();
+    for i in 0..50 {
+        produce(&producer, &Out::new(&topic, format!(r#"{{"order_id": "t-{i}"}}"#))).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(stored(&pool, &prefix).await.is_empty(), "the linger should still hold the batch");
+    let took = host.terminate(Duration::from_secs(25));
+    assert!(took < Duration::from_secs(20), "shutdown took {took:?}");
+    assert_eq!(stored(&pool, &prefix).await.len(), 50, "log:\n{}", host.log_text());
+
+    // Offsets were committed: a restart in the same group stores nothing new
+    // and finds nothing to redo.
+    let host = Host::start(&options);
+    host.wait_ready(Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stored(&pool, &prefix).await.len(), 50);
+}
+
+fn run_host(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = std::process::Command::new(host_binary())
+        .env_clear()
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn bad_configuration_fails_at_start_with_a_clear_line() {
+    let (code, err) = run_host(&[], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("DATABASE_URL is not set"), "{err}");
+
+    let (code, err) = run_host(&[], &[("DATABASE_URL", "mysql://nope")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("DATABASE_URL is not a valid PostgreSQL connection URL"), "{err}");
+
+    let (code, err) = run_host(&[], &[("DATABASE_URL", "postgres://u@127.0.0.1:1/db"), ("KAFKA_OPTIONS", "no.such.property=1")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("failed to create the Kafka consumer"), "{err}");
+    assert!(err.contains("no.such.property"), "{err}");
+
+    let (code, err) = run_host(&[], &[("BATCH_LINGER", "soon")]);
+    assert_eq!(code, 2);
+    assert!(err.lines().next().unwrap_or_default().contains("BATCH_LINGER") || err.contains("--batch-linger"), "{err}");
+}
