@@ -124,6 +124,9 @@ start_broker() {
 }
 
 cleanup() {
+  # Runs from an EXIT trap: a service that is already gone must not stop the
+  # rest of the cleanup.
+  set +e
   if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null; wait "$BROKER_PID" 2>/dev/null; fi
   if [ -n "$PG_DATA" ] && [ -d "$PG_DATA/data" ]; then
     as_postgres "$PG_BIN_DIR/pg_ctl" -D "$PG_DATA/data" -m immediate stop >/dev/null 2>&1

@@ -41,6 +41,9 @@ use crate::config::ServeArgs;
 use crate::status::Status;
 use crate::storage::Db;
 
+/// How long shutdown waits for the consumer to leave its group.
+const CONSUMER_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// `notification-host migrate`: apply the migrations and exit.
 pub async fn migrate(args: &ServeArgs) -> anyhow::Result<()> {
     let db = Db::connect_lazy(args.db.url()?, 1)?;
@@ -88,8 +91,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let normalize: pipeline::NormalizeFn =
         Arc::new(|records: &[record::Record]| normalize::Normalizer::Builtin.normalize(records));
-    pipeline::run(consumer, db, normalize, status, args.kafka, args.pipeline, shutdown.clone(), give_up).await?;
+    pipeline::run(consumer.clone(), db, normalize, status, args.kafka, args.pipeline, shutdown.clone(), give_up)
+        .await?;
     shutdown.cancel();
+    // Leaving the group needs the broker; with the broker gone librdkafka's
+    // close would wait for it indefinitely. Close on a thread of its own and
+    // stop waiting after a bound: the group then times the member out.
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        drop(consumer);
+        let _ = closed_tx.send(());
+    });
+    if tokio::time::timeout(CONSUMER_CLOSE_TIMEOUT, closed_rx).await.is_err() {
+        tracing::warn!("Leaving the consumer group did not finish in time; exiting anyway.");
+    }
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::error!(%error, "HTTP server failed."),

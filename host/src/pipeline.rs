@@ -31,6 +31,9 @@ use crate::storage::{Db, StoredRow};
 /// pipeline calls it on a blocking thread.
 pub type NormalizeFn = Arc<dyn Fn(&[Record]) -> Vec<Normalized> + Send + Sync>;
 
+/// How long shutdown waits for the final offset commit.
+const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A batch ready for the database.
 struct Prepared {
     rows: Vec<StoredRow>,
@@ -63,8 +66,14 @@ pub async fn run(
     // the later stages drain and end.
     normalizer.await?;
     let all_written = writer.await?;
+    // The final commit needs the group coordinator; with the broker gone it
+    // would block indefinitely, so it gets a bounded wait. Uncommitted
+    // offsets only mean redelivered records, which the unique key drops.
     let committer = consumer.clone();
-    tokio::task::spawn_blocking(move || kafka::commit(&committer)).await?;
+    let commit = tokio::task::spawn_blocking(move || kafka::commit(&committer));
+    if tokio::time::timeout(FINAL_COMMIT_TIMEOUT, commit).await.is_err() {
+        tracing::warn!("The final offset commit did not finish in time; records since the last commit will be redelivered.");
+    }
     if !all_written {
         tracing::warn!("Shut down before every batch was written; those records will be consumed again.");
     }

@@ -202,6 +202,7 @@ impl Host {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", std::env::var("E2E_HOST_LOG").unwrap_or_else(|_| "info".into()))
             .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers())
+            .env("SHUTDOWN_TIMEOUT", "10s")
             .env("KAFKA_GROUP_ID", &options.group_id)
             .env("DATABASE_URL", &options.database_url)
             .env("TOPIC_INCLUDE", &options.topic_include)

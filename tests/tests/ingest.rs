@@ -218,3 +218,35 @@ fn bad_configuration_fails_at_start_with_a_clear_line() {
     assert_eq!(code, 2);
     assert!(err.lines().next().unwrap_or_default().contains("BATCH_LINGER") || err.contains("--batch-linger"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_promptly_even_when_the_broker_is_gone() {
+    let Ok(tansu) = std::env::var("TANSU_BIN") else {
+        eprintln!("skipped: needs TANSU_BIN (scripts/test exports it) to run a broker it may kill");
+        return;
+    };
+    let addr = free_addr();
+    let url = format!("tcp://{addr}");
+    let mut broker = std::process::Command::new(tansu)
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "private broker did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (db_url, _pool) = fresh_database("gone").await;
+    let prefix = unique("gone");
+    let mut options = HostOptions::new(&db_url, &prefix);
+    options.env.push(("KAFKA_BOOTSTRAP_SERVERS".into(), addr.to_string()));
+    let mut host = Host::start(&options);
+    host.wait_ready(Duration::from_secs(60));
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let took = host.terminate(Duration::from_secs(40));
+    assert!(took < Duration::from_secs(30), "shutdown took {took:?} with the broker gone");
+}
