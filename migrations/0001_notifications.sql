@@ -41,12 +41,15 @@ CREATE TABLE notifications (
     CONSTRAINT notifications_kafka_record UNIQUE (source_topic, kafka_partition, kafka_offset)
 );
 
--- Lookups by id in record-time order, ties broken by Kafka coordinates.
+-- Lookups by id in record-time order, ties broken by Kafka coordinates (and
+-- the row id, for API rows that have none).
 CREATE INDEX notifications_order_idx ON notifications
-    (order_id, created_at, source_topic, kafka_partition, kafka_offset) WHERE order_id IS NOT NULL;
+    (order_id, created_at, source_topic, kafka_partition, kafka_offset, notification_id) WHERE order_id IS NOT NULL;
 CREATE INDEX notifications_customer_idx ON notifications
     (customer_id, created_at, notification_id) WHERE customer_id IS NOT NULL;
 CREATE INDEX notifications_runner_idx ON notifications
     (runner_id, created_at, notification_id) WHERE runner_id IS NOT NULL;
 CREATE INDEX notifications_correlation_idx ON notifications
     (correlation_id, created_at, notification_id) WHERE correlation_id IS NOT NULL;
+-- Unfiltered listing and time-range queries, in keyset order.
+CREATE INDEX notifications_created_idx ON notifications (created_at, notification_id);

@@ -24,6 +24,8 @@ pub mod env {
     pub const HTTP_ADDR: &str = "HTTP_ADDR";
     pub const SHUTDOWN_TIMEOUT: &str = "SHUTDOWN_TIMEOUT";
     pub const LOG_FORMAT: &str = "LOG_FORMAT";
+    pub const API_TOKEN: &str = "API_TOKEN";
+    pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
 }
 
 /// Consumes every Kafka topic, normalizes each record, and keeps an audit
@@ -171,6 +173,14 @@ pub struct HttpConfig {
     /// Address the REST API, health and metrics listen on.
     #[arg(long, env = env::HTTP_ADDR, default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
+
+    /// When set, POST endpoints require `Authorization: Bearer <token>`.
+    #[arg(long, env = env::API_TOKEN, hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// Largest request body accepted (bytes); larger ones get 413.
+    #[arg(long, env = env::MAX_BODY_BYTES, default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

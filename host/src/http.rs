@@ -1,40 +1,534 @@
-//! The HTTP server (axum): health, readiness and the REST API over the log.
+//! The HTTP server (axum): the original service's endpoints, the queries
+//! people need beyond them, health, readiness, metrics and the OpenAPI
+//! document generated from these handlers.
+//!
+//! Every answer is JSON, errors included; a client never sees SQL or internal
+//! error text (it is logged instead).
+
+mod error;
+mod extract;
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
+use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use serde_json::value::RawValue;
+use subtle::ConstantTimeEq;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::metrics::{Metrics, RequestLabels, RouteLabel};
 use crate::status::Status;
-use crate::storage::Db;
+use crate::storage::{Db, ListFilter, NewApiNotification, Notification, Position};
+pub use error::{ApiError, SendError};
+use extract::{ApiPath, ApiQuery};
+
+/// Longest id accepted in a path or filter.
+const MAX_ID_BYTES: usize = 1024;
+/// Most events a timeline returns.
+const TIMELINE_LIMIT: i64 = 5000;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
     pub status: Arc<Status>,
+    pub metrics: Arc<Metrics>,
+    /// When set, POST endpoints require `Authorization: Bearer <token>`.
+    pub api_token: Option<Arc<str>>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "notification-host", description = "An audit log of every Kafka record, with the business ids its normalizer found."),
+    tags((name = "orders", description = "The original service's endpoints"), (name = "queries"), (name = "operations"))
+)]
+struct ApiDoc;
+
+/// The routes and the OpenAPI document describing exactly those routes.
+fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+        .routes(routes!(order_latest))
+        .routes(routes!(order_all))
+        .routes(routes!(order_timeline))
+        .routes(routes!(correlation))
+        .routes(routes!(list_notifications))
+        .routes(routes!(send_notification))
+        .split_for_parts()
+}
+
+/// The OpenAPI document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().1
 }
 
 /// The application's routes, without a socket (tests call it directly).
 pub fn router(state: AppState) -> Router {
-    Router::new().route("/health", get(health)).route("/ready", get(ready)).with_state(state)
+    let (api, doc) = routes();
+    let doc = Arc::new(doc);
+    api.route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { Json(doc.as_ref().clone()) }
+        }),
+    )
+    .fallback(|| async { ApiError::NotFound("No such endpoint.") })
+    .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+    .layer(middleware::from_fn_with_state(state.clone(), track))
+    .with_state(state)
 }
 
-/// Liveness: the process serves HTTP.
+/// Counts requests by route template (never the raw path, which would let
+/// clients create unbounded label sets) and times them.
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    state.metrics.http_requests.get_or_create(&RequestLabels { route: route.clone(), method, status }).inc();
+    state.metrics.http_seconds.get_or_create(&RouteLabel { route }).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// A notification as the original service returned it (camelCase), plus the
+/// Kafka coordinates and the normalizer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationBody {
+    pub notification_id: i64,
+    pub customer_id: Option<String>,
+    pub runner_id: Option<String>,
+    pub order_id: Option<String>,
+    /// The stored JSON document; the value as text when it was not JSON;
+    /// null for a tombstone.
+    #[schema(value_type = Object)]
+    pub event: Option<Box<RawValue>>,
+    pub status: Option<String>,
+    /// The record's own time, RFC 3339 with offset.
+    pub created_at: String,
+    pub source_topic: String,
+    pub event_type: Option<String>,
+    pub correlation_id: Option<String>,
+    pub source_service: Option<String>,
+    pub kafka_partition: Option<i32>,
+    pub kafka_offset: Option<i64>,
+    /// `name@version` of the normalizer that produced the ids.
+    pub normalizer: Option<String>,
+    pub normalizer_error: Option<String>,
+    pub ingest_note: Option<String>,
+    /// In a timeline: `direct` (names the order) or `correlated` (shares a
+    /// correlation id with one that does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relation: Option<&'static str>,
+}
+
+impl From<Notification> for NotificationBody {
+    fn from(n: Notification) -> Self {
+        let event = match (n.event_json, n.raw_value) {
+            (Some(json), _) => RawValue::from_string(json).ok(),
+            (None, Some(bytes)) => {
+                serde_json::to_string(&String::from_utf8_lossy(&bytes)).ok().and_then(|s| RawValue::from_string(s).ok())
+            }
+            (None, None) => None,
+        };
+        NotificationBody {
+            notification_id: n.notification_id,
+            customer_id: n.customer_id,
+            runner_id: n.runner_id,
+            order_id: n.order_id,
+            event,
+            status: n.status,
+            created_at: rfc3339(n.created_at),
+            source_topic: n.source_topic,
+            event_type: n.event_type,
+            correlation_id: n.correlation_id,
+            source_service: n.source_service,
+            kafka_partition: n.kafka_partition,
+            kafka_offset: n.kafka_offset,
+            normalizer: n.normalizer,
+            normalizer_error: n.normalizer_error,
+            ingest_note: n.ingest_note,
+            relation: None,
+        }
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+}
+
+fn valid_id(value: &str, what: &str) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > MAX_ID_BYTES {
+        return Err(ApiError::Invalid(format!("{what} must be 1 to {MAX_ID_BYTES} bytes long.")));
+    }
+    if value.contains('\0') {
+        return Err(ApiError::Invalid(format!("{what} must not contain NUL characters.")));
+    }
+    Ok(())
+}
+
+const NO_ORDER: &str = "No notifications found for this order.";
+
+/// Liveness.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "The process serves HTTP", example = json!({"status": "healthy"}))))]
 async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "healthy" }))
 }
 
 /// Readiness: the database answers and the consumer holds its assignment.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses((status = 200, description = "Ready"), (status = 503, description = "Not ready, with the reasons")))]
 async fn ready(State(state): State<AppState>) -> Response {
     match state.status.readiness() {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
         Err(reasons) => {
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not ready", "reasons": reasons }))).into_response()
+        }
+    }
+}
+
+/// Prometheus metrics, text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
+async fn metrics(State(state): State<AppState>) -> Response {
+    state.metrics.database_up.set(i64::from(state.status.db_up()));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.encode()).into_response()
+}
+
+/// The latest notification of an order by record time (ties broken by
+/// topic, partition, offset).
+#[utoipa::path(get, path = "/order/{order_id}/latest", tag = "orders",
+    params(("order_id" = String, Path, description = "The order id")),
+    responses((status = 200, body = NotificationBody), (status = 404, description = "No notifications found for this order."),
+              (status = 400, description = "Invalid order id")))]
+async fn order_latest(State(state): State<AppState>, ApiPath(order_id): ApiPath<String>) -> Result<Response, ApiError> {
+    valid_id(&order_id, "order id")?;
+    match state.db.latest_for_order(&order_id).await? {
+        Some(n) => Ok(Json(NotificationBody::from(n)).into_response()),
+        None => Err(ApiError::NotFound(NO_ORDER)),
+    }
+}
+
+/// Every notification of an order, oldest first.
+#[utoipa::path(get, path = "/order/{order_id}", tag = "orders",
+    params(("order_id" = String, Path, description = "The order id")),
+    responses((status = 200, body = Vec<NotificationBody>), (status = 404, description = "No notifications found for this order."),
+              (status = 400, description = "Invalid order id")))]
+async fn order_all(State(state): State<AppState>, ApiPath(order_id): ApiPath<String>) -> Result<Response, ApiError> {
+    valid_id(&order_id, "order id")?;
+    let rows = state.db.for_order(&order_id).await?;
+    if rows.is_empty() {
+        return Err(ApiError::NotFound(NO_ORDER));
+    }
+    Ok(Json(rows.into_iter().map(NotificationBody::from).collect::<Vec<_>>()).into_response())
+}
+
+/// An order's timeline across services.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeline {
+    pub order_id: String,
+    /// The correlation (saga) ids of the order's own events.
+    pub correlation_ids: Vec<String>,
+    /// Oldest first; each marked `direct` or `correlated`.
+    pub events: Vec<NotificationBody>,
+    /// True when the timeline was cut at its size limit.
+    pub truncated: bool,
+}
+
+/// The order's own events plus every event sharing a correlation id with
+/// them, in record-time order: the status of an order across services.
+#[utoipa::path(get, path = "/order/{order_id}/timeline", tag = "queries",
+    params(("order_id" = String, Path, description = "The order id")),
+    responses((status = 200, body = Timeline), (status = 404, description = "No notifications found for this order."),
+              (status = 400, description = "Invalid order id")))]
+async fn order_timeline(State(state): State<AppState>, ApiPath(order_id): ApiPath<String>) -> Result<Response, ApiError> {
+    valid_id(&order_id, "order id")?;
+    let rows = state.db.timeline(&order_id, TIMELINE_LIMIT + 1).await?;
+    if !rows.iter().any(|(_, direct)| *direct) {
+        return Err(ApiError::NotFound(NO_ORDER));
+    }
+    let truncated = rows.len() as i64 > TIMELINE_LIMIT;
+    let mut correlation_ids: Vec<String> =
+        rows.iter().filter(|(_, d)| *d).filter_map(|(n, _)| n.correlation_id.clone()).collect();
+    correlation_ids.sort();
+    correlation_ids.dedup();
+    let events = rows
+        .into_iter()
+        .take(TIMELINE_LIMIT as usize)
+        .map(|(n, direct)| NotificationBody { relation: Some(if direct { "direct" } else { "correlated" }), ..n.into() })
+        .collect();
+    Ok(Json(Timeline { order_id, correlation_ids, events, truncated }).into_response())
+}
+
+/// One saga's events across all services, oldest first.
+#[utoipa::path(get, path = "/correlation/{correlation_id}", tag = "queries",
+    params(("correlation_id" = String, Path, description = "The correlation (saga) id")),
+    responses((status = 200, body = Vec<NotificationBody>), (status = 404, description = "No notifications found for this correlation id."),
+              (status = 400, description = "Invalid correlation id")))]
+async fn correlation(State(state): State<AppState>, ApiPath(correlation_id): ApiPath<String>) -> Result<Response, ApiError> {
+    valid_id(&correlation_id, "correlation id")?;
+    let rows = state.db.for_correlation(&correlation_id).await?;
+    if rows.is_empty() {
+        return Err(ApiError::NotFound("No notifications found for this correlation id."));
+    }
+    Ok(Json(rows.into_iter().map(NotificationBody::from).collect::<Vec<_>>()).into_response())
+}
+
+/// Filters and paging of `GET /notifications`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    customer_id: Option<String>,
+    runner_id: Option<String>,
+    order_id: Option<String>,
+    correlation_id: Option<String>,
+    event_type: Option<String>,
+    source_topic: Option<String>,
+    source_service: Option<String>,
+    /// Only records at or after this time (RFC 3339).
+    since: Option<String>,
+    /// Only records before this time (RFC 3339).
+    until: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<u32>,
+    /// `asc` (oldest first, the default) or `desc`.
+    order: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A page of notifications.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page {
+    pub notifications: Vec<NotificationBody>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Notifications matching every given filter, in record-time order, with
+/// keyset pagination (stable while rows are being inserted).
+#[utoipa::path(get, path = "/notifications", tag = "queries", params(ListParams),
+    responses((status = 200, body = Page), (status = 400, description = "Invalid filter, limit, order or cursor")))]
+async fn list_notifications(State(state): State<AppState>, ApiQuery(p): ApiQuery<ListParams>) -> Result<Response, ApiError> {
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::Invalid("limit must be between 1 and 1000.".into()));
+    }
+    let descending = match p.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => return Err(ApiError::Invalid("order must be asc or desc.".into())),
+    };
+    for (value, what) in [
+        (&p.customer_id, "customer_id"),
+        (&p.runner_id, "runner_id"),
+        (&p.order_id, "order_id"),
+        (&p.correlation_id, "correlation_id"),
+        (&p.event_type, "event_type"),
+        (&p.source_topic, "source_topic"),
+        (&p.source_service, "source_service"),
+    ] {
+        if let Some(v) = value {
+            valid_id(v, what)?;
+        }
+    }
+    let filter = ListFilter {
+        customer_id: p.customer_id,
+        runner_id: p.runner_id,
+        order_id: p.order_id,
+        correlation_id: p.correlation_id,
+        event_type: p.event_type,
+        source_topic: p.source_topic,
+        source_service: p.source_service,
+        since: p.since.as_deref().map(|s| parse_time(s, "since")).transpose()?,
+        until: p.until.as_deref().map(|s| parse_time(s, "until")).transpose()?,
+    };
+    let after = p.cursor.as_deref().map(|c| decode_cursor(c, descending)).transpose()?;
+    let mut rows = state.db.list(&filter, after, descending, i64::from(limit) + 1).await?;
+    let next_cursor = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|n| encode_cursor(Position { created_at: n.created_at, notification_id: n.notification_id }, descending))
+    } else {
+        None
+    };
+    Ok(Json(Page { notifications: rows.into_iter().map(NotificationBody::from).collect(), next_cursor }).into_response())
+}
+
+fn parse_time(s: &str, what: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| ApiError::Invalid(format!("{what} must be an RFC 3339 timestamp, e.g. 2025-04-04T10:00:00Z.")))
+}
+
+/// Cursors are opaque to clients: base64url of `v1.<micros>.<id>.<a|d>`.
+fn encode_cursor(p: Position, descending: bool) -> String {
+    let raw = format!("v1.{}.{}.{}", p.created_at.timestamp_micros(), p.notification_id, if descending { 'd' } else { 'a' });
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_cursor(cursor: &str, descending: bool) -> Result<Position, ApiError> {
+    let invalid = || ApiError::Invalid("cursor is not valid (use next_cursor from the previous page).".into());
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let parts: Vec<&str> = text.split('.').collect();
+    let [version, micros, id, direction] = parts.as_slice() else { return Err(invalid()) };
+    if *version != "v1" || *direction != if descending { "d" } else { "a" } {
+        return Err(invalid());
+    }
+    let created_at = micros.parse().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(invalid)?;
+    let notification_id = id.parse().map_err(|_| invalid())?;
+    Ok(Position { created_at, notification_id })
+}
+
+/// The body of `POST /send-notification`.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"customerId": "user_2abc", "orderId": "42", "event": {"type": "ORDER_CREATED"}, "runnerId": null}))]
+#[allow(dead_code)] // documents the accepted body; parsed by `parse_send`
+struct SendNotification {
+    #[schema(rename = "customerId")]
+    customer_id: String,
+    #[schema(rename = "orderId")]
+    order_id: String,
+    #[schema(value_type = Object)]
+    event: serde_json::Value,
+    #[schema(rename = "runnerId")]
+    runner_id: Option<String>,
+}
+
+/// The answer of `POST /send-notification`.
+#[derive(Debug, Serialize, ToSchema)]
+struct Sent {
+    success: bool,
+    message: &'static str,
+    notification: NotificationBody,
+}
+
+/// Stores a notification sent directly (source topic `api`).
+#[utoipa::path(post, path = "/send-notification", tag = "orders", request_body = SendNotification,
+    responses((status = 201, body = Sent), (status = 400, description = "Invalid body"),
+              (status = 401, description = "Missing or wrong bearer token"), (status = 413, description = "Body too large")),
+    security((), ("bearer" = [])))]
+async fn send_notification(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Result<Response, SendError> {
+    authorize(&state, &headers)?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(SendError::Invalid("Content-Type must be application/json.".into()));
+    }
+    let body = axum::body::to_bytes(request.into_body(), state.max_body_bytes)
+        .await
+        .map_err(|_| SendError::TooLarge(state.max_body_bytes))?;
+    let new = parse_send(&body)?;
+    let stored = state.db.insert_api(&new).await.map_err(SendError::from_db)?;
+    let body = Sent { success: true, message: "Notification created successfully", notification: stored.into() };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), SendError> {
+    let Some(expected) = &state.api_token else { return Ok(()) };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) { Ok(()) } else { Err(SendError::Unauthorized) }
+}
+
+fn parse_send(body: &[u8]) -> Result<NewApiNotification, SendError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| SendError::Invalid("The body must be a JSON object.".into()))?;
+    let serde_json::Value::Object(mut fields) = value else {
+        return Err(SendError::Invalid("The body must be a JSON object.".into()));
+    };
+    let id = |v: Option<serde_json::Value>, name: &str, required: bool| -> Result<Option<String>, SendError> {
+        let text = match v {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
+            Some(serde_json::Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+            None | Some(serde_json::Value::Null) if !required => None,
+            Some(serde_json::Value::String(_)) | None | Some(serde_json::Value::Null) => {
+                return Err(SendError::Invalid(format!("{name} is required and must not be empty.")));
+            }
+            Some(_) => return Err(SendError::Invalid(format!("{name} must be a string."))),
+        };
+        if let Some(t) = &text
+            && (t.len() > MAX_ID_BYTES || t.contains('\0'))
+        {
+            return Err(SendError::Invalid(format!("{name} must be at most {MAX_ID_BYTES} bytes, without NUL.")));
+        }
+        Ok(text)
+    };
+    let customer_id = id(fields.remove("customerId"), "customerId", true)?.unwrap_or_default();
+    let order_id = id(fields.remove("orderId"), "orderId", true)?.unwrap_or_default();
+    let runner_id = id(fields.remove("runnerId"), "runnerId", false)?;
+    let event = match fields.remove("event") {
+        None | Some(serde_json::Value::Null) => return Err(SendError::Invalid("event is required.".into())),
+        Some(serde_json::Value::String(s)) if s.is_empty() => {
+            return Err(SendError::Invalid("event is required and must not be empty.".into()));
+        }
+        Some(e) => e,
+    };
+    let event_type = match &event {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => ["type", "event_type", "eventType"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_owned)),
+        _ => None,
+    };
+    Ok(NewApiNotification { customer_id, order_id, runner_id, event, event_type })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_tampering() {
+        let p = Position { created_at: DateTime::from_timestamp_micros(1_743_760_800_123_456).unwrap(), notification_id: 42 };
+        assert_eq!(decode_cursor(&encode_cursor(p, false), false).unwrap(), p);
+        assert!(decode_cursor(&encode_cursor(p, false), true).is_err(), "a cursor is bound to its order");
+        for bad in ["", "!!", "djEuMS4y", &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("v1.x.1.a")] {
+            assert!(decode_cursor(bad, false).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn send_body_validation() {
+        assert!(parse_send(br#"{"customerId": "c", "orderId": 42, "event": "ORDER_CREATED"}"#).is_ok());
+        let n = parse_send(br#"{"customerId": "c", "orderId": "o", "event": {"type": "x"}, "runnerId": null}"#).unwrap();
+        assert_eq!(n.event_type.as_deref(), Some("x"));
+        for bad in [
+            &br#"[]"#[..],
+            br#"not json"#,
+            br#"{"orderId": "o", "event": "e"}"#,
+            br#"{"customerId": "", "orderId": "o", "event": "e"}"#,
+            br#"{"customerId": "c", "orderId": "o"}"#,
+            br#"{"customerId": "c", "orderId": "o", "event": ""}"#,
+            br#"{"customerId": {"a": 1}, "orderId": "o", "event": "e"}"#,
+            br#"{"customerId": "c", "orderId": 1.5, "event": "e"}"#,
+        ] {
+            assert!(matches!(parse_send(bad), Err(SendError::Invalid(_))), "{}", String::from_utf8_lossy(bad));
         }
     }
 }

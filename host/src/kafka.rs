@@ -26,7 +26,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
+use rdkafka::statistics::Statistics;
+
 use crate::config::KafkaConfig;
+use crate::metrics::{Metrics, PartitionLabels};
 use crate::record::{Header, Record};
 use crate::status::Status;
 
@@ -36,6 +39,7 @@ pub type HostConsumer = StreamConsumer<HostContext>;
 /// Callbacks from librdkafka: rebalances, logs and client errors.
 pub struct HostContext {
     status: Arc<Status>,
+    metrics: Arc<Metrics>,
     /// The last error reported and when, so that an outage that librdkafka
     /// reports many times a second is logged once per interval.
     last_error: Mutex<Option<(String, Instant)>>,
@@ -45,6 +49,21 @@ pub struct HostContext {
 const REPEAT_QUIET: Duration = Duration::from_secs(30);
 
 impl ClientContext for HostContext {
+    /// librdkafka's periodic statistics carry each assigned partition's lag.
+    fn stats(&self, statistics: Statistics) {
+        self.metrics.consumer_lag.clear();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.desired && p.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .get_or_create(&PartitionLabels { topic: topic.clone(), partition: *partition })
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
             // Connection failures arrive here and again through `error` below,
@@ -91,7 +110,7 @@ impl ConsumerContext for HostContext {
 }
 
 /// Creates the consumer and joins no topic yet (see [`refresh_subscription`]).
-pub fn create_consumer(config: &KafkaConfig, status: Arc<Status>) -> anyhow::Result<HostConsumer> {
+pub fn create_consumer(config: &KafkaConfig, status: Arc<Status>, metrics: Arc<Metrics>) -> anyhow::Result<HostConsumer> {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.bootstrap_servers)
@@ -102,12 +121,12 @@ pub fn create_consumer(config: &KafkaConfig, status: Arc<Status>) -> anyhow::Res
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set("statistics.interval.ms", "0");
+        .set("statistics.interval.ms", "10000");
     for (key, value) in &config.options {
         client.set(key, value);
     }
     client
-        .create_with_context(HostContext { status, last_error: Mutex::new(None) })
+        .create_with_context(HostContext { status, metrics, last_error: Mutex::new(None) })
         .context("failed to create the Kafka consumer (check KAFKA_BOOTSTRAP_SERVERS and KAFKA_OPTIONS)")
 }
 

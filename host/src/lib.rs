@@ -22,6 +22,7 @@ pub mod cmd;
 pub mod config;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod normalize;
 pub mod pipeline;
 pub mod record;
@@ -56,8 +57,9 @@ pub async fn migrate(args: &ServeArgs) -> anyhow::Result<()> {
 /// serve the API, until SIGTERM or Ctrl-C.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let status = Arc::new(Status::default());
+    let metrics = Arc::new(metrics::Metrics::default());
     let db = Db::connect_lazy(args.db.url()?, args.db.max_connections)?;
-    let consumer = Arc::new(kafka::create_consumer(&args.kafka, status.clone())?);
+    let consumer = Arc::new(kafka::create_consumer(&args.kafka, status.clone(), metrics.clone())?);
 
     let shutdown = CancellationToken::new();
     shutdown::on_signal(shutdown.clone());
@@ -78,7 +80,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("failed to listen on {}", args.http.http_addr))?;
     let bound = listener.local_addr().context("failed to read the HTTP listener's address")?;
     tracing::info!(addr = %bound, "HTTP server listening.");
-    let app = http::router(http::AppState { db: db.clone(), status: status.clone() });
+    let app = http::router(http::AppState {
+        db: db.clone(),
+        status: status.clone(),
+        metrics: metrics.clone(),
+        api_token: args.http.api_token.as_deref().map(Arc::from),
+        max_body_bytes: args.http.max_body_bytes,
+    });
     let http_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await
@@ -91,8 +99,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let normalize: pipeline::NormalizeFn =
         Arc::new(|records: &[record::Record]| normalize::Normalizer::Builtin.normalize(records));
-    pipeline::run(consumer.clone(), db, normalize, status, args.kafka, args.pipeline, shutdown.clone(), give_up)
-        .await?;
+    let pipeline = pipeline::Pipeline {
+        consumer: consumer.clone(),
+        db,
+        normalize,
+        status,
+        metrics,
+        kafka_config: args.kafka,
+        config: args.pipeline,
+    };
+    pipeline::run(pipeline, shutdown.clone(), give_up).await?;
     shutdown.cancel();
     // Leaving the group needs the broker; with the broker gone librdkafka's
     // close would wait for it indefinitely. Close on a thread of its own and

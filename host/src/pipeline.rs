@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{KafkaConfig, PipelineConfig};
 use crate::kafka::{self, HostConsumer};
+use crate::metrics::{Metrics, NormalizerLabel, TopicLabel};
 use crate::record::{Normalized, Record};
 use crate::status::Status;
 use crate::storage::{Db, StoredRow};
@@ -39,26 +40,31 @@ struct Prepared {
     rows: Vec<StoredRow>,
     /// The highest offset in the batch per (topic, partition).
     last_offsets: HashMap<(String, i32), i64>,
+    /// Records per topic, for the metrics.
+    per_topic: HashMap<String, u64>,
+}
+
+/// Everything the pipeline works with.
+pub struct Pipeline {
+    pub consumer: Arc<HostConsumer>,
+    pub db: Db,
+    pub normalize: NormalizeFn,
+    pub status: Arc<Status>,
+    pub metrics: Arc<Metrics>,
+    pub kafka_config: KafkaConfig,
+    pub config: PipelineConfig,
 }
 
 /// Runs the pipeline until `shutdown` is cancelled, then writes what it holds
 /// and commits offsets, giving up on unwritten batches after `give_up` fires
 /// (they are redelivered on the next start and stored then).
-pub async fn run(
-    consumer: Arc<HostConsumer>,
-    db: Db,
-    normalize: NormalizeFn,
-    status: Arc<Status>,
-    kafka_config: KafkaConfig,
-    config: PipelineConfig,
-    shutdown: CancellationToken,
-    give_up: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(pipeline: Pipeline, shutdown: CancellationToken, give_up: CancellationToken) -> anyhow::Result<()> {
+    let Pipeline { consumer, db, normalize, status, metrics, kafka_config, config } = pipeline;
     let (batch_tx, batch_rx) = mpsc::channel::<Vec<Record>>(1);
     let (rows_tx, rows_rx) = mpsc::channel::<Prepared>(1);
 
-    let normalizer = tokio::spawn(normalize_stage(batch_rx, rows_tx, normalize));
-    let writer = tokio::spawn(writer_stage(rows_rx, db, consumer.clone(), status.clone(), give_up));
+    let normalizer = tokio::spawn(normalize_stage(batch_rx, rows_tx, normalize, metrics.clone()));
+    let writer = tokio::spawn(writer_stage(rows_rx, db, consumer.clone(), status.clone(), metrics, give_up));
 
     poll_loop(&consumer, &kafka_config, &config, &status, batch_tx, &shutdown).await;
 
@@ -171,10 +177,12 @@ async fn normalize_stage(
     mut batches: mpsc::Receiver<Vec<Record>>,
     rows: mpsc::Sender<Prepared>,
     normalize: NormalizeFn,
+    metrics: Arc<Metrics>,
 ) {
     while let Some(records) = batches.recv().await {
         let normalize = normalize.clone();
-        let prepared = tokio::task::spawn_blocking(move || prepare(records, &*normalize)).await;
+        let metrics = metrics.clone();
+        let prepared = tokio::task::spawn_blocking(move || prepare(records, &*normalize, &metrics)).await;
         match prepared {
             Ok(prepared) => {
                 if rows.send(prepared).await.is_err() {
@@ -191,21 +199,37 @@ async fn normalize_stage(
     }
 }
 
-fn prepare(records: Vec<Record>, normalize: &(dyn Fn(&[Record]) -> Vec<Normalized> + Send + Sync)) -> Prepared {
+fn prepare(
+    records: Vec<Record>,
+    normalize: &(dyn Fn(&[Record]) -> Vec<Normalized> + Send + Sync),
+    metrics: &Metrics,
+) -> Prepared {
     let normalized = normalize(&records);
     debug_assert_eq!(normalized.len(), records.len());
     let now = Utc::now();
     let mut last_offsets: HashMap<(String, i32), i64> = HashMap::new();
+    let mut per_topic: HashMap<String, u64> = HashMap::new();
     let rows = records
         .into_iter()
         .zip(normalized)
         .map(|(record, normalized)| {
             let last = last_offsets.entry((record.topic.clone(), record.partition)).or_insert(record.offset);
             *last = (*last).max(record.offset);
+            *per_topic.entry(record.topic.clone()).or_default() += 1;
+            if let Some(error) = &normalized.error {
+                tracing::warn!(
+                    topic = %record.topic, partition = record.partition, offset = record.offset,
+                    normalizer = %normalized.normalizer, %error, "Normalizer failed; stored with the built-in default's fields."
+                );
+                metrics.normalizer_errors.get_or_create(&NormalizerLabel { normalizer: normalized.normalizer.clone() }).inc();
+            }
             StoredRow::from_record(record, normalized, now)
         })
         .collect();
-    Prepared { rows, last_offsets }
+    for (topic, n) in &per_topic {
+        metrics.consumed.get_or_create(&TopicLabel { topic: topic.clone() }).inc_by(*n);
+    }
+    Prepared { rows, last_offsets, per_topic }
 }
 
 /// Writes every batch; returns whether all of them were written.
@@ -214,12 +238,19 @@ async fn writer_stage(
     db: Db,
     consumer: Arc<HostConsumer>,
     status: Arc<Status>,
+    metrics: Arc<Metrics>,
     give_up: CancellationToken,
 ) -> bool {
     while let Some(batch) = batches.recv().await {
+        let started = std::time::Instant::now();
         if !write_with_retry(&db, &batch.rows, &status, &give_up).await {
             // Storing the offsets of any later batch would skip this one.
             return false;
+        }
+        metrics.batch_write_seconds.observe(started.elapsed().as_secs_f64());
+        metrics.batch_records.observe(batch.rows.len() as f64);
+        for (topic, n) in &batch.per_topic {
+            metrics.stored.get_or_create(&TopicLabel { topic: topic.clone() }).inc_by(*n);
         }
         let consumer = consumer.clone();
         let offsets = batch.last_offsets;

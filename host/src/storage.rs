@@ -209,6 +209,178 @@ pub struct StoredRow {
     pub normalizer_error: Option<String>,
 }
 
+
+/// A stored notification as the API reads it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Notification {
+    pub notification_id: i64,
+    pub customer_id: Option<String>,
+    pub runner_id: Option<String>,
+    pub order_id: Option<String>,
+    /// The JSON document as text (never parsed on the way out).
+    pub event_json: Option<String>,
+    pub raw_value: Option<Vec<u8>>,
+    pub status: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub source_topic: String,
+    pub event_type: Option<String>,
+    pub correlation_id: Option<String>,
+    pub source_service: Option<String>,
+    pub kafka_partition: Option<i32>,
+    pub kafka_offset: Option<i64>,
+    pub normalizer: Option<String>,
+    pub normalizer_error: Option<String>,
+    pub ingest_note: Option<String>,
+}
+
+const COLUMNS: &str = "notification_id, customer_id, runner_id, order_id, event::text AS event_json, raw_value, \
+     status, created_at, source_topic, event_type, correlation_id, source_service, kafka_partition, kafka_offset, \
+     normalizer, normalizer_error, ingest_note";
+
+/// Record-time order with a deterministic tie-break.
+const TIME_ORDER: &str = "created_at, source_topic, kafka_partition, kafka_offset, notification_id";
+const TIME_ORDER_DESC: &str =
+    "created_at DESC, source_topic DESC, kafka_partition DESC NULLS FIRST, kafka_offset DESC NULLS FIRST, notification_id DESC";
+
+/// Filters of `GET /notifications`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub customer_id: Option<String>,
+    pub runner_id: Option<String>,
+    pub order_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub event_type: Option<String>,
+    pub source_topic: Option<String>,
+    pub source_service: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A keyset position: the last row of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub created_at: DateTime<Utc>,
+    pub notification_id: i64,
+}
+
+/// A notification created through the API.
+#[derive(Debug, Clone)]
+pub struct NewApiNotification {
+    pub customer_id: String,
+    pub order_id: String,
+    pub runner_id: Option<String>,
+    pub event: serde_json::Value,
+    pub event_type: Option<String>,
+}
+
+impl Db {
+    /// The latest notification of an order by record time.
+    pub async fn latest_for_order(&self, order_id: &str) -> Result<Option<Notification>, sqlx::Error> {
+        let sql = format!("SELECT {COLUMNS} FROM notifications WHERE order_id = $1 ORDER BY {TIME_ORDER_DESC} LIMIT 1");
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_optional(&self.pool).await
+    }
+
+    /// Every notification of an order, oldest first.
+    pub async fn for_order(&self, order_id: &str) -> Result<Vec<Notification>, sqlx::Error> {
+        let sql = format!("SELECT {COLUMNS} FROM notifications WHERE order_id = $1 ORDER BY {TIME_ORDER}");
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_all(&self.pool).await
+    }
+
+    /// Every notification of one correlation (saga) id, oldest first.
+    pub async fn for_correlation(&self, correlation_id: &str) -> Result<Vec<Notification>, sqlx::Error> {
+        let sql = format!("SELECT {COLUMNS} FROM notifications WHERE correlation_id = $1 ORDER BY {TIME_ORDER}");
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(correlation_id).fetch_all(&self.pool).await
+    }
+
+    /// An order's own notifications plus every notification that shares a
+    /// correlation id with one of them, oldest first, at most `limit`. The
+    /// flag says whether a row names the order itself.
+    pub async fn timeline(&self, order_id: &str, limit: i64) -> Result<Vec<(Notification, bool)>, sqlx::Error> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            n: Notification,
+            direct: bool,
+        }
+        let sql = format!(
+            "WITH direct AS (SELECT {COLUMNS} FROM notifications WHERE order_id = $1), \
+             sagas AS (SELECT DISTINCT correlation_id FROM direct WHERE correlation_id IS NOT NULL) \
+             SELECT * FROM ( \
+               SELECT *, true AS direct FROM direct \
+               UNION ALL \
+               SELECT {COLUMNS}, false AS direct FROM notifications \
+               WHERE correlation_id IN (SELECT correlation_id FROM sagas) AND order_id IS DISTINCT FROM $1 \
+             ) t ORDER BY {TIME_ORDER} LIMIT $2"
+        );
+        let rows: Vec<Row> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(order_id).bind(limit).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|r| (r.n, r.direct)).collect())
+    }
+
+    /// One page of notifications matching `filter`, in (created_at, id)
+    /// order, after `after` when given. Keyset pagination: rows inserted
+    /// meanwhile never shift a page, so no row is skipped or repeated.
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+        after: Option<Position>,
+        descending: bool,
+        limit: i64,
+    ) -> Result<Vec<Notification>, sqlx::Error> {
+        let mut qb: sqlx::QueryBuilder<sqlx::Postgres> = sqlx::QueryBuilder::new(format!("SELECT {COLUMNS} FROM notifications WHERE true"));
+        let equals = [
+            ("customer_id", &filter.customer_id),
+            ("runner_id", &filter.runner_id),
+            ("order_id", &filter.order_id),
+            ("correlation_id", &filter.correlation_id),
+            ("event_type", &filter.event_type),
+            ("source_topic", &filter.source_topic),
+            ("source_service", &filter.source_service),
+        ];
+        for (column, value) in equals {
+            if let Some(value) = value {
+                qb.push(format!(" AND {column} = ")).push_bind(value.clone());
+            }
+        }
+        if let Some(since) = filter.since {
+            qb.push(" AND created_at >= ").push_bind(since);
+        }
+        if let Some(until) = filter.until {
+            qb.push(" AND created_at < ").push_bind(until);
+        }
+        if let Some(p) = after {
+            qb.push(if descending { " AND (created_at, notification_id) < (" } else { " AND (created_at, notification_id) > (" });
+            qb.push_bind(p.created_at).push(", ").push_bind(p.notification_id).push(")");
+        }
+        qb.push(if descending {
+            " ORDER BY created_at DESC, notification_id DESC LIMIT "
+        } else {
+            " ORDER BY created_at, notification_id LIMIT "
+        });
+        qb.push_bind(limit);
+        qb.build_query_as().fetch_all(&self.pool).await
+    }
+
+    /// Stores a notification sent through the API.
+    pub async fn insert_api(&self, n: &NewApiNotification) -> Result<Notification, sqlx::Error> {
+        let raw = serde_json::to_vec(&n.event).unwrap_or_default();
+        let sql = format!(
+            "INSERT INTO notifications (customer_id, runner_id, order_id, event, created_at, source_topic, \
+             event_type, source_service, raw_value) \
+             VALUES ($1, $2, $3, $4::text::jsonb, now(), 'api', $5, 'api', $6) RETURNING {COLUMNS}"
+        );
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&n.customer_id)
+            .bind(&n.runner_id)
+            .bind(&n.order_id)
+            .bind(n.event.to_string())
+            .bind(&n.event_type)
+            .bind(raw)
+            .fetch_one(&self.pool)
+            .await
+    }
+}
+
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl StoredRow {

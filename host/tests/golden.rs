@@ -2,6 +2,8 @@
 //! component give identical answers on one shared sample set, and both match
 //! the expected fields written in it.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::process::Command;

@@ -1,7 +1,6 @@
 //! Helpers for the end-to-end tests: they drive the real `notification-host`
 //! binary against the broker and PostgreSQL named by `KAFKA_BOOTSTRAP_SERVERS`
 //! and `DATABASE_URL` (scripts/test starts throwaway ones and exports both).
-#![allow(clippy::unwrap_used)] // test helpers: a failure should stop the test loudly
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

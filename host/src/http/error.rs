@@ -1,0 +1,86 @@
+//! API errors. Internal causes are logged, never sent: a client only sees a
+//! status and a short message.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Errors of the query endpoints: `{"error": "..."}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self {
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, (*m).to_owned()),
+            ApiError::Invalid(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.".to_owned()),
+            ApiError::Database(e) => database_failure(e),
+        };
+        (status, Json(json!({ "error": message }))).into_response()
+    }
+}
+
+/// Errors of `POST /send-notification`: `{"success": false, "message": "..."}`,
+/// as the original service answered.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("body over {0} bytes")]
+    TooLarge(usize),
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+}
+
+impl SendError {
+    /// A value PostgreSQL refuses (SQLSTATE class 22) is the client's fault.
+    pub fn from_db(e: sqlx::Error) -> SendError {
+        match &e {
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => {
+                SendError::Invalid("The event cannot be stored (it contains characters PostgreSQL refuses, such as \\u0000).".into())
+            }
+            _ => SendError::Database(e),
+        }
+    }
+}
+
+impl IntoResponse for SendError {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self {
+            SendError::Invalid(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            SendError::Unauthorized => (StatusCode::UNAUTHORIZED, "A valid bearer token is required.".to_owned()),
+            SendError::TooLarge(limit) => (StatusCode::PAYLOAD_TOO_LARGE, format!("The body exceeds {limit} bytes.")),
+            SendError::Database(e) => database_failure(e),
+        };
+        let mut response = (status, Json(json!({ "success": false, "message": message }))).into_response();
+        if matches!(self, SendError::Unauthorized) {
+            response.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Logs the cause; answers 503 when the database is unreachable (retrying
+/// later helps) and 500 otherwise, with a generic message either way.
+fn database_failure(e: &sqlx::Error) -> (StatusCode, String) {
+    tracing::error!(error = %e, "Database query failed.");
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            (StatusCode::SERVICE_UNAVAILABLE, "The database is unavailable; try again later.".to_owned())
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error.".to_owned()),
+    }
+}

@@ -1,0 +1,112 @@
+//! Prometheus metrics, served as text on `GET /metrics`.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `notification_records_consumed_total` | counter | `topic` |
+//! | `notification_records_stored_total` | counter | `topic` (records whose row is committed; a redelivery counts again) |
+//! | `notification_normalizer_errors_total` | counter | `normalizer` |
+//! | `notification_batch_write_seconds` | histogram | |
+//! | `notification_batch_records` | histogram | |
+//! | `notification_consumer_lag` | gauge | `topic`, `partition` |
+//! | `notification_database_up` | gauge | |
+//! | `notification_http_requests_total` | counter | `route`, `method`, `status` |
+//! | `notification_http_request_seconds` | histogram | `route` |
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    pub topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NormalizerLabel {
+    pub normalizer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+/// Every metric the host exports.
+pub struct Metrics {
+    registry: Registry,
+    pub consumed: Family<TopicLabel, Counter>,
+    pub stored: Family<TopicLabel, Counter>,
+    pub normalizer_errors: Family<NormalizerLabel, Counter>,
+    pub batch_write_seconds: Histogram,
+    pub batch_records: Histogram,
+    pub consumer_lag: Family<PartitionLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    pub database_up: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub http_requests: Family<RequestLabels, Counter<u64, AtomicU64>>,
+    pub http_seconds: Family<RouteLabel, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("notification");
+        let consumed = Family::<TopicLabel, Counter>::default();
+        let stored = Family::<TopicLabel, Counter>::default();
+        let normalizer_errors = Family::<NormalizerLabel, Counter>::default();
+        let batch_write_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let batch_records = Histogram::new(exponential_buckets(1.0, 4.0, 10));
+        let consumer_lag = Family::default();
+        let database_up = Gauge::default();
+        let http_requests = Family::default();
+        let http_seconds =
+            Family::<RouteLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 14)));
+        registry.register("records_consumed", "Records received from Kafka", consumed.clone());
+        registry.register("records_stored", "Records whose row is committed in PostgreSQL", stored.clone());
+        registry.register("normalizer_errors", "Records a normalizer module failed on", normalizer_errors.clone());
+        registry.register("batch_write_seconds", "Time to write one batch, retries included", batch_write_seconds.clone());
+        registry.register("batch_records", "Records per written batch", batch_records.clone());
+        registry.register("consumer_lag", "Records behind the partition's high watermark", consumer_lag.clone());
+        registry.register("database_up", "1 when the database answers", database_up.clone());
+        registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
+        registry.register("http_request_seconds", "HTTP request latency by route", http_seconds.clone());
+        Metrics {
+            registry,
+            consumed,
+            stored,
+            normalizer_errors,
+            batch_write_seconds,
+            batch_records,
+            consumer_lag,
+            database_up,
+            http_requests,
+            http_seconds,
+        }
+    }
+}
+
+impl Metrics {
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(%error, "Could not encode the metrics.");
+        }
+        out
+    }
+}

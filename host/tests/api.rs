@@ -1,0 +1,403 @@
+//! The REST API on the real router against a real PostgreSQL: every
+//! endpoint, status code and error case, and the JSON shape the original
+//! service's clients depend on.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use chrono::{DateTime, Utc};
+use http_body_util::BodyExt;
+use notification_host::http::{AppState, router};
+use notification_host::metrics::Metrics;
+use notification_host::normalize::Normalizer;
+use notification_host::record::Record;
+use notification_host::status::Status;
+use notification_host::storage::{Db, StoredRow};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tower::ServiceExt;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+struct Api {
+    state: AppState,
+}
+
+impl Api {
+    fn new(pool: PgPool) -> Api {
+        Api::with_token(pool, None)
+    }
+
+    fn with_token(pool: PgPool, token: Option<&str>) -> Api {
+        let status = Arc::new(Status::default());
+        status.set_db_up(true);
+        status.set_subscribed(1);
+        status.set_assigned(3);
+        Api {
+            state: AppState {
+                db: Db::from_pool(pool),
+                status,
+                metrics: Arc::new(Metrics::default()),
+                api_token: token.map(Arc::from),
+                max_body_bytes: 1 << 20,
+            },
+        }
+    }
+
+    async fn call(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = router(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, body)
+    }
+
+    async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        self.call(Request::get(uri).body(Body::empty()).unwrap()).await
+    }
+
+    async fn post(&self, uri: &str, content_type: Option<&str>, auth: Option<&str>, body: impl Into<Body>) -> (StatusCode, Value) {
+        let mut r = Request::post(uri);
+        if let Some(ct) = content_type {
+            r = r.header(header::CONTENT_TYPE, ct);
+        }
+        if let Some(a) = auth {
+            r = r.header(header::AUTHORIZATION, a);
+        }
+        self.call(r.body(body.into()).unwrap()).await
+    }
+}
+
+/// Stores records through the real ingest path (normalizer + StoredRow).
+async fn ingest(pool: &PgPool, records: Vec<(&str, i32, i64, i64, &str)>) {
+    let db = Db::from_pool(pool.clone());
+    let records: Vec<Record> = records
+        .into_iter()
+        .map(|(topic, partition, offset, ts, value)| Record {
+            topic: topic.into(),
+            partition,
+            offset,
+            timestamp: Some(ts),
+            key: None,
+            headers: vec![],
+            value: Some(value.as_bytes().to_vec()),
+        })
+        .collect();
+    let normalized = Normalizer::Builtin.normalize(&records);
+    let rows: Vec<StoredRow> =
+        records.into_iter().zip(normalized).map(|(r, n)| StoredRow::from_record(r, n, Utc::now())).collect();
+    db.insert(&rows).await.unwrap();
+}
+
+const T0: i64 = 1_743_760_800_000; // 2025-04-04T10:00:00Z
+
+fn saga_events() -> Vec<(&'static str, i32, i64, i64, &'static str)> {
+    vec![
+        ("order_commands", 0, 0, T0, r#"{"type": "create_order", "correlation_id": "saga-1", "payload": {"customer_id": "cust-1", "saga_id": "saga-1"}}"#),
+        ("order_events", 0, 0, T0 + 1000, r#"{"type": "order.created", "correlation_id": "saga-1", "source": "order-service", "payload": {"order_id": 42, "customer_id": "cust-1", "status": "PENDING", "saga_id": "saga-1"}}"#),
+        ("user_events", 1, 0, T0 + 2000, r#"{"type": "user.payment_info_retrieved", "correlation_id": "saga-1", "source": "user-service", "payload": {"payment_info": {}}}"#),
+        ("payment_events", 0, 0, T0 + 3000, r#"{"type": "payment.authorized", "correlation_id": "saga-1", "source": "payment-service", "payload": {"payment_id": "pi", "order_id": 42, "status": "requires_capture"}}"#),
+        ("order-events", 2, 0, T0 + 5000, r#"{"type": "ORDER_ACCEPTED", "correlation_id": "order-20250404-aa", "source": "order-service", "payload": {"customerId": "cust-1", "runnerId": "run-9", "orderId": 42, "status": "ACCEPTED", "event": "{}"}}"#),
+        // Same record time as the previous one: the tie is broken by topic.
+        ("payment_events", 1, 0, T0 + 5000, r#"{"type": "payment.noted", "correlation_id": "saga-1", "source": "payment-service", "payload": {"order_id": 42, "status": "NOTED"}}"#),
+        // Another saga, another order.
+        ("order_events", 0, 1, T0 + 6000, r#"{"type": "order.created", "correlation_id": "saga-2", "source": "order-service", "payload": {"order_id": 43, "customer_id": "cust-2", "status": "PENDING"}}"#),
+        ("user_events", 1, 1, T0 + 7000, r#"{"type": "user.payment_info_failed", "correlation_id": "saga-2", "source": "user-service", "payload": {"error": "x"}}"#),
+        ("bad", 0, 0, T0 + 8000, "not json"),
+    ]
+}
+
+const KEYS: [&str; 11] = [
+    "notificationId", "customerId", "runnerId", "orderId", "event", "status", "createdAt", "sourceTopic", "eventType",
+    "correlationId", "sourceService",
+];
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn health_and_ready(pool: PgPool) {
+    let api = Api::new(pool);
+    assert_eq!(api.get("/health").await, (StatusCode::OK, json!({"status": "healthy"})));
+    assert_eq!(api.get("/ready").await.0, StatusCode::OK);
+    api.state.status.set_db_up(false);
+    api.state.status.set_revoked();
+    let (status, body) = api.get("/ready").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["reasons"].as_array().unwrap().len(), 2, "{body}");
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn latest_keeps_the_original_shape(pool: PgPool) {
+    ingest(&pool, saga_events()).await;
+    let api = Api::new(pool);
+    let (status, body) = api.get("/order/42/latest").await;
+    assert_eq!(status, StatusCode::OK);
+    for key in KEYS {
+        assert!(body.get(key).is_some(), "missing {key} in {body}");
+    }
+    // Two events at T0+5s; the tie goes to the greater topic name.
+    assert_eq!(body["sourceTopic"], "payment_events");
+    assert_eq!(body["eventType"], "payment.noted");
+    assert_eq!(body["orderId"], "42");
+    assert_eq!(body["createdAt"], "2025-04-04T10:00:05+00:00");
+    assert_eq!(body["event"]["payload"]["status"], "NOTED", "event is the JSON document itself");
+    assert_eq!(body["kafkaPartition"], 1);
+    assert_eq!(body["normalizer"], "default@1.0.0");
+    assert!(body.get("relation").is_none());
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn unknown_order_is_404_with_the_original_message(pool: PgPool) {
+    let api = Api::new(pool);
+    let expected = (StatusCode::NOT_FOUND, json!({"error": "No notifications found for this order."}));
+    assert_eq!(api.get("/order/nope/latest").await, expected);
+    assert_eq!(api.get("/order/nope").await, expected);
+    assert_eq!(api.get("/order/nope/timeline").await, expected);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn order_history_is_oldest_first(pool: PgPool) {
+    ingest(&pool, saga_events()).await;
+    let api = Api::new(pool);
+    let (status, body) = api.get("/order/42").await;
+    assert_eq!(status, StatusCode::OK);
+    let types: Vec<&str> = body.as_array().unwrap().iter().map(|n| n["eventType"].as_str().unwrap()).collect();
+    assert_eq!(types, ["order.created", "payment.authorized", "ORDER_ACCEPTED", "payment.noted"]);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn timeline_joins_the_saga(pool: PgPool) {
+    ingest(&pool, saga_events()).await;
+    let api = Api::new(pool);
+    let (status, body) = api.get("/order/42/timeline").await;
+    assert_eq!(status, StatusCode::OK);
+    let events: Vec<(String, String)> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["eventType"].as_str().unwrap().to_owned(), e["relation"].as_str().unwrap().to_owned()))
+        .collect();
+    let expect = [
+        ("create_order", "correlated"),
+        ("order.created", "direct"),
+        ("user.payment_info_retrieved", "correlated"),
+        ("payment.authorized", "direct"),
+        ("ORDER_ACCEPTED", "direct"),
+        ("payment.noted", "direct"),
+    ];
+    let expect: Vec<(String, String)> = expect.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect();
+    assert_eq!(events, expect);
+    assert_eq!(body["correlationIds"], json!(["order-20250404-aa", "saga-1"]));
+    assert_eq!(body["truncated"], false);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn correlation_lists_one_saga(pool: PgPool) {
+    ingest(&pool, saga_events()).await;
+    let api = Api::new(pool);
+    let (status, body) = api.get("/correlation/saga-2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.as_array().unwrap().len(), 2);
+    assert_eq!(api.get("/correlation/none").await.0, StatusCode::NOT_FOUND);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn non_json_values_come_back_as_text(pool: PgPool) {
+    ingest(&pool, saga_events()).await;
+    let api = Api::new(pool);
+    let (_, body) = api.get("/notifications?source_topic=bad").await;
+    let n = &body["notifications"][0];
+    assert_eq!(n["event"], "not json");
+    assert!(n["ingestNote"].as_str().unwrap().contains("not JSON"));
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn list_filters_and_pages_without_gaps_or_repeats(pool: PgPool) {
+    ingest(&pool, saga_events()).await;
+    let api = Api::new(pool.clone());
+    let (status, body) = api.get("/notifications?customer_id=cust-1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["notifications"].as_array().unwrap().len(), 3);
+    assert_eq!(body["next_cursor"], Value::Null);
+    let (_, body) = api.get("/notifications?correlation_id=saga-1&source_service=payment-service").await;
+    assert_eq!(body["notifications"].as_array().unwrap().len(), 2);
+    let (_, body) = api.get("/notifications?event_type=order.created&since=2025-04-04T10:00:05Z").await;
+    assert_eq!(body["notifications"].as_array().unwrap().len(), 1);
+    let (_, body) = api.get("/notifications?until=2025-04-04T10:00:01%2B00:00").await;
+    assert_eq!(body["notifications"].as_array().unwrap().len(), 1);
+
+    // Page through everything two at a time while rows keep arriving.
+    for order in ["asc", "desc"] {
+        let mut seen = Vec::new();
+        let mut uri = format!("/notifications?limit=2&order={order}");
+        let mut extra_offset = 100 + if order == "asc" { 0 } else { 50 };
+        loop {
+            let (status, body) = api.get(&uri).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            for n in body["notifications"].as_array().unwrap() {
+                seen.push(n["notificationId"].as_i64().unwrap());
+            }
+            // A concurrent insert between pages, dated in the middle.
+            ingest(&pool, vec![("late", 0, extra_offset, T0 + 2500, r#"{"type": "late"}"#)]).await;
+            extra_offset += 1;
+            match body["next_cursor"].as_str() {
+                Some(c) => uri = format!("/notifications?limit=2&order={order}&cursor={c}"),
+                None => break,
+            }
+        }
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), seen.len(), "a row was repeated: {seen:?}");
+        assert!(seen.len() >= 9, "the 9 original rows were all seen: {seen:?}");
+    }
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn invalid_queries_are_400_json(pool: PgPool) {
+    let api = Api::new(pool);
+    let long = "x".repeat(2000);
+    for uri in [
+        "/notifications?limit=0".to_owned(),
+        "/notifications?limit=1001".to_owned(),
+        "/notifications?limit=abc".to_owned(),
+        "/notifications?since=yesterday".to_owned(),
+        "/notifications?until=2025-13-45".to_owned(),
+        "/notifications?cursor=garbage".to_owned(),
+        "/notifications?order=sideways".to_owned(),
+        "/notifications?unknown=1".to_owned(),
+        format!("/notifications?order_id={long}"),
+        format!("/order/{long}/latest"),
+        "/order/%FF%FE/latest".to_owned(),
+        "/order/a%00b".to_owned(),
+        "/correlation/%C3%28".to_owned(),
+    ] {
+        let (status, body) = api.get(&uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert!(body["error"].is_string(), "{uri}: {body}");
+    }
+    let (status, body) = api.get("/no/such/route").await;
+    assert_eq!((status, body["error"].is_string()), (StatusCode::NOT_FOUND, true));
+    let (status, body) = api.call(Request::delete("/order/1").body(Body::empty()).unwrap()).await;
+    assert_eq!((status, body["error"].is_string()), (StatusCode::METHOD_NOT_ALLOWED, true));
+    // Injection strings are just values.
+    let (status, _) = api.get("/order/1'%20OR%20'1'='1/latest").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn send_notification_stores_an_api_row(pool: PgPool) {
+    let api = Api::new(pool);
+    let body = json!({"customerId": "cust-9", "orderId": "o-9", "event": {"type": "ORDER_CREATED", "total": 12}, "runnerId": "r-1"});
+    let (status, answer) = api.post("/send-notification", Some("application/json"), None, body.to_string()).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(answer["success"], true);
+    assert_eq!(answer["message"], "Notification created successfully");
+    let n = &answer["notification"];
+    for key in KEYS {
+        assert!(n.get(key).is_some(), "missing {key} in {n}");
+    }
+    assert_eq!(n["sourceTopic"], "api");
+    assert_eq!(n["eventType"], "ORDER_CREATED");
+    assert_eq!(n["event"]["total"], 12);
+    let created: DateTime<Utc> = n["createdAt"].as_str().unwrap().parse().unwrap();
+    assert!((Utc::now() - created).num_seconds().abs() < 60);
+    let (status, latest) = api.get("/order/o-9/latest").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(latest["notificationId"], n["notificationId"]);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn send_notification_rejects_bad_requests_without_storing(pool: PgPool) {
+    let api = Api::new(pool.clone());
+    let good = json!({"customerId": "c", "orderId": "o", "event": "E"}).to_string();
+    let cases: Vec<(Option<&str>, String, StatusCode)> = vec![
+        (Some("text/plain"), good.clone(), StatusCode::BAD_REQUEST),
+        (None, good.clone(), StatusCode::BAD_REQUEST),
+        (Some("application/json"), "[1, 2]".into(), StatusCode::BAD_REQUEST),
+        (Some("application/json"), "{not json".into(), StatusCode::BAD_REQUEST),
+        (Some("application/json"), json!({"orderId": "o", "event": "E"}).to_string(), StatusCode::BAD_REQUEST),
+        (Some("application/json"), json!({"customerId": "", "orderId": "o", "event": "E"}).to_string(), StatusCode::BAD_REQUEST),
+        (Some("application/json"), json!({"customerId": "c", "orderId": "o"}).to_string(), StatusCode::BAD_REQUEST),
+        (Some("application/json"), json!({"customerId": "c", "orderId": "o", "event": "nul\u{0}"}).to_string(), StatusCode::BAD_REQUEST),
+        (Some("application/json"), format!(r#"{{"customerId": "c", "orderId": "o", "event": "{}"}}"#, "x".repeat(2 << 20)), StatusCode::PAYLOAD_TOO_LARGE),
+    ];
+    for (ct, body, expected) in cases {
+        let (status, answer) = api.post("/send-notification", ct, None, body.clone()).await;
+        assert_eq!(status, expected, "{ct:?} {}: {answer}", &body[..body.len().min(80)]);
+        assert_eq!(answer["success"], false, "{answer}");
+        assert!(answer["message"].is_string());
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications").fetch_one(&pool).await.unwrap();
+    assert_eq!(count, 0, "nothing was stored");
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn send_notification_requires_the_token_when_set(pool: PgPool) {
+    let api = Api::with_token(pool, Some("s3cret"));
+    let body = json!({"customerId": "c", "orderId": "o", "event": "E"}).to_string();
+    for auth in [None, Some("Bearer wrong"), Some("s3cret"), Some("Basic czNjcmV0"), Some("Bearer s3cret2")] {
+        let (status, answer) = api.post("/send-notification", Some("application/json"), auth, body.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert_eq!(answer["success"], false);
+    }
+    let (status, _) = api.post("/send-notification", Some("application/json"), Some("Bearer s3cret"), body).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Reads stay open.
+    assert_eq!(api.get("/order/o/latest").await.0, StatusCode::OK);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn metrics_count_requests_by_route(pool: PgPool) {
+    let api = Api::new(pool);
+    api.get("/order/x/latest").await;
+    api.get("/order/y/latest").await;
+    let response = router(api.state.clone()).oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(
+        text.contains(r#"notification_http_requests_total{route="/order/{order_id}/latest",method="GET",status="404"} 2"#),
+        "{text}"
+    );
+    assert!(text.contains("notification_database_up 1"), "{text}");
+}
+
+/// Every path and method in /openapi.json is served by the router (never a
+/// 404 "No such endpoint" or 405), and every route the router serves is in the
+/// document.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn openapi_matches_the_real_routes(pool: PgPool) {
+    let api = Api::new(pool);
+    let (status, doc) = api.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented = Vec::new();
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+            let uri = path.replace("{order_id}", "42").replace("{correlation_id}", "saga-1");
+            let request = Request::builder().method(method.to_uppercase().as_str()).uri(&uri).body(Body::empty()).unwrap();
+            let (status, body) = api.call(request).await;
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert!(body.get("error") != Some(&json!("No such endpoint.")), "{method} {path} is documented but not routed");
+        }
+    }
+    documented.sort();
+    let served = [
+        "GET /correlation/{correlation_id}",
+        "GET /health",
+        "GET /metrics",
+        "GET /notifications",
+        "GET /order/{order_id}",
+        "GET /order/{order_id}/latest",
+        "GET /order/{order_id}/timeline",
+        "GET /ready",
+        "POST /send-notification",
+    ];
+    assert_eq!(documented, served);
+}
