@@ -62,6 +62,15 @@ build_normalizers() {
   cargo build --quiet --release --target wasm32-wasip2 --manifest-path normalizers/Cargo.toml >&2
 }
 
+# Lays out the example modules as a modules directory (NORMALIZERS_DIR):
+# <name>.toml, <name>.wasm and <name>.samples.jsonl.
+assemble_modules() { # target dir
+  mkdir -p "$1"
+  cp normalizers/campus-delivery/normalizer.toml "$1/campus-delivery.toml"
+  cp "$WASM_DIR/normalizer_campus_delivery.wasm" "$1/campus-delivery.wasm"
+  cp normalizers/campus-delivery/samples.jsonl "$1/campus-delivery.samples.jsonl"
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }

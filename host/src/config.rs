@@ -25,6 +25,12 @@ pub mod env {
     pub const SHUTDOWN_TIMEOUT: &str = "SHUTDOWN_TIMEOUT";
     pub const LOG_FORMAT: &str = "LOG_FORMAT";
     pub const API_TOKEN: &str = "API_TOKEN";
+    pub const NORMALIZERS_DIR: &str = "NORMALIZERS_DIR";
+    pub const NORMALIZERS_POLL_INTERVAL: &str = "NORMALIZERS_POLL_INTERVAL";
+    pub const MODULE_MEMORY_LIMIT: &str = "MODULE_MEMORY_LIMIT";
+    pub const MODULE_DEADLINE: &str = "MODULE_DEADLINE";
+    pub const MODULE_MAX_OUTPUT: &str = "MODULE_MAX_OUTPUT";
+    pub const MODULE_QUARANTINE_AFTER: &str = "MODULE_QUARANTINE_AFTER";
     pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
 }
 
@@ -84,6 +90,51 @@ pub struct ServeArgs {
     pub pipeline: PipelineConfig,
     #[command(flatten)]
     pub http: HttpConfig,
+    #[command(flatten)]
+    pub modules: ModulesArgs,
+}
+
+/// Normalizer modules and their sandbox.
+#[derive(Debug, Clone, Args)]
+pub struct ModulesArgs {
+    /// Directory of normalizer modules (`*.toml` manifests beside their
+    /// `.wasm` components); watched and hot-reloaded. Without it, every
+    /// record goes to the built-in default.
+    #[arg(long, env = env::NORMALIZERS_DIR)]
+    pub normalizers_dir: Option<PathBuf>,
+
+    /// How often the directory is also polled, for filesystems without change events.
+    #[arg(long, env = env::NORMALIZERS_POLL_INTERVAL, default_value = "1s", value_parser = parse_duration)]
+    pub normalizers_poll_interval: Duration,
+
+    /// Linear memory one module instance may use, in bytes.
+    #[arg(long, env = env::MODULE_MEMORY_LIMIT, default_value_t = 64 << 20)]
+    pub module_memory_limit: usize,
+
+    /// CPU time one call into a module may take.
+    #[arg(long, env = env::MODULE_DEADLINE, default_value = "50ms", value_parser = parse_duration)]
+    pub module_deadline: Duration,
+
+    /// Total bytes of the strings a module may answer for one record.
+    #[arg(long, env = env::MODULE_MAX_OUTPUT, default_value_t = 64 << 10)]
+    pub module_max_output: usize,
+
+    /// Failures in a row after which a module is quarantined until a new
+    /// version of it is loaded.
+    #[arg(long, env = env::MODULE_QUARANTINE_AFTER, default_value_t = 10)]
+    pub module_quarantine_after: u64,
+}
+
+impl ModulesArgs {
+    /// The sandbox limits for module calls.
+    pub fn limits(&self) -> crate::runtime::Limits {
+        crate::runtime::Limits {
+            memory_bytes: self.module_memory_limit,
+            deadline: self.module_deadline,
+            max_output_bytes: self.module_max_output,
+            ..crate::runtime::Limits::default()
+        }
+    }
 }
 
 /// Where and how to consume.
@@ -224,13 +275,9 @@ mod tests {
 
     #[test]
     fn kafka_options_and_durations() {
-        let cli = parse(&[
-            "--kafka-option",
-            "security.protocol=SASL_SSL;sasl.mechanism=PLAIN",
-            "--batch-linger",
-            "250ms",
-        ])
-        .unwrap();
+        let cli =
+            parse(&["--kafka-option", "security.protocol=SASL_SSL;sasl.mechanism=PLAIN", "--batch-linger", "250ms"])
+                .unwrap();
         assert_eq!(
             cli.serve.kafka.options,
             vec![("security.protocol".into(), "SASL_SSL".into()), ("sasl.mechanism".into(), "PLAIN".into())]

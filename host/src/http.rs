@@ -27,6 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::metrics::{Metrics, RequestLabels, RouteLabel};
+use crate::modules::{ModuleInfo, Modules};
 use crate::status::Status;
 use crate::storage::{Db, ListFilter, NewApiNotification, Notification, Position};
 pub use error::{ApiError, SendError};
@@ -47,6 +48,8 @@ pub struct AppState {
     pub api_token: Option<Arc<str>>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// The normalizer modules, for `GET /normalizers`.
+    pub modules: Arc<Modules>,
 }
 
 #[derive(OpenApi)]
@@ -68,6 +71,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(correlation))
         .routes(routes!(list_notifications))
         .routes(routes!(send_notification))
+        .routes(routes!(normalizers))
         .split_for_parts()
 }
 
@@ -198,10 +202,36 @@ async fn health() -> Json<serde_json::Value> {
 async fn ready(State(state): State<AppState>) -> Response {
     match state.status.readiness() {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
-        Err(reasons) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not ready", "reasons": reasons }))).into_response()
-        }
+        Err(reasons) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not ready", "reasons": reasons })))
+            .into_response(),
     }
+}
+
+/// The normalizers in use.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NormalizersBody {
+    /// `name@version` of the built-in default, used for records no module matches.
+    pub builtin: String,
+    /// The modules directory, when one is configured.
+    pub directory: Option<String>,
+    /// Live modules in routing order (the first match wins).
+    pub modules: Vec<ModuleInfo>,
+    /// Module files that were refused (the previous version, if any, stays live).
+    #[schema(value_type = Vec<Object>)]
+    pub rejected: Vec<crate::modules::Rejection>,
+}
+
+/// Each loaded module with its version, content hash, routes, load time,
+/// calls, errors and quarantine state, and the latest rejections.
+#[utoipa::path(get, path = "/normalizers", tag = "operations", responses((status = 200, body = NormalizersBody)))]
+async fn normalizers(State(state): State<AppState>) -> Json<NormalizersBody> {
+    Json(NormalizersBody {
+        builtin: crate::normalize::builtin_label(),
+        directory: state.modules.dir().map(|d| d.display().to_string()),
+        modules: state.modules.list(),
+        rejected: state.modules.rejections(),
+    })
 }
 
 /// Prometheus metrics, text format.
@@ -259,7 +289,10 @@ pub struct Timeline {
     params(("order_id" = String, Path, description = "The order id")),
     responses((status = 200, body = Timeline), (status = 404, description = "No notifications found for this order."),
               (status = 400, description = "Invalid order id")))]
-async fn order_timeline(State(state): State<AppState>, ApiPath(order_id): ApiPath<String>) -> Result<Response, ApiError> {
+async fn order_timeline(
+    State(state): State<AppState>,
+    ApiPath(order_id): ApiPath<String>,
+) -> Result<Response, ApiError> {
     valid_id(&order_id, "order id")?;
     let rows = state.db.timeline(&order_id, TIMELINE_LIMIT + 1).await?;
     if !rows.iter().any(|(_, direct)| *direct) {
@@ -273,7 +306,10 @@ async fn order_timeline(State(state): State<AppState>, ApiPath(order_id): ApiPat
     let events = rows
         .into_iter()
         .take(TIMELINE_LIMIT as usize)
-        .map(|(n, direct)| NotificationBody { relation: Some(if direct { "direct" } else { "correlated" }), ..n.into() })
+        .map(|(n, direct)| NotificationBody {
+            relation: Some(if direct { "direct" } else { "correlated" }),
+            ..n.into()
+        })
         .collect();
     Ok(Json(Timeline { order_id, correlation_ids, events, truncated }).into_response())
 }
@@ -283,7 +319,10 @@ async fn order_timeline(State(state): State<AppState>, ApiPath(order_id): ApiPat
     params(("correlation_id" = String, Path, description = "The correlation (saga) id")),
     responses((status = 200, body = Vec<NotificationBody>), (status = 404, description = "No notifications found for this correlation id."),
               (status = 400, description = "Invalid correlation id")))]
-async fn correlation(State(state): State<AppState>, ApiPath(correlation_id): ApiPath<String>) -> Result<Response, ApiError> {
+async fn correlation(
+    State(state): State<AppState>,
+    ApiPath(correlation_id): ApiPath<String>,
+) -> Result<Response, ApiError> {
     valid_id(&correlation_id, "correlation id")?;
     let rows = state.db.for_correlation(&correlation_id).await?;
     if rows.is_empty() {
@@ -328,7 +367,10 @@ pub struct Page {
 /// keyset pagination (stable while rows are being inserted).
 #[utoipa::path(get, path = "/notifications", tag = "queries", params(ListParams),
     responses((status = 200, body = Page), (status = 400, description = "Invalid filter, limit, order or cursor")))]
-async fn list_notifications(State(state): State<AppState>, ApiQuery(p): ApiQuery<ListParams>) -> Result<Response, ApiError> {
+async fn list_notifications(
+    State(state): State<AppState>,
+    ApiQuery(p): ApiQuery<ListParams>,
+) -> Result<Response, ApiError> {
     let limit = p.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::Invalid("limit must be between 1 and 1000.".into()));
@@ -366,11 +408,14 @@ async fn list_notifications(State(state): State<AppState>, ApiQuery(p): ApiQuery
     let mut rows = state.db.list(&filter, after, descending, i64::from(limit) + 1).await?;
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
-        rows.last().map(|n| encode_cursor(Position { created_at: n.created_at, notification_id: n.notification_id }, descending))
+        rows.last().map(|n| {
+            encode_cursor(Position { created_at: n.created_at, notification_id: n.notification_id }, descending)
+        })
     } else {
         None
     };
-    Ok(Json(Page { notifications: rows.into_iter().map(NotificationBody::from).collect(), next_cursor }).into_response())
+    Ok(Json(Page { notifications: rows.into_iter().map(NotificationBody::from).collect(), next_cursor })
+        .into_response())
 }
 
 fn parse_time(s: &str, what: &str) -> Result<DateTime<Utc>, ApiError> {
@@ -381,7 +426,8 @@ fn parse_time(s: &str, what: &str) -> Result<DateTime<Utc>, ApiError> {
 
 /// Cursors are opaque to clients: base64url of `v1.<micros>.<id>.<a|d>`.
 fn encode_cursor(p: Position, descending: bool) -> String {
-    let raw = format!("v1.{}.{}.{}", p.created_at.timestamp_micros(), p.notification_id, if descending { 'd' } else { 'a' });
+    let raw =
+        format!("v1.{}.{}.{}", p.created_at.timestamp_micros(), p.notification_id, if descending { 'd' } else { 'a' });
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
@@ -427,7 +473,11 @@ struct Sent {
     responses((status = 201, body = Sent), (status = 400, description = "Invalid body"),
               (status = 401, description = "Missing or wrong bearer token"), (status = 413, description = "Body too large")),
     security((), ("bearer" = [])))]
-async fn send_notification(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Result<Response, SendError> {
+async fn send_notification(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, SendError> {
     authorize(&state, &headers)?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -505,7 +555,10 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_tampering() {
-        let p = Position { created_at: DateTime::from_timestamp_micros(1_743_760_800_123_456).unwrap(), notification_id: 42 };
+        let p = Position {
+            created_at: DateTime::from_timestamp_micros(1_743_760_800_123_456).unwrap(),
+            notification_id: 42,
+        };
         assert_eq!(decode_cursor(&encode_cursor(p, false), false).unwrap(), p);
         assert!(decode_cursor(&encode_cursor(p, false), true).is_err(), "a cursor is bound to its order");
         for bad in ["", "!!", "djEuMS4y", &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("v1.x.1.a")] {
@@ -516,7 +569,8 @@ mod tests {
     #[test]
     fn send_body_validation() {
         assert!(parse_send(br#"{"customerId": "c", "orderId": 42, "event": "ORDER_CREATED"}"#).is_ok());
-        let n = parse_send(br#"{"customerId": "c", "orderId": "o", "event": {"type": "x"}, "runnerId": null}"#).unwrap();
+        let n =
+            parse_send(br#"{"customerId": "c", "orderId": "o", "event": {"type": "x"}, "runnerId": null}"#).unwrap();
         assert_eq!(n.event_type.as_deref(), Some("x"));
         for bad in [
             &br#"[]"#[..],

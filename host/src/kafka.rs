@@ -110,7 +110,11 @@ impl ConsumerContext for HostContext {
 }
 
 /// Creates the consumer and joins no topic yet (see [`refresh_subscription`]).
-pub fn create_consumer(config: &KafkaConfig, status: Arc<Status>, metrics: Arc<Metrics>) -> anyhow::Result<HostConsumer> {
+pub fn create_consumer(
+    config: &KafkaConfig,
+    status: Arc<Status>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<HostConsumer> {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.bootstrap_servers)
@@ -138,9 +142,8 @@ pub fn refresh_subscription(
     config: &KafkaConfig,
     current: &BTreeSet<String>,
 ) -> anyhow::Result<BTreeSet<String>> {
-    let metadata = consumer
-        .fetch_metadata(None, Duration::from_secs(10))
-        .context("failed to list the cluster's topics")?;
+    let metadata =
+        consumer.fetch_metadata(None, Duration::from_secs(10)).context("failed to list the cluster's topics")?;
     let wanted: BTreeSet<String> = metadata
         .topics()
         .iter()
@@ -183,14 +186,13 @@ fn headers(message: &BorrowedMessage<'_>) -> Vec<Header> {
         return Vec::new();
     };
     let read = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        headers
-            .iter()
-            .map(|h| Header { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec) })
-            .collect::<Vec<_>>()
+        headers.iter().map(|h| Header { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec) }).collect::<Vec<_>>()
     }));
     read.unwrap_or_else(|_| {
         tracing::warn!(
-            topic = message.topic(), partition = message.partition(), offset = message.offset(),
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
             "A header name is not UTF-8; the headers of this record are not stored."
         );
         vec![Header { key: "notification-host.unreadable-headers".into(), value: None }]
@@ -242,6 +244,8 @@ pub fn commit(consumer: &HostConsumer) {
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => tracing::info!("Offsets committed."),
         Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-        Err(error) => tracing::warn!(%error, "Final offset commit failed; uncommitted records will be redelivered and skipped."),
+        Err(error) => {
+            tracing::warn!(%error, "Final offset commit failed; uncommitted records will be redelivered and skipped.")
+        }
     }
 }

@@ -23,6 +23,7 @@ pub mod config;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod modules;
 pub mod normalize;
 pub mod pipeline;
 pub mod record;
@@ -80,10 +81,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("failed to listen on {}", args.http.http_addr))?;
     let bound = listener.local_addr().context("failed to read the HTTP listener's address")?;
     tracing::info!(addr = %bound, "HTTP server listening.");
+    let runtime = runtime::Runtime::new(args.modules.limits())?;
+    let modules = Arc::new(modules::Modules::new(
+        runtime,
+        modules::ModulesConfig {
+            dir: args.modules.normalizers_dir.clone(),
+            quarantine_after: args.modules.module_quarantine_after.max(1),
+        },
+    ));
+    if let Some(dir) = modules.dir() {
+        anyhow::ensure!(dir.is_dir(), "NORMALIZERS_DIR {} is not a directory", dir.display());
+        let m = modules.clone();
+        tokio::task::spawn_blocking(move || m.reload()).await?;
+        tokio::spawn(modules::watch(modules.clone(), args.modules.normalizers_poll_interval, shutdown.clone()));
+    }
     let app = http::router(http::AppState {
         db: db.clone(),
         status: status.clone(),
         metrics: metrics.clone(),
+        modules: modules.clone(),
         api_token: args.http.api_token.as_deref().map(Arc::from),
         max_body_bytes: args.http.max_body_bytes,
     });
@@ -97,8 +113,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tokio::spawn(watch_database(db.clone(), status.clone(), shutdown.clone()));
 
-    let normalize: pipeline::NormalizeFn =
-        Arc::new(|records: &[record::Record]| normalize::Normalizer::Builtin.normalize(records));
+    let routed = modules.clone();
+    let normalize: pipeline::NormalizeFn = Arc::new(move |records: &[record::Record]| routed.normalize(records));
     let pipeline = pipeline::Pipeline {
         consumer: consumer.clone(),
         db,

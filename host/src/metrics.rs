@@ -74,12 +74,17 @@ impl Default for Metrics {
         let consumer_lag = Family::default();
         let database_up = Gauge::default();
         let http_requests = Family::default();
-        let http_seconds =
-            Family::<RouteLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 14)));
+        let http_seconds = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+        });
         registry.register("records_consumed", "Records received from Kafka", consumed.clone());
         registry.register("records_stored", "Records whose row is committed in PostgreSQL", stored.clone());
         registry.register("normalizer_errors", "Records a normalizer module failed on", normalizer_errors.clone());
-        registry.register("batch_write_seconds", "Time to write one batch, retries included", batch_write_seconds.clone());
+        registry.register(
+            "batch_write_seconds",
+            "Time to write one batch, retries included",
+            batch_write_seconds.clone(),
+        );
         registry.register("batch_records", "Records per written batch", batch_records.clone());
         registry.register("consumer_lag", "Records behind the partition's high watermark", consumer_lag.clone());
         registry.register("database_up", "1 when the database answers", database_up.clone());

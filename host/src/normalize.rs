@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::record::{Fields, Normalized, Record};
-use crate::runtime::Module;
+use crate::runtime::{CallError, Module};
 
 /// `name@version` of the built-in default rules.
 pub fn builtin_label() -> String {
@@ -57,25 +57,38 @@ impl Normalizer {
                     .map(|r| Normalized { fields: builtin_fields(r), normalizer: label.clone(), error: None })
                     .collect()
             }
-            Normalizer::Module(loaded) => loaded
-                .module
-                .normalize(records)
-                .into_iter()
-                .zip(records)
-                .map(|(answer, record)| match answer {
-                    Ok(mut fields) => {
-                        if loaded.fallback {
-                            fields.fill_from(builtin_fields(record));
-                        }
-                        Normalized { fields, normalizer: loaded.label.clone(), error: None }
-                    }
-                    Err(error) => Normalized {
-                        fields: builtin_fields(record),
-                        normalizer: loaded.label.clone(),
-                        error: Some(format!("{error}; fields from {}", builtin_label())),
-                    },
-                })
-                .collect(),
+            Normalizer::Module(loaded) => {
+                let refs: Vec<&Record> = records.iter().collect();
+                loaded.normalize(&refs).into_iter().map(|(n, _)| n).collect()
+            }
         }
+    }
+}
+
+impl LoadedModule {
+    /// Runs the module over `records`; each answer comes with the module's
+    /// failure, if any (the fields then come from the built-in default).
+    pub fn normalize(&self, records: &[&Record]) -> Vec<(Normalized, Option<CallError>)> {
+        self.module
+            .normalize(records)
+            .into_iter()
+            .zip(records)
+            .map(|(answer, record)| match answer {
+                Ok(mut fields) => {
+                    if self.fallback {
+                        fields.fill_from(builtin_fields(record));
+                    }
+                    (Normalized { fields, normalizer: self.label.clone(), error: None }, None)
+                }
+                Err(error) => {
+                    let normalized = Normalized {
+                        fields: builtin_fields(record),
+                        normalizer: self.label.clone(),
+                        error: Some(format!("{error}; fields from {}", builtin_label())),
+                    };
+                    (normalized, Some(error))
+                }
+            })
+            .collect()
     }
 }

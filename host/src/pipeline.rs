@@ -78,7 +78,9 @@ pub async fn run(pipeline: Pipeline, shutdown: CancellationToken, give_up: Cance
     let committer = consumer.clone();
     let commit = tokio::task::spawn_blocking(move || kafka::commit(&committer));
     if tokio::time::timeout(FINAL_COMMIT_TIMEOUT, commit).await.is_err() {
-        tracing::warn!("The final offset commit did not finish in time; records since the last commit will be redelivered.");
+        tracing::warn!(
+            "The final offset commit did not finish in time; records since the last commit will be redelivered."
+        );
     }
     if !all_written {
         tracing::warn!("Shut down before every batch was written; those records will be consumed again.");

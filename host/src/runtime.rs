@@ -112,7 +112,8 @@ impl Runtime {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| anyhow!("{e}")).context("failed to create the wasmtime engine")?;
+        let engine =
+            Engine::new(&config).map_err(|e| anyhow!("{e}")).context("failed to create the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| anyhow!("{e}"))
@@ -129,16 +130,10 @@ impl Runtime {
     /// Compiles a component from bytes and checks that it implements this
     /// host's contract. CPU-heavy: call it off the async runtime's workers.
     pub fn load(&self, bytes: &[u8]) -> Result<Module, LoadError> {
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Imports(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(format!("{e:#}")))?;
         let pre = bindings::NormalizerPre::new(pre).map_err(|_| {
-            LoadError::Contract(format!(
-                "it does not export notification:normalizer/normalize@{CONTRACT_VERSION}"
-            ))
+            LoadError::Contract(format!("it does not export notification:normalizer/normalize@{CONTRACT_VERSION}"))
         })?;
         let mut module = Module { pre, limits: self.limits, engine: self.engine.clone(), descriptor: None };
         let descriptor = module.describe().map_err(|e| LoadError::Describe(e.to_string()))?;
@@ -227,10 +222,7 @@ impl Module {
         let state = StoreState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(true).build(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -263,7 +255,7 @@ impl Module {
     /// deadline, or a malformed answer), its records are retried one call
     /// each, in fresh instances after each failure, so that one bad record
     /// costs only its own answer.
-    pub fn normalize(&self, records: &[Record]) -> Vec<Result<Fields, CallError>> {
+    pub fn normalize(&self, records: &[&Record]) -> Vec<Result<Fields, CallError>> {
         let mut answers = Vec::with_capacity(records.len());
         let mut instance: Option<Instance> = None;
         for chunk in records.chunks(self.limits.batch_size.max(1)) {
@@ -294,11 +286,11 @@ impl Module {
     fn call_batch(
         &self,
         slot: &mut Option<Instance>,
-        chunk: &[Record],
+        chunk: &[&Record],
     ) -> Result<Vec<Result<Fields, CallError>>, CallError> {
         let instance = self.ready(slot)?;
         instance.store.set_epoch_deadline(self.deadline_ticks());
-        let inputs: Vec<wit_types::KafkaRecord> = chunk.iter().map(to_wit).collect();
+        let inputs: Vec<wit_types::KafkaRecord> = chunk.iter().map(|r| to_wit(r)).collect();
         let results = instance
             .bindings
             .notification_normalizer_normalize()
@@ -345,18 +337,10 @@ impl Module {
 }
 
 fn output_size(f: &Fields) -> usize {
-    [
-        &f.customer_id,
-        &f.runner_id,
-        &f.order_id,
-        &f.event_type,
-        &f.correlation_id,
-        &f.source_service,
-        &f.status,
-    ]
-    .iter()
-    .map(|v| v.as_ref().map_or(0, String::len))
-    .sum()
+    [&f.customer_id, &f.runner_id, &f.order_id, &f.event_type, &f.correlation_id, &f.source_service, &f.status]
+        .iter()
+        .map(|v| v.as_ref().map_or(0, String::len))
+        .sum()
 }
 
 fn to_wit(record: &Record) -> wit_types::KafkaRecord {

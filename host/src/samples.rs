@@ -16,10 +16,8 @@ pub const FIELD_NAMES: [&str; 7] =
     ["customer_id", "runner_id", "order_id", "event_type", "correlation_id", "source_service", "status"];
 
 /// Keys of our own format.
-const OWN_KEYS: [&str; 10] = [
-    "topic", "partition", "offset", "timestamp", "key", "headers", "value_text", "value_b64", "value",
-    "expected",
-];
+const OWN_KEYS: [&str; 10] =
+    ["topic", "partition", "offset", "timestamp", "key", "headers", "value_text", "value_b64", "value", "expected"];
 /// Keys of `kcat -J` output.
 const KCAT_KEYS: [&str; 5] = ["payload", "ts", "tstype", "broker", "key_schema_id"];
 
@@ -36,8 +34,7 @@ pub struct Sample {
 pub fn parse_line(line: &str) -> Result<Sample, String> {
     let members: BTreeMap<String, Box<RawValue>> =
         serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
-    if let Some(unknown) =
-        members.keys().find(|k| !OWN_KEYS.contains(&k.as_str()) && !KCAT_KEYS.contains(&k.as_str()))
+    if let Some(unknown) = members.keys().find(|k| !OWN_KEYS.contains(&k.as_str()) && !KCAT_KEYS.contains(&k.as_str()))
     {
         return Err(format!("unknown key {unknown:?}"));
     }
@@ -139,8 +136,8 @@ fn parse_headers(raw: &str) -> Result<Vec<Header>, String> {
 }
 
 fn parse_expected(raw: &str) -> Result<BTreeMap<String, Option<String>>, String> {
-    let map: BTreeMap<String, Option<String>> = serde_json::from_str(raw)
-        .map_err(|_| "\"expected\" must be an object of strings or nulls".to_string())?;
+    let map: BTreeMap<String, Option<String>> =
+        serde_json::from_str(raw).map_err(|_| "\"expected\" must be an object of strings or nulls".to_string())?;
     if let Some(unknown) = map.keys().find(|k| !FIELD_NAMES.contains(&k.as_str())) {
         return Err(format!("\"expected\" names an unknown field {unknown:?}"));
     }
@@ -266,12 +263,9 @@ mod tests {
         assert_eq!(s.record.value.as_deref(), Some(&b"{\"a\": 1}"[..]));
         let s = parse_line(r#"{"topic": "t", "value_b64": "/w=="}"#).unwrap();
         assert_eq!(s.record.value.as_deref(), Some(&[0xFF][..]));
-        let s = parse_line(r#"{"topic": "t", "value": {"order_id": 123456789012345678901234567890, "s": "a b"}}"#)
-            .unwrap();
-        assert_eq!(
-            s.record.value.as_deref(),
-            Some(&br#"{"order_id":123456789012345678901234567890,"s":"a b"}"#[..])
-        );
+        let s =
+            parse_line(r#"{"topic": "t", "value": {"order_id": 123456789012345678901234567890, "s": "a b"}}"#).unwrap();
+        assert_eq!(s.record.value.as_deref(), Some(&br#"{"order_id":123456789012345678901234567890,"s":"a b"}"#[..]));
         let s = parse_line(r#"{"topic": "t"}"#).unwrap();
         assert_eq!(s.record.value, None);
         let s = parse_line(r#"{"topic": "t", "value_text": null}"#).unwrap();

@@ -23,8 +23,8 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::record::{Fields, Header, Normalized, Record};
 
@@ -54,8 +54,7 @@ impl Db {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             anyhow::bail!("DATABASE_URL is not a valid PostgreSQL connection URL: it must start with postgres://");
         }
-        let options: PgConnectOptions =
-            url.parse().context("DATABASE_URL is not a valid PostgreSQL connection URL")?;
+        let options: PgConnectOptions = url.parse().context("DATABASE_URL is not a valid PostgreSQL connection URL")?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
@@ -209,7 +208,6 @@ pub struct StoredRow {
     pub normalizer_error: Option<String>,
 }
 
-
 /// A stored notification as the API reads it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Notification {
@@ -239,8 +237,7 @@ const COLUMNS: &str = "notification_id, customer_id, runner_id, order_id, event:
 
 /// Record-time order with a deterministic tie-break.
 const TIME_ORDER: &str = "created_at, source_topic, kafka_partition, kafka_offset, notification_id";
-const TIME_ORDER_DESC: &str =
-    "created_at DESC, source_topic DESC, kafka_partition DESC NULLS FIRST, kafka_offset DESC NULLS FIRST, notification_id DESC";
+const TIME_ORDER_DESC: &str = "created_at DESC, source_topic DESC, kafka_partition DESC NULLS FIRST, kafka_offset DESC NULLS FIRST, notification_id DESC";
 
 /// Filters of `GET /notifications`.
 #[derive(Debug, Clone, Default)]
@@ -276,20 +273,20 @@ pub struct NewApiNotification {
 impl Db {
     /// The latest notification of an order by record time.
     pub async fn latest_for_order(&self, order_id: &str) -> Result<Option<Notification>, sqlx::Error> {
-        let sql = format!("SELECT {COLUMNS} FROM notifications WHERE order_id = $1 ORDER BY {TIME_ORDER_DESC} LIMIT 1");
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_optional(&self.pool).await
+        sqlx::query_as(sqlx::AssertSqlSafe(latest_sql())).bind(order_id).fetch_optional(&self.pool).await
     }
 
     /// Every notification of an order, oldest first.
     pub async fn for_order(&self, order_id: &str) -> Result<Vec<Notification>, sqlx::Error> {
-        let sql = format!("SELECT {COLUMNS} FROM notifications WHERE order_id = $1 ORDER BY {TIME_ORDER}");
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_all(&self.pool).await
+        sqlx::query_as(sqlx::AssertSqlSafe(for_column_sql("order_id"))).bind(order_id).fetch_all(&self.pool).await
     }
 
     /// Every notification of one correlation (saga) id, oldest first.
     pub async fn for_correlation(&self, correlation_id: &str) -> Result<Vec<Notification>, sqlx::Error> {
-        let sql = format!("SELECT {COLUMNS} FROM notifications WHERE correlation_id = $1 ORDER BY {TIME_ORDER}");
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(correlation_id).fetch_all(&self.pool).await
+        sqlx::query_as(sqlx::AssertSqlSafe(for_column_sql("correlation_id")))
+            .bind(correlation_id)
+            .fetch_all(&self.pool)
+            .await
     }
 
     /// An order's own notifications plus every notification that shares a
@@ -302,16 +299,7 @@ impl Db {
             n: Notification,
             direct: bool,
         }
-        let sql = format!(
-            "WITH direct AS (SELECT {COLUMNS} FROM notifications WHERE order_id = $1), \
-             sagas AS (SELECT DISTINCT correlation_id FROM direct WHERE correlation_id IS NOT NULL) \
-             SELECT * FROM ( \
-               SELECT *, true AS direct FROM direct \
-               UNION ALL \
-               SELECT {COLUMNS}, false AS direct FROM notifications \
-               WHERE correlation_id IN (SELECT correlation_id FROM sagas) AND order_id IS DISTINCT FROM $1 \
-             ) t ORDER BY {TIME_ORDER} LIMIT $2"
-        );
+        let sql = timeline_sql();
         let rows: Vec<Row> =
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(order_id).bind(limit).fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(|r| (r.n, r.direct)).collect())
@@ -327,38 +315,49 @@ impl Db {
         descending: bool,
         limit: i64,
     ) -> Result<Vec<Notification>, sqlx::Error> {
-        let mut qb: sqlx::QueryBuilder<sqlx::Postgres> = sqlx::QueryBuilder::new(format!("SELECT {COLUMNS} FROM notifications WHERE true"));
-        let equals = [
-            ("customer_id", &filter.customer_id),
-            ("runner_id", &filter.runner_id),
-            ("order_id", &filter.order_id),
-            ("correlation_id", &filter.correlation_id),
-            ("event_type", &filter.event_type),
-            ("source_topic", &filter.source_topic),
-            ("source_service", &filter.source_service),
-        ];
-        for (column, value) in equals {
-            if let Some(value) = value {
-                qb.push(format!(" AND {column} = ")).push_bind(value.clone());
-            }
-        }
-        if let Some(since) = filter.since {
-            qb.push(" AND created_at >= ").push_bind(since);
-        }
-        if let Some(until) = filter.until {
-            qb.push(" AND created_at < ").push_bind(until);
-        }
-        if let Some(p) = after {
-            qb.push(if descending { " AND (created_at, notification_id) < (" } else { " AND (created_at, notification_id) > (" });
-            qb.push_bind(p.created_at).push(", ").push_bind(p.notification_id).push(")");
-        }
-        qb.push(if descending {
-            " ORDER BY created_at DESC, notification_id DESC LIMIT "
-        } else {
-            " ORDER BY created_at, notification_id LIMIT "
-        });
-        qb.push_bind(limit);
-        qb.build_query_as().fetch_all(&self.pool).await
+        list_query("", filter, after, descending, limit).build_query_as().fetch_all(&self.pool).await
+    }
+
+    /// The plans PostgreSQL chooses for the API's queries, by query name, as
+    /// `EXPLAIN` text. The benchmark prints them and the tests assert that each
+    /// one is served by an index.
+    pub async fn explain_api_queries(
+        &self,
+        order_id: &str,
+        correlation_id: &str,
+        filter: &ListFilter,
+    ) -> Result<Vec<(&'static str, String)>, sqlx::Error> {
+        let text = |rows: Vec<String>| rows.join("\n");
+        let mut plans = Vec::new();
+        let latest = format!("EXPLAIN {}", latest_sql());
+        plans.push((
+            "latest",
+            text(sqlx::query_scalar(sqlx::AssertSqlSafe(latest)).bind(order_id).fetch_all(&self.pool).await?),
+        ));
+        let by_order = format!("EXPLAIN {}", for_column_sql("order_id"));
+        plans.push((
+            "order",
+            text(sqlx::query_scalar(sqlx::AssertSqlSafe(by_order)).bind(order_id).fetch_all(&self.pool).await?),
+        ));
+        let by_corr = format!("EXPLAIN {}", for_column_sql("correlation_id"));
+        plans.push((
+            "correlation",
+            text(sqlx::query_scalar(sqlx::AssertSqlSafe(by_corr)).bind(correlation_id).fetch_all(&self.pool).await?),
+        ));
+        let timeline = format!("EXPLAIN {}", timeline_sql());
+        plans.push((
+            "timeline",
+            text(
+                sqlx::query_scalar(sqlx::AssertSqlSafe(timeline))
+                    .bind(order_id)
+                    .bind(5001_i64)
+                    .fetch_all(&self.pool)
+                    .await?,
+            ),
+        ));
+        let list = list_query("EXPLAIN ", filter, None, true, 101).build_query_scalar().fetch_all(&self.pool).await?;
+        plans.push(("list", text(list)));
+        Ok(plans)
     }
 
     /// Stores a notification sent through the API.
@@ -379,6 +378,74 @@ impl Db {
             .fetch_one(&self.pool)
             .await
     }
+}
+
+/// The query of [`Db::list`], optionally prefixed (with `EXPLAIN`).
+fn list_query(
+    prefix: &str,
+    filter: &ListFilter,
+    after: Option<Position>,
+    descending: bool,
+    limit: i64,
+) -> sqlx::QueryBuilder<sqlx::Postgres> {
+    let mut qb: sqlx::QueryBuilder<sqlx::Postgres> =
+        sqlx::QueryBuilder::new(format!("{prefix}SELECT {COLUMNS} FROM notifications WHERE true"));
+    let equals = [
+        ("customer_id", &filter.customer_id),
+        ("runner_id", &filter.runner_id),
+        ("order_id", &filter.order_id),
+        ("correlation_id", &filter.correlation_id),
+        ("event_type", &filter.event_type),
+        ("source_topic", &filter.source_topic),
+        ("source_service", &filter.source_service),
+    ];
+    for (column, value) in equals {
+        if let Some(value) = value {
+            qb.push(format!(" AND {column} = ")).push_bind(value.clone());
+        }
+    }
+    if let Some(since) = filter.since {
+        qb.push(" AND created_at >= ").push_bind(since);
+    }
+    if let Some(until) = filter.until {
+        qb.push(" AND created_at < ").push_bind(until);
+    }
+    if let Some(p) = after {
+        qb.push(if descending {
+            " AND (created_at, notification_id) < ("
+        } else {
+            " AND (created_at, notification_id) > ("
+        });
+        qb.push_bind(p.created_at).push(", ").push_bind(p.notification_id).push(")");
+    }
+    qb.push(if descending {
+        " ORDER BY created_at DESC, notification_id DESC LIMIT "
+    } else {
+        " ORDER BY created_at, notification_id LIMIT "
+    });
+    qb.push_bind(limit);
+    qb
+}
+
+fn latest_sql() -> String {
+    format!("SELECT {COLUMNS} FROM notifications WHERE order_id = $1 ORDER BY {TIME_ORDER_DESC} LIMIT 1")
+}
+
+fn for_column_sql(column: &str) -> String {
+    format!("SELECT {COLUMNS} FROM notifications WHERE {column} = $1 ORDER BY {TIME_ORDER}")
+}
+
+fn timeline_sql() -> String {
+    format!(
+        "WITH direct AS (SELECT {COLUMNS} FROM notifications WHERE order_id = $1), \
+         sagas AS (SELECT DISTINCT correlation_id FROM direct WHERE correlation_id IS NOT NULL) \
+         SELECT * FROM ( \
+           SELECT *, true AS direct FROM direct \
+           UNION ALL \
+           SELECT {COLUMNS}, false AS direct FROM notifications \
+           WHERE correlation_id IN (SELECT correlation_id FROM sagas) AND order_id IS DISTINCT FROM $1 \
+         ) t ORDER BY {TIME_ORDER} LIMIT $2"
+    )
 }
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";

@@ -27,7 +27,15 @@ fn golden_samples() -> Vec<samples::Sample> {
 }
 
 fn record(value: Vec<u8>) -> Record {
-    Record { topic: "edge".into(), partition: 0, offset: 0, timestamp: None, key: None, headers: vec![], value: Some(value) }
+    Record {
+        topic: "edge".into(),
+        partition: 0,
+        offset: 0,
+        timestamp: None,
+        key: None,
+        headers: vec![],
+        value: Some(value),
+    }
 }
 
 /// Values too large to keep in the sample file.
@@ -36,7 +44,9 @@ fn generated_records() -> Vec<Record> {
     let nested = format!("{}{}", "{\"n\": ".repeat(100), "1".to_owned() + &"}".repeat(100));
     let deep_array = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     vec![
-        record(format!(r#"{{"type": "big", "payload": {{"order_id": "o-big", "blob": "{big_filler}"}}}}"#).into_bytes()),
+        record(
+            format!(r#"{{"type": "big", "payload": {{"order_id": "o-big", "blob": "{big_filler}"}}}}"#).into_bytes(),
+        ),
         record(format!(r#"{{"order_id": "o-nested", "deep": {nested}}}"#).into_bytes()),
         record(format!(r#"{{"order_id": "o-deep-array", "deep": {deep_array}}}"#).into_bytes()),
         record(nested.into_bytes()),
@@ -155,4 +165,19 @@ fn cli_reads_stdin_and_rejects_a_broken_module() {
     let (_, err, code) = run_cli(&["normalize", "--module", bogus.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("not a valid WebAssembly component"), "{err}");
+}
+
+#[test]
+fn campus_delivery_golden_samples_pass_through_the_cli() {
+    let samples = concat!(env!("CARGO_MANIFEST_DIR"), "/../normalizers/campus-delivery/samples.jsonl");
+    let module = common::component("normalizer_campus_delivery");
+    let (out, err, code) = run_cli(&["normalize", "--module", module.to_str().unwrap(), samples]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), std::fs::read_to_string(samples).unwrap().lines().count());
+    assert!(lines.iter().all(|l| l["normalizer"] == "campus-delivery@1.0.0"));
+    // The same samples through the built-in default do not pass: the module adds something.
+    let (_, err, code) = run_cli(&["normalize", samples]);
+    assert_eq!(code, 1);
+    assert!(err.contains("customer_id: expected \"user_2abc\", got null"), "{err}");
 }

@@ -18,7 +18,8 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
 pub fn bootstrap_servers() -> String {
-    std::env::var("KAFKA_BOOTSTRAP_SERVERS").expect("KAFKA_BOOTSTRAP_SERVERS is not set: run the tests with scripts/test")
+    std::env::var("KAFKA_BOOTSTRAP_SERVERS")
+        .expect("KAFKA_BOOTSTRAP_SERVERS is not set: run the tests with scripts/test")
 }
 
 pub fn admin_database_url() -> String {
@@ -282,9 +283,7 @@ pub async fn stored(pool: &PgPool, prefix: &str) -> Vec<Coordinates> {
     .fetch_all(pool)
     .await
     .unwrap_or_default();
-    rows.iter()
-        .map(|r| Coordinates { topic: r.get(0), partition: r.get(1), offset: r.get(2) })
-        .collect()
+    rows.iter().map(|r| Coordinates { topic: r.get(0), partition: r.get(1), offset: r.get(2) }).collect()
 }
 
 /// Waits until `count` rows are stored for topics starting with `prefix`.

@@ -10,7 +10,8 @@ use notification_e2e::*;
 async fn sigkill_under_load_loses_and_duplicates_nothing() {
     let prefix = unique("crash");
     let (db_url, pool) = fresh_database("crash").await;
-    let topics: Vec<String> = ["order_events", "payment-events", "user_events"].iter().map(|t| format!("{prefix}_{t}")).collect();
+    let topics: Vec<String> =
+        ["order_events", "payment-events", "user_events"].iter().map(|t| format!("{prefix}_{t}")).collect();
     for t in &topics {
         create_topic(t, 3).await;
     }
@@ -52,6 +53,10 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
     assert_eq!(rows.len(), stored_set.len(), "duplicate rows");
     let missing: Vec<_> = produced.difference(&stored_set).take(5).collect();
     let extra: Vec<_> = stored_set.difference(&produced).take(5).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, unexpected {extra:?}; log:\n{}", host.log_text());
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, unexpected {extra:?}; log:\n{}",
+        host.log_text()
+    );
     assert_eq!(stored_set.len(), RECORDS);
 }

@@ -20,9 +20,11 @@ struct Expect {
 }
 
 fn bad_values(topic: &str) -> Vec<(Out, Option<bool>)> {
-    let big_json = format!(r#"{{"type": "big", "payload": {{"order_id": "o-big", "blob": "{}"}}}}"#, "x".repeat(1_000_000));
+    let big_json =
+        format!(r#"{{"type": "big", "payload": {{"order_id": "o-big", "blob": "{}"}}}}"#, "x".repeat(1_000_000));
     let nested = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
-    let gzip = vec![0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0xcb, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    let gzip =
+        vec![0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0xcb, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
     let avro = vec![0x00, 0x00, 0x00, 0x00, 0x01, 0x06, b'a', b'b', b'c', 0x02];
     let mut with_meta = Out::new(topic, r#"{"order_id": "meta"}"#);
     with_meta.key = Some(vec![0xff, 0x00, b'k']);
@@ -72,11 +74,8 @@ async fn every_topic_every_shape_stored_exactly_once() {
 
     let producer = producer();
     let mut expected: BTreeMap<Coordinates, Expect> = BTreeMap::new();
-    let golden: Vec<samples::Sample> = std::fs::read_to_string(SAMPLES)
-        .unwrap()
-        .lines()
-        .map(|l| samples::parse_line(l).unwrap())
-        .collect();
+    let golden: Vec<samples::Sample> =
+        std::fs::read_to_string(SAMPLES).unwrap().lines().map(|l| samples::parse_line(l).unwrap()).collect();
     // The golden samples, spread over the first five topics.
     for (i, sample) in golden.iter().enumerate() {
         let (topic, _) = &topics[i % 5];
@@ -89,7 +88,16 @@ async fn every_topic_every_shape_stored_exactly_once() {
             timestamp: Some(1_743_760_800_000 + i as i64),
         };
         let c = produce(&producer, &out).await;
-        expected.insert(c, Expect { value: out.value, key: out.key, timestamp: out.timestamp, fields: sample.expected.clone(), json: None });
+        expected.insert(
+            c,
+            Expect {
+                value: out.value,
+                key: out.key,
+                timestamp: out.timestamp,
+                fields: sample.expected.clone(),
+                json: None,
+            },
+        );
     }
     for (out, json) in bad_values(&topics[5].0) {
         let c = produce(&producer, &out).await;
@@ -190,12 +198,8 @@ async fn sigterm_writes_what_it_holds_and_exits_promptly() {
 }
 
 fn run_host(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let out = std::process::Command::new(host_binary())
-        .env_clear()
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new(host_binary()).env_clear().args(args).envs(env.iter().copied()).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -209,7 +213,8 @@ fn bad_configuration_fails_at_start_with_a_clear_line() {
     assert_eq!(code, 2);
     assert!(err.contains("DATABASE_URL is not a valid PostgreSQL connection URL"), "{err}");
 
-    let (code, err) = run_host(&[], &[("DATABASE_URL", "postgres://u@127.0.0.1:1/db"), ("KAFKA_OPTIONS", "no.such.property=1")]);
+    let (code, err) =
+        run_host(&[], &[("DATABASE_URL", "postgres://u@127.0.0.1:1/db"), ("KAFKA_OPTIONS", "no.such.property=1")]);
     assert_eq!(code, 2);
     assert!(err.contains("failed to create the Kafka consumer"), "{err}");
     assert!(err.contains("no.such.property"), "{err}");
@@ -228,7 +233,15 @@ async fn sigterm_exits_promptly_even_when_the_broker_is_gone() {
     let addr = free_addr();
     let url = format!("tcp://{addr}");
     let mut broker = std::process::Command::new(tansu)
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

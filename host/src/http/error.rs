@@ -49,9 +49,9 @@ impl SendError {
     /// A value PostgreSQL refuses (SQLSTATE class 22) is the client's fault.
     pub fn from_db(e: sqlx::Error) -> SendError {
         match &e {
-            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => {
-                SendError::Invalid("The event cannot be stored (it contains characters PostgreSQL refuses, such as \\u0000).".into())
-            }
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => SendError::Invalid(
+                "The event cannot be stored (it contains characters PostgreSQL refuses, such as \\u0000).".into(),
+            ),
             _ => SendError::Database(e),
         }
     }
@@ -67,7 +67,9 @@ impl IntoResponse for SendError {
         };
         let mut response = (status, Json(json!({ "success": false, "message": message }))).into_response();
         if matches!(self, SendError::Unauthorized) {
-            response.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
         }
         response
     }

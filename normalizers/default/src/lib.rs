@@ -31,10 +31,7 @@ fn fields_for(record: &KafkaRecord) -> Fields {
 
 impl Guest for DefaultNormalizer {
     fn describe() -> Descriptor {
-        Descriptor {
-            name: normalizer_rules::NAME.to_owned(),
-            version: normalizer_rules::VERSION.to_owned(),
-        }
+        Descriptor { name: normalizer_rules::NAME.to_owned(), version: normalizer_rules::VERSION.to_owned() }
     }
 
     fn normalize(record: KafkaRecord) -> Result<Fields, Error> {

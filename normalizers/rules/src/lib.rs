@@ -225,8 +225,7 @@ fn extract(top: &Object<'_>) -> Fields {
     let payload = payload_text.as_deref().and_then(Object::parse);
     let data = data_text.as_deref().and_then(Object::parse);
     let containers = [payload.as_ref(), data.as_ref(), Some(top)];
-    let in_containers =
-        |keys: &[&str]| containers.iter().flatten().find_map(|object| first_usable(object, keys));
+    let in_containers = |keys: &[&str]| containers.iter().flatten().find_map(|object| first_usable(object, keys));
 
     Fields {
         customer_id: in_containers(&["customer_id", "customerId"]),
@@ -282,7 +281,9 @@ mod tests {
 
     #[test]
     fn container_order_and_snake_before_camel() {
-        let f = n(r#"{"order_id": "top", "data": {"orderId": "data"}, "payload": {"orderId": "p-camel", "order_id": "p-snake"}}"#);
+        let f = n(
+            r#"{"order_id": "top", "data": {"orderId": "data"}, "payload": {"orderId": "p-camel", "order_id": "p-snake"}}"#,
+        );
         assert_eq!(f.order_id.as_deref(), Some("p-snake"));
         let f = n(r#"{"order_id": "top", "data": {"orderId": "data"}}"#);
         assert_eq!(f.order_id.as_deref(), Some("data"));
@@ -300,7 +301,9 @@ mod tests {
 
     #[test]
     fn usable_values_only() {
-        let f = n(r#"{"order_id": "None", "orderId": "null", "payload": {"order_id": ""}, "data": {"order_id": 1.5, "orderId": true}}"#);
+        let f = n(
+            r#"{"order_id": "None", "orderId": "null", "payload": {"order_id": ""}, "data": {"order_id": 1.5, "orderId": true}}"#,
+        );
         assert_eq!(f.order_id, None);
         let f = n(r#"{"order_id": 123456789012345678901234567890}"#);
         assert_eq!(f.order_id.as_deref(), Some("123456789012345678901234567890"));
@@ -348,11 +351,7 @@ mod tests {
     #[test]
     fn fill_from_only_fills_gaps() {
         let mut a = Fields { order_id: Some("a".into()), ..Fields::default() };
-        a.fill_from(Fields {
-            order_id: Some("b".into()),
-            status: Some("s".into()),
-            ..Fields::default()
-        });
+        a.fill_from(Fields { order_id: Some("b".into()), status: Some("s".into()), ..Fields::default() });
         assert_eq!(a.order_id.as_deref(), Some("a"));
         assert_eq!(a.status.as_deref(), Some("s"));
     }

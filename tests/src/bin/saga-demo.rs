@@ -14,8 +14,15 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
-const TOPICS: [&str; 7] =
-    ["order_commands", "order_events", "order-events", "payment_commands", "payment_events", "user_commands", "user_events"];
+const TOPICS: [&str; 7] = [
+    "order_commands",
+    "order_events",
+    "order-events",
+    "payment_commands",
+    "payment_events",
+    "user_commands",
+    "user_events",
+];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -50,32 +57,123 @@ async fn main() -> anyhow::Result<()> {
         e
     };
     let events = vec![
-        ("order_commands", envelope("create_order", &saga, None, "2025-04-04T10:00:00.000001",
-            json!({"customer_id": customer, "order_details": {"foodItems": [{"item_name": "Iced latte", "quantity": 2, "price": 4.5}],
-                   "storeLocation": "Student Union", "deliveryLocation": "Dorm 7", "foodFee": 9.0, "deliveryFee": 2.5}, "saga_id": saga}))),
-        ("order_events", envelope("order.created", &saga, Some("order-service"), "2025-04-04T10:00:00.200000",
-            json!({"order_id": order_id, "customer_id": customer, "status": "PENDING", "saga_id": saga}))),
-        ("user_commands", envelope("get_payment_info", &saga, None, "2025-04-04T10:00:00.300000", json!({"user_id": customer}))),
-        ("user_events", envelope("user.payment_info_retrieved", &saga, Some("user-service"), "2025-04-04T10:00:00.400000+00:00",
-            json!({"payment_info": {"stripeCustomerId": "cus_demo", "paymentMethodId": "pm_demo"}}))),
-        ("payment_commands", envelope("authorize_payment", &saga, None, "2025-04-04T10:00:00.500000",
-            json!({"order_id": order_id, "customer": {"clerkUserId": customer, "stripeCustomerId": "cus_demo",
+        (
+            "order_commands",
+            envelope(
+                "create_order",
+                &saga,
+                None,
+                "2025-04-04T10:00:00.000001",
+                json!({"customer_id": customer, "order_details": {"foodItems": [{"item_name": "Iced latte", "quantity": 2, "price": 4.5}],
+                   "storeLocation": "Student Union", "deliveryLocation": "Dorm 7", "foodFee": 9.0, "deliveryFee": 2.5}, "saga_id": saga}),
+            ),
+        ),
+        (
+            "order_events",
+            envelope(
+                "order.created",
+                &saga,
+                Some("order-service"),
+                "2025-04-04T10:00:00.200000",
+                json!({"order_id": order_id, "customer_id": customer, "status": "PENDING", "saga_id": saga}),
+            ),
+        ),
+        (
+            "user_commands",
+            envelope("get_payment_info", &saga, None, "2025-04-04T10:00:00.300000", json!({"user_id": customer})),
+        ),
+        (
+            "user_events",
+            envelope(
+                "user.payment_info_retrieved",
+                &saga,
+                Some("user-service"),
+                "2025-04-04T10:00:00.400000+00:00",
+                json!({"payment_info": {"stripeCustomerId": "cus_demo", "paymentMethodId": "pm_demo"}}),
+            ),
+        ),
+        (
+            "payment_commands",
+            envelope(
+                "authorize_payment",
+                &saga,
+                None,
+                "2025-04-04T10:00:00.500000",
+                json!({"order_id": order_id, "customer": {"clerkUserId": customer, "stripeCustomerId": "cus_demo",
                    "userStripeCard": {"payment_method_id": "pm_demo"}}, "order": {"amount": 1150, "description": format!("Order {order_id}")},
-                   "return_url": "https://example.test/return"}))),
-        ("payment_events", envelope("payment.authorized", &saga, Some("payment-service"), "2025-04-04T10:00:01.000000",
-            json!({"payment_id": "pi_demo", "order_id": order_id, "payment_intent_id": "pi_demo", "status": "requires_capture"}))),
-        ("order_commands", envelope("update_order_status", &saga, None, "2025-04-04T10:00:01.100000",
-            json!({"order_id": order_id, "status": "CONFIRMED"}))),
-        ("order_events", envelope("order.status_updated", &saga, Some("order-service"), "2025-04-04T10:00:01.200000",
-            json!({"order_id": order_id, "status": "CONFIRMED", "saga_id": saga}))),
-        ("order-events", envelope("ORDER_ACCEPTED", &http_corr, Some("order-service"), "2025-04-04T10:05:00.000000",
-            json!({"customerId": customer, "runnerId": runner, "orderId": order_id, "status": "ACCEPTED", "event": snapshot("ACCEPTED", Some(runner))}))),
-        ("order-events", envelope("ORDER_COMPLETED", &http_corr, Some("order-service"), "2025-04-04T10:30:00.000000",
-            json!({"customerId": customer, "runnerId": runner, "orderId": order_id, "status": "COMPLETED", "event": snapshot("COMPLETED", Some(runner))}))),
-        ("payment_commands", envelope("release_payment", &saga, None, "2025-04-04T10:30:01.000000",
-            json!({"payment_id": "pi_demo", "runner_id": runner, "runner_connect_account_id": "acct_demo"}))),
-        ("payment_events", envelope("payment.released", &saga, Some("payment-service"), "2025-04-04T10:30:02.000000",
-            json!({"payment_id": "pi_demo", "runner_id": runner, "amount": 11.5, "status": "SUCCEEDED", "transfer_id": "tr_demo"}))),
+                   "return_url": "https://example.test/return"}),
+            ),
+        ),
+        (
+            "payment_events",
+            envelope(
+                "payment.authorized",
+                &saga,
+                Some("payment-service"),
+                "2025-04-04T10:00:01.000000",
+                json!({"payment_id": "pi_demo", "order_id": order_id, "payment_intent_id": "pi_demo", "status": "requires_capture"}),
+            ),
+        ),
+        (
+            "order_commands",
+            envelope(
+                "update_order_status",
+                &saga,
+                None,
+                "2025-04-04T10:00:01.100000",
+                json!({"order_id": order_id, "status": "CONFIRMED"}),
+            ),
+        ),
+        (
+            "order_events",
+            envelope(
+                "order.status_updated",
+                &saga,
+                Some("order-service"),
+                "2025-04-04T10:00:01.200000",
+                json!({"order_id": order_id, "status": "CONFIRMED", "saga_id": saga}),
+            ),
+        ),
+        (
+            "order-events",
+            envelope(
+                "ORDER_ACCEPTED",
+                &http_corr,
+                Some("order-service"),
+                "2025-04-04T10:05:00.000000",
+                json!({"customerId": customer, "runnerId": runner, "orderId": order_id, "status": "ACCEPTED", "event": snapshot("ACCEPTED", Some(runner))}),
+            ),
+        ),
+        (
+            "order-events",
+            envelope(
+                "ORDER_COMPLETED",
+                &http_corr,
+                Some("order-service"),
+                "2025-04-04T10:30:00.000000",
+                json!({"customerId": customer, "runnerId": runner, "orderId": order_id, "status": "COMPLETED", "event": snapshot("COMPLETED", Some(runner))}),
+            ),
+        ),
+        (
+            "payment_commands",
+            envelope(
+                "release_payment",
+                &saga,
+                None,
+                "2025-04-04T10:30:01.000000",
+                json!({"payment_id": "pi_demo", "runner_id": runner, "runner_connect_account_id": "acct_demo"}),
+            ),
+        ),
+        (
+            "payment_events",
+            envelope(
+                "payment.released",
+                &saga,
+                Some("payment-service"),
+                "2025-04-04T10:30:02.000000",
+                json!({"payment_id": "pi_demo", "runner_id": runner, "amount": 11.5, "status": "SUCCEEDED", "transfer_id": "tr_demo"}),
+            ),
+        ),
     ];
 
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &servers).create()?;
@@ -102,11 +200,15 @@ async fn main() -> anyhow::Result<()> {
 fn python_json(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::Object(map) => {
-            let items: Vec<String> =
-                map.iter().map(|(k, v)| format!("{}: {}", serde_json::Value::String(k.clone()), python_json(v))).collect();
+            let items: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}: {}", serde_json::Value::String(k.clone()), python_json(v)))
+                .collect();
             format!("{{{}}}", items.join(", "))
         }
-        serde_json::Value::Array(items) => format!("[{}]", items.iter().map(python_json).collect::<Vec<_>>().join(", ")),
+        serde_json::Value::Array(items) => {
+            format!("[{}]", items.iter().map(python_json).collect::<Vec<_>>().join(", "))
+        }
         other => other.to_string(),
     }
 }

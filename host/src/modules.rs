@@ -1,0 +1,511 @@
+//! Normalizer modules: the modules directory, routing records to modules,
+//! and swapping in new versions without a restart.
+//!
+//! Each module is a manifest (`*.toml`) in `NORMALIZERS_DIR` naming its
+//! component and, optionally, golden samples, beside it:
+//!
+//! ```toml
+//! name = "campus-delivery"
+//! version = "1.0.0"
+//! component = "campus-delivery.wasm"
+//! samples = "campus-delivery.samples.jsonl"   # optional
+//! fallback = true                              # fill null fields from the built-in default
+//! [match]
+//! topics = ["order_*", "re:^payment[-_].*$"]   # globs, or regexes after "re:"
+//! header = "producer=payment-service"          # optional: a header the record must carry
+//! ```
+//!
+//! A record goes to the first module (manifests in file-name order) whose
+//! rules match it, otherwise to the built-in default. A new or changed
+//! module is compiled off the message path, checked against the contract and
+//! run over its samples; only then is the registry swapped (an `ArcSwap`, so
+//! batches in flight finish with the version they started with). A module
+//! that fails any step is rejected and its previous version stays live.
+//!
+//! A module that fails (trap, deadline, memory, output size) on
+//! `quarantine_after` records in a row is quarantined: its records get the
+//! built-in default's fields until a new version of it is loaded.
+
+mod watcher;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::normalize::{LoadedModule, Normalizer, builtin_fields, builtin_label};
+use crate::record::{Normalized, Record};
+use crate::runtime::{CallError, Runtime};
+use crate::samples;
+pub use watcher::watch;
+
+/// A module manifest.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    /// The component file, relative to the manifest.
+    pub component: PathBuf,
+    /// Golden samples (the `notification-host normalize` format) that must
+    /// all pass before the module goes live.
+    pub samples: Option<PathBuf>,
+    /// Fill the fields the module leaves null from the built-in default.
+    #[serde(default)]
+    pub fallback: bool,
+    #[serde(rename = "match")]
+    pub rules: MatchRules,
+}
+
+/// Which records a module serves.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MatchRules {
+    /// Topic globs, or regular expressions written `re:<regex>`.
+    pub topics: Vec<String>,
+    /// `name=value`: a header the record must carry (first occurrence).
+    pub header: Option<String>,
+}
+
+/// Compiled match rules.
+#[derive(Debug, Clone)]
+struct Route {
+    globs: GlobSet,
+    regexes: Vec<Regex>,
+    header: Option<(String, String)>,
+}
+
+impl Route {
+    fn new(rules: &MatchRules) -> Result<Route, String> {
+        if rules.topics.is_empty() {
+            return Err("match.topics is empty".into());
+        }
+        let mut globs = GlobSetBuilder::new();
+        let mut regexes = Vec::new();
+        for t in &rules.topics {
+            match t.strip_prefix("re:") {
+                Some(re) => regexes.push(Regex::new(re).map_err(|e| format!("bad topic regex {re:?}: {e}"))?),
+                None => {
+                    globs.add(Glob::new(t).map_err(|e| format!("bad topic glob {t:?}: {e}"))?);
+                }
+            }
+        }
+        let header = match &rules.header {
+            Some(h) => match h.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Some((k.to_owned(), v.to_owned())),
+                _ => return Err(format!("match.header must be name=value, got {h:?}")),
+            },
+            None => None,
+        };
+        Ok(Route { globs: globs.build().map_err(|e| e.to_string())?, regexes, header })
+    }
+
+    fn matches(&self, record: &Record) -> bool {
+        let topic_ok = self.globs.is_match(&record.topic) || self.regexes.iter().any(|r| r.is_match(&record.topic));
+        topic_ok && self.header.as_ref().is_none_or(|(k, v)| record.header(k) == Some(v.as_str()))
+    }
+}
+
+/// Counters of one loaded module version.
+#[derive(Debug, Default)]
+pub struct ModuleStats {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    consecutive_failures: AtomicU64,
+    quarantined: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+/// One live module version.
+pub struct Entry {
+    manifest_path: PathBuf,
+    manifest: Manifest,
+    /// First 16 hex digits of the SHA-256 of the component and manifest.
+    hash: String,
+    loaded_at: DateTime<Utc>,
+    route: Route,
+    module: Arc<LoadedModule>,
+    stats: ModuleStats,
+}
+
+/// A module that was refused, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rejection {
+    pub manifest: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The live set of modules, in routing order.
+#[derive(Default)]
+struct Registry {
+    entries: Vec<Arc<Entry>>,
+}
+
+/// How modules are loaded and judged.
+#[derive(Debug, Clone)]
+pub struct ModulesConfig {
+    pub dir: Option<PathBuf>,
+    /// Failures in a row that quarantine a module.
+    pub quarantine_after: u64,
+}
+
+/// The module registry: the normalizer the pipeline calls.
+pub struct Modules {
+    runtime: Runtime,
+    config: ModulesConfig,
+    current: ArcSwap<Registry>,
+    rejections: Mutex<BTreeMap<String, Rejection>>,
+    /// Serializes reloads (the watcher and the poller may both ask).
+    reload_lock: Mutex<()>,
+}
+
+/// What `GET /normalizers` reports of one module.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleInfo {
+    pub name: String,
+    pub version: String,
+    pub hash: String,
+    pub manifest: String,
+    pub routes: Vec<String>,
+    pub header: Option<String>,
+    pub fallback: bool,
+    pub loaded_at: DateTime<Utc>,
+    pub calls: u64,
+    pub errors: u64,
+    pub quarantined: bool,
+    pub last_error: Option<String>,
+}
+
+impl Modules {
+    pub fn new(runtime: Runtime, config: ModulesConfig) -> Modules {
+        Modules {
+            runtime,
+            config,
+            current: ArcSwap::from_pointee(Registry::default()),
+            rejections: Mutex::new(BTreeMap::new()),
+            reload_lock: Mutex::new(()),
+        }
+    }
+
+    pub fn dir(&self) -> Option<&Path> {
+        self.config.dir.as_deref()
+    }
+
+    /// Normalizes a batch: each record by the first module that matches it,
+    /// or the built-in default. CPU-bound; call it off the async workers.
+    pub fn normalize(&self, records: &[Record]) -> Vec<Normalized> {
+        let registry = self.current.load();
+        if registry.entries.is_empty() {
+            return Normalizer::Builtin.normalize(records);
+        }
+        let mut groups: HashMap<Option<usize>, Vec<usize>> = HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            groups.entry(registry.entries.iter().position(|e| e.route.matches(r))).or_default().push(i);
+        }
+        let mut out: Vec<Option<Normalized>> = vec![None; records.len()];
+        for (module, indices) in groups {
+            let batch: Vec<&Record> = indices.iter().map(|&i| &records[i]).collect();
+            let answers = match module {
+                None => batch.iter().map(|r| builtin(r, None)).collect(),
+                Some(m) => run(&registry.entries[m], &batch, self.config.quarantine_after),
+            };
+            for (i, n) in indices.into_iter().zip(answers) {
+                out[i] = Some(n);
+            }
+        }
+        out.into_iter().zip(records).map(|(n, r)| n.unwrap_or_else(|| builtin(r, None))).collect()
+    }
+
+    /// The live modules.
+    pub fn list(&self) -> Vec<ModuleInfo> {
+        self.current.load().entries.iter().map(|e| info(e)).collect()
+    }
+
+    /// The latest rejection per manifest that is not live at its newest content.
+    pub fn rejections(&self) -> Vec<Rejection> {
+        self.rejections.lock().map(|r| r.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Rescans the modules directory and swaps in what changed. Blocking
+    /// (compiles components); call it off the async workers.
+    pub fn reload(&self) {
+        let Some(dir) = self.config.dir.clone() else { return };
+        let Ok(_guard) = self.reload_lock.lock() else { return };
+        let previous = self.current.load_full();
+        let by_manifest: HashMap<&Path, &Arc<Entry>> =
+            previous.entries.iter().map(|e| (e.manifest_path.as_path(), e)).collect();
+        let mut manifests: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+                .collect(),
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, "Cannot read the modules directory; keeping the live modules.");
+                return;
+            }
+        };
+        manifests.sort();
+
+        let mut entries = Vec::new();
+        let mut changed = false;
+        for path in &manifests {
+            let key = path.display().to_string();
+            match self.prepare(path, by_manifest.get(path.as_path()).copied()) {
+                Ok(Prepared::Unchanged(entry)) => {
+                    // The files are back to the live version: an earlier
+                    // rejection no longer describes them.
+                    if let Ok(mut r) = self.rejections.lock() {
+                        r.remove(&key);
+                    }
+                    entries.push(entry);
+                }
+                Ok(Prepared::New(entry)) => {
+                    tracing::info!(module = %entry.module.label, hash = %entry.hash, manifest = %key, "Normalizer module loaded.");
+                    if let Ok(mut r) = self.rejections.lock() {
+                        r.remove(&key);
+                    }
+                    entries.push(Arc::new(*entry));
+                    changed = true;
+                }
+                Err(reason) => {
+                    let kept = by_manifest.get(path.as_path()).map(|e| e.module.label.clone());
+                    tracing::error!(
+                        manifest = %key, %reason, kept = kept.as_deref().unwrap_or("none"),
+                        "Normalizer module rejected; the previous version stays live."
+                    );
+                    if let Ok(mut r) = self.rejections.lock() {
+                        r.insert(key.clone(), Rejection { manifest: key, reason, at: Utc::now() });
+                    }
+                    if let Some(entry) = by_manifest.get(path.as_path()) {
+                        entries.push(Arc::clone(entry));
+                    }
+                }
+            }
+        }
+        if entries.len() != previous.entries.len() {
+            changed = true;
+            for gone in previous.entries.iter().filter(|e| !manifests.contains(&e.manifest_path)) {
+                tracing::info!(module = %gone.module.label, "Normalizer module removed.");
+            }
+        }
+        if let Ok(mut r) = self.rejections.lock() {
+            r.retain(|k, _| manifests.iter().any(|m| m.display().to_string() == *k));
+        }
+        if changed {
+            self.current.store(Arc::new(Registry { entries }));
+        }
+    }
+
+    fn prepare(&self, path: &Path, previous: Option<&Arc<Entry>>) -> Result<Prepared, String> {
+        let manifest_text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the manifest: {e}"))?;
+        let manifest: Manifest = toml::from_str(&manifest_text).map_err(|e| format!("invalid manifest: {e}"))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let component_path = base.join(&manifest.component);
+        let bytes = std::fs::read(&component_path)
+            .map_err(|e| format!("cannot read the component {}: {e}", component_path.display()))?;
+        let samples_text = match &manifest.samples {
+            Some(s) => Some(
+                std::fs::read_to_string(base.join(s))
+                    .map_err(|e| format!("cannot read the samples {}: {e}", s.display()))?,
+            ),
+            None => None,
+        };
+        let mut hasher = Sha256::new();
+        hasher.update(&bytes);
+        hasher.update(manifest_text.as_bytes());
+        hasher.update(samples_text.as_deref().unwrap_or_default().as_bytes());
+        let hash: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+        if let Some(previous) = previous
+            && previous.hash == hash
+        {
+            return Ok(Prepared::Unchanged(Arc::clone(previous)));
+        }
+
+        let route = Route::new(&manifest.rules)?;
+        let module = self.runtime.load(&bytes).map_err(|e| e.to_string())?;
+        let loaded = Arc::new(LoadedModule {
+            module,
+            label: format!("{}@{}", manifest.name, manifest.version),
+            fallback: manifest.fallback,
+        });
+        if let Some(text) = samples_text {
+            check_samples(&loaded, &text)?;
+        }
+        Ok(Prepared::New(Box::new(Entry {
+            manifest_path: path.to_owned(),
+            manifest,
+            hash,
+            loaded_at: Utc::now(),
+            route,
+            module: loaded,
+            stats: ModuleStats::default(),
+        })))
+    }
+}
+
+enum Prepared {
+    Unchanged(Arc<Entry>),
+    New(Box<Entry>),
+}
+
+/// Runs a module's golden samples; every line must parse and match.
+fn check_samples(module: &LoadedModule, text: &str) -> Result<(), String> {
+    let mut parsed = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        parsed.push((i + 1, samples::parse_line(line).map_err(|e| format!("samples line {}: {e}", i + 1))?));
+    }
+    let records: Vec<&Record> = parsed.iter().map(|(_, s)| &s.record).collect();
+    let answers = module.normalize(&records);
+    let mut failures = Vec::new();
+    for ((line, sample), (normalized, error)) in parsed.iter().zip(answers) {
+        if let Some(error) = error {
+            failures.push(format!("line {line}: the module failed: {error}"));
+        } else if let Some(expected) = &sample.expected {
+            failures.extend(
+                samples::mismatches(expected, &normalized.fields).into_iter().map(|m| format!("line {line}: {m}")),
+            );
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        let shown: Vec<String> = failures.iter().take(5).cloned().collect();
+        Err(format!("{} sample failures: {}", failures.len(), shown.join("; ")))
+    }
+}
+
+fn builtin(record: &Record, error: Option<String>) -> Normalized {
+    Normalized { fields: builtin_fields(record), normalizer: builtin_label(), error }
+}
+
+/// Runs one module over its records, minding the circuit breaker.
+fn run(entry: &Entry, batch: &[&Record], quarantine_after: u64) -> Vec<Normalized> {
+    let stats = &entry.stats;
+    let label = &entry.module.label;
+    if stats.quarantined.load(Ordering::Relaxed) {
+        let note = format!("{label} is quarantined after repeated failures; fields from {}", builtin_label());
+        return batch
+            .iter()
+            .map(|r| Normalized { fields: builtin_fields(r), normalizer: label.clone(), error: Some(note.clone()) })
+            .collect();
+    }
+    let answers = entry.module.normalize(batch);
+    stats.calls.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let mut out = Vec::with_capacity(answers.len());
+    for (normalized, error) in answers {
+        match &error {
+            None => {
+                stats.consecutive_failures.store(0, Ordering::Relaxed);
+            }
+            Some(e) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut last) = stats.last_error.lock() {
+                    *last = Some(e.to_string());
+                }
+                // A refusal is the module doing its job; the others are the
+                // module failing.
+                if !matches!(e, CallError::Refused(_)) {
+                    let failures = stats.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    if failures >= quarantine_after && !stats.quarantined.swap(true, Ordering::Relaxed) {
+                        tracing::error!(module = %label, failures, error = %e, "Normalizer module quarantined; its records get the built-in default's fields until a new version is loaded.");
+                    }
+                }
+            }
+        }
+        out.push(normalized);
+        if stats.quarantined.load(Ordering::Relaxed) && out.len() < batch.len() {
+            // Stop calling it for the rest of this batch too.
+            let note = format!("{label} is quarantined after repeated failures; fields from {}", builtin_label());
+            for r in &batch[out.len()..] {
+                out.push(Normalized {
+                    fields: builtin_fields(r),
+                    normalizer: label.clone(),
+                    error: Some(note.clone()),
+                });
+            }
+            break;
+        }
+    }
+    out
+}
+
+fn info(e: &Entry) -> ModuleInfo {
+    ModuleInfo {
+        name: e.manifest.name.clone(),
+        version: e.manifest.version.clone(),
+        hash: e.hash.clone(),
+        manifest: e.manifest_path.display().to_string(),
+        routes: e.manifest.rules.topics.clone(),
+        header: e.manifest.rules.header.clone(),
+        fallback: e.manifest.fallback,
+        loaded_at: e.loaded_at,
+        calls: e.stats.calls.load(Ordering::Relaxed),
+        errors: e.stats.errors.load(Ordering::Relaxed),
+        quarantined: e.stats.quarantined.load(Ordering::Relaxed),
+        last_error: e.stats.last_error.lock().ok().and_then(|l| l.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(topic: &str, headers: &[(&str, &str)]) -> Record {
+        Record {
+            topic: topic.into(),
+            partition: 0,
+            offset: 0,
+            timestamp: None,
+            key: None,
+            headers: headers
+                .iter()
+                .map(|(k, v)| crate::record::Header { key: (*k).into(), value: Some(v.as_bytes().to_vec()) })
+                .collect(),
+            value: None,
+        }
+    }
+
+    #[test]
+    fn routes_match_globs_regexes_and_headers() {
+        let r = Route::new(&MatchRules { topics: vec!["order_*".into(), "re:^pay(ment)?-.*$".into()], header: None })
+            .unwrap();
+        assert!(r.matches(&record("order_events", &[])));
+        assert!(r.matches(&record("payment-events", &[])));
+        assert!(!r.matches(&record("user_events", &[])));
+        let r = Route::new(&MatchRules { topics: vec!["*".into()], header: Some("producer=payment-service".into()) })
+            .unwrap();
+        assert!(r.matches(&record("x", &[("producer", "payment-service")])));
+        assert!(!r.matches(&record("x", &[("producer", "order-service")])));
+        assert!(!r.matches(&record("x", &[])));
+        assert!(Route::new(&MatchRules { topics: vec![], header: None }).is_err());
+        assert!(Route::new(&MatchRules { topics: vec!["re:(".into()], header: None }).is_err());
+        assert!(Route::new(&MatchRules { topics: vec!["x".into()], header: Some("novalue".into()) }).is_err());
+    }
+
+    #[test]
+    fn manifests_parse_strictly() {
+        let m: Manifest = toml::from_str(
+            "name = \"a\"\nversion = \"1.2.0\"\ncomponent = \"a.wasm\"\nfallback = true\n[match]\ntopics = [\"*\"]\n",
+        )
+        .unwrap();
+        assert_eq!(m.name, "a");
+        assert!(m.fallback);
+        assert!(
+            toml::from_str::<Manifest>(
+                "name = \"a\"\nversion = \"1\"\ncomponent = \"a.wasm\"\nsurprise = 1\n[match]\ntopics = [\"*\"]\n"
+            )
+            .is_err()
+        );
+    }
+}

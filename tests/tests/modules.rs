@@ -1,0 +1,293 @@
+//! Normalizer modules end to end: install, replace and remove a module while
+//! records flow; contain modules that misbehave; refuse bad versions while
+//! the previous one keeps serving.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use notification_e2e::*;
+use serde_json::Value;
+use sqlx::Row;
+
+fn wasm(name: &str) -> PathBuf {
+    let dir = std::env::var("NORMALIZER_WASM_DIR").expect("NORMALIZER_WASM_DIR (scripts/test sets it)");
+    let p = Path::new(&dir).join(format!("{name}.wasm"));
+    assert!(p.is_file(), "{} missing", p.display());
+    p
+}
+
+const CAMPUS_SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../normalizers/campus-delivery/samples.jsonl");
+
+/// Writes a file the way deployment tools do: to a temporary name, then an
+/// atomic rename.
+fn put(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+fn manifest(name: &str, version: &str, component: &str, topics: &str, samples: Option<&str>) -> String {
+    let samples = samples.map(|s| format!("samples = \"{s}\"\n")).unwrap_or_default();
+    format!(
+        "name = \"{name}\"\nversion = \"{version}\"\ncomponent = \"{component}\"\n{samples}fallback = true\n[match]\ntopics = [\"{topics}\"]\n"
+    )
+}
+
+fn normalizers(host: &Host) -> Value {
+    match http_get(host.http, "/normalizers") {
+        Some((200, body)) => serde_json::from_str(&body).unwrap(),
+        Some((status, body)) => panic!("/normalizers answered {status}: {body}"),
+        None => Value::Null, // not listening yet
+    }
+}
+
+/// Waits until `/normalizers` satisfies `ok`; returns how long that took.
+fn wait_for(host: &Host, what: &str, ok: impl Fn(&Value) -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        let n = normalizers(host);
+        if ok(&n) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "{what}: /normalizers is {n}\nlog:\n{}", host.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn versions(n: &Value) -> Vec<String> {
+    let Some(modules) = n["modules"].as_array() else { return vec!["(no answer)".into()] };
+    modules.iter().map(|m| format!("{}@{}", m["name"].as_str().unwrap(), m["version"].as_str().unwrap())).collect()
+}
+
+fn authorize_payment(i: usize) -> String {
+    format!(
+        r#"{{"type": "authorize_payment", "correlation_id": "saga-{i}", "payload": {{"order_id": {i}, "customer": {{"clerkUserId": "user_{i}"}}}}}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn install_replace_remove_while_records_flow() {
+    let prefix = unique("mod");
+    let topic = format!("{prefix}_payment_commands");
+    create_topic(&topic, 2).await;
+    let (db_url, pool) = fresh_database("modules").await;
+    let dir = tempfile_dir(&prefix);
+    let mut options = HostOptions::new(&db_url, &prefix);
+    options.env.push(("NORMALIZERS_DIR".into(), dir.display().to_string()));
+    let host = Host::start(&options);
+    host.wait_ready(Duration::from_secs(60));
+    let producer = unbatched_producer();
+    let mut expected: Vec<(Coordinates, &str)> = Vec::new();
+    let mut n = 0;
+
+    let mut phase = async |label: &'static str, expected: &mut Vec<(Coordinates, &str)>| {
+        for _ in 0..10 {
+            let c = produce(&producer, &Out::new(&topic, authorize_payment(n))).await;
+            expected.push((c, label));
+            n += 1;
+        }
+        // Wait until this phase's records are stored before changing modules.
+        wait_for_rows(&pool, &prefix, expected.len(), Duration::from_secs(30)).await;
+    };
+
+    phase("default@1.0.0", &mut expected).await;
+
+    // Install: component and samples first, then the manifest.
+    std::fs::copy(wasm("normalizer_campus_delivery"), dir.join("campus.wasm")).unwrap();
+    std::fs::copy(CAMPUS_SAMPLES, dir.join("campus.samples.jsonl")).unwrap();
+    put(
+        &dir,
+        "campus.toml",
+        manifest("campus-delivery", "1.0.0", "campus.wasm", "*_payment_commands", Some("campus.samples.jsonl"))
+            .as_bytes(),
+    );
+    let took = wait_for(&host, "install", |n| versions(n) == ["campus-delivery@1.0.0"]);
+    eprintln!("install live after {took:?}");
+    // Compiling a component in an unoptimised (test) build of the host takes
+    // most of this; the release build's figure is in the README.
+    assert!(took < Duration::from_secs(5), "install took {took:?}");
+    phase("campus-delivery@1.0.0", &mut expected).await;
+
+    // Replace in place (a new version).
+    std::fs::write(
+        dir.join("campus.toml"),
+        manifest("campus-delivery", "1.1.0", "campus.wasm", "*_payment_commands", Some("campus.samples.jsonl")),
+    )
+    .unwrap();
+    let took = wait_for(&host, "replace", |n| versions(n) == ["campus-delivery@1.1.0"]);
+    eprintln!("replace live after {took:?}");
+    phase("campus-delivery@1.1.0", &mut expected).await;
+
+    // Remove.
+    std::fs::remove_file(dir.join("campus.toml")).unwrap();
+    wait_for(&host, "remove", |n| versions(n).is_empty());
+    phase("default@1.0.0", &mut expected).await;
+
+    let rows = sqlx::query(
+        "SELECT source_topic, kafka_partition, kafka_offset, normalizer, customer_id FROM notifications WHERE starts_with(source_topic, $1)",
+    )
+    .bind(&prefix)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 40, "exactly one row per record");
+    let stored: BTreeSet<(Coordinates, String, Option<String>)> = rows
+        .iter()
+        .map(|r| (Coordinates { topic: r.get(0), partition: r.get(1), offset: r.get(2) }, r.get(3), r.get(4)))
+        .collect();
+    for (c, label) in &expected {
+        let row = stored.iter().find(|(sc, _, _)| sc == c).unwrap_or_else(|| panic!("{c:?} not stored"));
+        assert_eq!(row.1, *label, "{c:?}");
+        // Only the module knows where authorize_payment keeps the customer.
+        assert_eq!(row.2.is_some(), label.starts_with("campus"), "{c:?}: {row:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn misbehaving_modules_are_contained() {
+    let prefix = unique("bad");
+    let (db_url, pool) = fresh_database("bad").await;
+    let dir = tempfile_dir(&prefix);
+    let fixtures = ["trap", "spin", "memory_hog", "huge_output"];
+    for f in fixtures {
+        let topic = format!("{prefix}-{f}");
+        create_topic(&topic, 1).await;
+        std::fs::copy(wasm(&format!("fixture_{f}")), dir.join(format!("{f}.wasm"))).unwrap();
+        put(&dir, &format!("{f}.toml"), manifest(f, "0.1.0", &format!("{f}.wasm"), &topic, None).as_bytes());
+    }
+    let good = format!("{prefix}-good");
+    create_topic(&good, 2).await;
+    let mut options = HostOptions::new(&db_url, &prefix);
+    options.env.push(("NORMALIZERS_DIR".into(), dir.display().to_string()));
+    let host = Host::start(&options);
+    host.wait_ready(Duration::from_secs(60));
+    wait_for(&host, "fixtures loaded", |n| versions(n).len() == 4);
+
+    let producer = producer();
+    let mut total = 0;
+    for round in 0..3 {
+        for f in fixtures {
+            for i in 0..10 {
+                produce(
+                    &producer,
+                    &Out::new(&format!("{prefix}-{f}"), format!(r#"{{"order_id": "{f}-{round}-{i}"}}"#)),
+                )
+                .await;
+                total += 1;
+            }
+        }
+        for i in 0..50 {
+            produce(&producer, &Out::new(&good, format!(r#"{{"order_id": "good-{round}-{i}"}}"#))).await;
+            total += 1;
+        }
+    }
+    let rows = wait_for_rows(&pool, &prefix, total, Duration::from_secs(120)).await;
+    assert_eq!(rows.len(), total, "log:\n{}", host.log_text());
+    let peak = rss_kib(host.child.id()).unwrap();
+    assert!(peak < 300 * 1024, "host RSS {peak} KiB");
+
+    // Every record of a bad module is stored with the default's fields and the failure noted.
+    let bad: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT normalizer, normalizer_error, order_id FROM notifications WHERE starts_with(source_topic, $1) AND source_topic NOT LIKE '%-good'",
+    )
+    .bind(&prefix)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(bad.len(), 120);
+    for (normalizer, error, order_id) in &bad {
+        assert!(error.is_some(), "{normalizer} left no error");
+        assert!(order_id.is_some(), "{normalizer}: the default's fields are kept");
+    }
+    let good_rows: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT normalizer, normalizer_error FROM notifications WHERE source_topic = $1")
+            .bind(&good)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(good_rows.len(), 150);
+    assert!(good_rows.iter().all(|(n, e)| n == "default@1.0.0" && e.is_none()));
+
+    let n = normalizers(&host);
+    for m in n["modules"].as_array().unwrap() {
+        assert!(m["errors"].as_u64().unwrap() >= 10, "{m}");
+        assert_eq!(m["quarantined"], true, "{m}");
+        assert!(m["lastError"].is_string(), "{m}");
+    }
+    let kinds: Vec<String> =
+        n["modules"].as_array().unwrap().iter().map(|m| format!("{}: {}", m["name"], m["lastError"])).collect();
+    let all = kinds.join("\n");
+    assert!(all.contains("deadline"), "{all}");
+    assert!(all.contains("exceeds"), "{all}");
+    assert!(all.contains("trapped"), "{all}");
+    let (_, metrics) = http_get(host.http, "/metrics").unwrap();
+    assert!(metrics.contains(r#"notification_normalizer_errors_total{normalizer="spin@0.1.0"}"#), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejected_versions_leave_the_previous_one_serving() {
+    let prefix = unique("rej");
+    let (db_url, _pool) = fresh_database("rej").await;
+    let dir = tempfile_dir(&prefix);
+    let mut options = HostOptions::new(&db_url, &prefix);
+    options.env.push(("NORMALIZERS_DIR".into(), dir.display().to_string()));
+    std::fs::copy(wasm("normalizer_campus_delivery"), dir.join("campus.wasm")).unwrap();
+    std::fs::copy(CAMPUS_SAMPLES, dir.join("campus.samples.jsonl")).unwrap();
+    put(
+        &dir,
+        "campus.toml",
+        manifest("campus-delivery", "1.0.0", "campus.wasm", "*", Some("campus.samples.jsonl")).as_bytes(),
+    );
+    let host = Host::start(&options);
+    wait_for(&host, "initial", |n| versions(n) == ["campus-delivery@1.0.0"]);
+    let hash = normalizers(&host)["modules"][0]["hash"].clone();
+
+    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+        (
+            "bad bytes",
+            Box::new(|d: &Path| put(d, "campus.wasm", b"\0asm\x0d\0\x01\0garbage")),
+            "not a valid WebAssembly component",
+        ),
+        (
+            "wrong contract",
+            Box::new(|d: &Path| put(d, "campus.wasm", &std::fs::read(wasm("fixture_wrong_contract")).unwrap())),
+            "incompatible contract",
+        ),
+        (
+            "failing samples",
+            Box::new(|d: &Path| {
+                put(d, "campus.wasm", &std::fs::read(wasm("normalizer_default")).unwrap());
+            }),
+            "sample failures",
+        ),
+        ("bad manifest", Box::new(|d: &Path| put(d, "campus.toml", b"name = 1")), "invalid manifest"),
+    ];
+    for (what, break_it, reason) in cases {
+        break_it(&dir);
+        wait_for(&host, what, |n| {
+            n["rejected"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|x| x["reason"].as_str().unwrap_or("").contains(reason)))
+        });
+        let n = normalizers(&host);
+        assert_eq!(versions(&n), ["campus-delivery@1.0.0"], "{what}: the previous version stays live");
+        assert_eq!(n["modules"][0]["hash"], hash, "{what}");
+        // Restore the good files for the next case.
+        put(&dir, "campus.wasm", &std::fs::read(wasm("normalizer_campus_delivery")).unwrap());
+        put(
+            &dir,
+            "campus.toml",
+            manifest("campus-delivery", "1.0.0", "campus.wasm", "*", Some("campus.samples.jsonl")).as_bytes(),
+        );
+        wait_for(&host, "restored", |n| n["rejected"].as_array().is_some_and(|r| r.is_empty()));
+    }
+    let log = host.log_text();
+    assert!(log.contains("Normalizer module rejected"), "{log}");
+}
+
+fn tempfile_dir(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-modules"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
