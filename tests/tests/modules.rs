@@ -243,7 +243,8 @@ async fn rejected_versions_leave_the_previous_one_serving() {
     wait_for(&host, "initial", |n| versions(n) == ["campus-delivery@1.0.0"]);
     let hash = normalizers(&host)["modules"][0]["hash"].clone();
 
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    type BreakIt = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, BreakIt, &str)> = vec![
         (
             "bad bytes",
             Box::new(|d: &Path| put(d, "campus.wasm", b"\0asm\x0d\0\x01\0garbage")),
@@ -290,4 +291,44 @@ fn tempfile_dir(prefix: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("{prefix}-modules"));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Kubernetes mounts a ConfigMap as `<file> -> ..data/<file>` links and
+/// updates it by pointing `..data` at a new timestamped directory with one
+/// atomic rename. The host must follow.
+#[tokio::test(flavor = "multi_thread")]
+async fn configmap_symlink_swaps_are_followed() {
+    use std::os::unix::fs::symlink;
+    let prefix = unique("cm");
+    let (db_url, _pool) = fresh_database("cm").await;
+    let dir = tempfile_dir(&prefix);
+    let version_dir = |v: &str| {
+        let d = dir.join(format!("..2026_11_26_{v}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(wasm("normalizer_campus_delivery"), d.join("campus.wasm")).unwrap();
+        std::fs::copy(CAMPUS_SAMPLES, d.join("campus.samples.jsonl")).unwrap();
+        std::fs::write(
+            d.join("campus.toml"),
+            manifest("campus-delivery", v, "campus.wasm", "*", Some("campus.samples.jsonl")),
+        )
+        .unwrap();
+        d
+    };
+    let first = version_dir("1.0.0");
+    symlink(first.file_name().unwrap(), dir.join("..data")).unwrap();
+    for f in ["campus.toml", "campus.wasm", "campus.samples.jsonl"] {
+        symlink(format!("..data/{f}"), dir.join(f)).unwrap();
+    }
+    let mut options = HostOptions::new(&db_url, &prefix);
+    options.env.push(("NORMALIZERS_DIR".into(), dir.display().to_string()));
+    let host = Host::start(&options);
+    wait_for(&host, "initial", |n| versions(n) == ["campus-delivery@1.0.0"]);
+
+    let second = version_dir("2.0.0");
+    symlink(second.file_name().unwrap(), dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(&first).unwrap();
+    let took = wait_for(&host, "swap", |n| versions(n) == ["campus-delivery@2.0.0"]);
+    eprintln!("ConfigMap swap live after {took:?}");
+    assert!(normalizers(&host)["rejected"].as_array().unwrap().is_empty());
 }
