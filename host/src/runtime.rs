@@ -6,8 +6,9 @@
 //! in [`Record`]s and get [`Fields`] or a [`CallError`] back.
 //!
 //! A module runs sandboxed: its WASI context is empty (no preopened
-//! directories, environment, arguments, network or stdio), each store has a
-//! memory cap, and each call an epoch deadline. A trap poisons an instance,
+//! directories, environment, arguments, network or stdio) and its clocks are
+//! frozen at the epoch, each store has a memory cap, and each call an epoch
+//! deadline. A trap poisons an instance,
 //! so a batch that traps is retried record by record in fresh instances to
 //! find the one record at fault; the others keep their answers.
 #![deny(missing_docs)]
@@ -82,6 +83,31 @@ pub enum CallError {
     /// The module's answer did not match the records it was given.
     #[error("module broke the contract: {0}")]
     Contract(String),
+}
+
+/// The clocks a module sees: time stands still at the Unix epoch. The
+/// contract gives a module everything it may depend on (the record carries
+/// its own timestamp); a clock would only make answers differ between runs.
+struct FrozenClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
 }
 
 /// The per-store state: an empty WASI context and the store's limits.
@@ -220,7 +246,7 @@ impl Module {
 
     fn instantiate(&self) -> Result<Instance, CallError> {
         let state = StoreState {
-            wasi: WasiCtx::builder().build(),
+            wasi: WasiCtx::builder().wall_clock(FrozenClock).monotonic_clock(FrozenClock).build(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(true).build(),
         };

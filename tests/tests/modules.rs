@@ -223,6 +223,26 @@ async fn misbehaving_modules_are_contained() {
     assert!(all.contains("trapped"), "{all}");
     let (_, metrics) = http_get(host.http, "/metrics").unwrap();
     assert!(metrics.contains(r#"notification_normalizer_errors_total{normalizer="spin@0.1.0"}"#), "{metrics}");
+
+    // A later good version clears the quarantine.
+    put(&dir, "trap.wasm", &std::fs::read(wasm("normalizer_campus_delivery")).unwrap());
+    put(&dir, "trap.toml", manifest("trap", "0.2.0", "trap.wasm", &format!("{prefix}-trap"), None).as_bytes());
+    wait_for(&host, "fixed version", |n| {
+        n["modules"].as_array().is_some_and(|m| {
+            m.iter().any(|m| m["name"] == "trap" && m["version"] == "0.2.0" && m["quarantined"] == false)
+        })
+    });
+    let c = produce(&producer, &Out::new(&format!("{prefix}-trap"), r#"{"order_id": "after-fix"}"#)).await;
+    wait_for_rows(&pool, &prefix, total + 1, Duration::from_secs(30)).await;
+    let (normalizer, error): (String, Option<String>) = sqlx::query_as(
+        "SELECT normalizer, normalizer_error FROM notifications WHERE source_topic = $1 AND kafka_offset = $2",
+    )
+    .bind(&c.topic)
+    .bind(c.offset)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((normalizer.as_str(), error), ("trap@0.2.0", None));
 }
 
 #[tokio::test(flavor = "multi_thread")]
