@@ -35,7 +35,7 @@ CREATE TABLE notifications (
     -- fields then come from the built-in default).
     normalizer       TEXT,
     normalizer_error TEXT,
-    stored_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
+    stored_at        TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
     -- A redelivered record (after a crash, restart or rebalance) hits this
     -- key and is skipped: exactly one row per record.
     CONSTRAINT notifications_kafka_record UNIQUE (source_topic, kafka_partition, kafka_offset)

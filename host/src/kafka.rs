@@ -125,6 +125,8 @@ pub fn create_consumer(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        // Bounds what librdkafka prefetches while the writer is behind.
+        .set("queued.max.messages.kbytes", "32768")
         .set("statistics.interval.ms", "10000");
     for (key, value) in &config.options {
         client.set(key, value);

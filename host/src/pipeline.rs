@@ -5,8 +5,9 @@
 //! each, so memory stays bounded however far behind the consumer is:
 //!
 //! 1. the **poll loop** collects records into batches bounded by count and
-//!    time, and keeps polling (so the consumer stays in its group) while the
-//!    later stages are busy, pausing its partitions instead of buffering;
+//!    time; when the later stages are behind it stops polling (librdkafka's
+//!    prefetch queue is bounded), and if that lasts it pauses its partitions
+//!    and polls on, so the consumer stays in its group;
 //! 2. the **normalize stage** runs the normalizers on a blocking thread;
 //! 3. the **writer** inserts each batch in one transaction, retrying with
 //!    backoff while the database is unreachable, and stores the batch's
@@ -31,6 +32,10 @@ use crate::storage::{Db, StoredRow};
 /// Normalizes a batch: one answer per record, in order. CPU-bound; the
 /// pipeline calls it on a blocking thread.
 pub type NormalizeFn = Arc<dyn Fn(&[Record]) -> Vec<Normalized> + Send + Sync>;
+
+/// How long the poll loop waits on a stalled writer before it pauses its
+/// partitions to keep polling (and so its group membership).
+const PAUSE_AFTER: Duration = Duration::from_secs(5);
 
 /// How long shutdown waits for the final offset commit.
 const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -106,16 +111,19 @@ async fn poll_loop(
     let mut refresh = tokio::time::interval(kafka_config.topic_refresh_interval);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    // When the later stages are behind, the loop stops polling: librdkafka's
+    // bounded prefetch queue then holds what is fetched, and nothing is
+    // discarded. Only when that lasts (a database outage) are the partitions
+    // paused, so that polling can resume and keep the consumer in its group.
+    let mut blocked_since: Option<Instant> = None;
     loop {
         if pending.is_none() && batch.len() >= batch_size {
             pending = Some(std::mem::replace(&mut batch, Vec::with_capacity(batch_size)));
             batch_deadline = None;
         }
-        if pending.is_some() && batch.len() >= batch_size && !paused {
-            tracing::debug!("Writer is behind; pausing consumption.");
-            kafka::pause(consumer);
-            paused = true;
-        }
+        let blocked = pending.is_some() && batch.len() >= batch_size;
+        blocked_since = if blocked { blocked_since.or(Some(Instant::now())) } else { None };
+        let pause_at = blocked_since.filter(|_| !paused).map(|t| t + PAUSE_AFTER);
         let linger = batch_deadline.filter(|_| pending.is_none());
         tokio::select! {
             biased;
@@ -145,7 +153,12 @@ async fn poll_loop(
                 pending = Some(std::mem::replace(&mut batch, Vec::with_capacity(batch_size)));
                 batch_deadline = None;
             }
-            message = consumer.recv() => match message {
+            () = sleep_until(pause_at), if pause_at.is_some() => {
+                tracing::info!("Writes are stalled; pausing consumption and staying in the group.");
+                kafka::pause(consumer);
+                paused = true;
+            }
+            message = consumer.recv(), if !blocked || paused => match message {
                 Ok(message) => {
                     if batch.is_empty() {
                         batch_deadline = Some(Instant::now() + config.batch_linger);
