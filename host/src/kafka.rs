@@ -127,6 +127,9 @@ pub fn create_consumer(
         .set("enable.partition.eof", "false")
         // Bounds what librdkafka prefetches while the writer is behind.
         .set("queued.max.messages.kbytes", "32768")
+        // A fetch returns after at most this long even when little arrived:
+        // the bound on how long a quiet topic's record waits in the broker.
+        .set("fetch.wait.max.ms", "100")
         .set("statistics.interval.ms", "10000");
     for (key, value) in &config.options {
         client.set(key, value);

@@ -1,0 +1,540 @@
+//! The ingest benchmark. Run it with `scripts/bench`.
+//!
+//! 1. Preloads N records (8 topics x 3 partitions, the platform's message
+//!    shapes, 300-1000 byte values, 1% malformed) into the broker.
+//! 2. Baseline: PostgreSQL's own rate for exactly the rows the host writes,
+//!    loaded with COPY from a file into an identical empty table.
+//! 3. The host (release build) drains the backlog from a fresh consumer
+//!    group three ways: the built-in default, the `default` component routed
+//!    for every topic, and the `campus-delivery` component.
+//! 4. Per-record normalize cost, native vs WASM, measured in-process.
+//! 5. End-to-end latency (produce → row stored) at a steady 5,000 records/s.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use chrono::Utc;
+use notification_e2e::{Out, create_topic, free_addr, http_get, produce, rss_peak_kib};
+use notification_host::normalize::{LoadedModule, Normalizer};
+use notification_host::record::Record;
+use notification_host::runtime::{Limits, Runtime};
+use notification_host::storage::StoredRow;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection};
+
+const TOPICS: [&str; 8] = [
+    "order_commands",
+    "order_events",
+    "order-events",
+    "payment_commands",
+    "payment_events",
+    "user_commands",
+    "user_events",
+    "escrow-events",
+];
+
+struct Args {
+    database_url: String,
+    host_bin: PathBuf,
+    wasm_dir: PathBuf,
+    modules_src: PathBuf,
+    records: usize,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        database_url: String::new(),
+        host_bin: PathBuf::new(),
+        wasm_dir: PathBuf::new(),
+        modules_src: PathBuf::new(),
+        records: 1_000_000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--database-url" => a.database_url = value,
+            "--host-bin" => a.host_bin = value.into(),
+            "--wasm-dir" => a.wasm_dir = value.into(),
+            "--modules-src" => a.modules_src = value.into(),
+            "--records" => a.records = value.parse()?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    if a.database_url.is_empty() || a.host_bin.as_os_str().is_empty() {
+        bail!("usage: bench-ingest --database-url URL --host-bin PATH --wasm-dir DIR --modules-src DIR [--records N]");
+    }
+    Ok(a)
+}
+
+/// A small deterministic generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One value in the platform's shapes, 300-1000 bytes; 1% malformed.
+fn value(topic_index: usize, rng: &mut Rng) -> Vec<u8> {
+    let order = rng.below(200_000);
+    let saga = format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        rng.next() as u32,
+        rng.below(65536),
+        rng.below(4096),
+        rng.below(4096),
+        order
+    );
+    match rng.below(100) {
+        0 => return format!("plain text log line for order {order}: status changed").into_bytes(),
+        1 if rng.below(2) == 0 => return vec![0xff, 0xfe, b'{', b'"', 0x80, b'}'],
+        _ => {}
+    }
+    let pad = "x".repeat(rng.below(500) as usize + 50);
+    let text = match topic_index {
+        0 => format!(
+            r#"{{"type": "create_order", "correlation_id": "{saga}", "timestamp": "2025-04-04T10:00:00.123456", "payload": {{"customer_id": "user_{c}", "order_details": {{"foodItems": [{{"item_name": "Iced latte", "quantity": 2, "price": 4.5}}], "storeLocation": "Student Union", "deliveryLocation": "Dorm 7", "foodFee": 9.0, "deliveryFee": 2.5, "notes": "{pad}"}}, "saga_id": "{saga}"}}}}"#,
+            c = order % 20_000
+        ),
+        1 => format!(
+            r#"{{"type": "order.status_updated", "correlation_id": "{saga}", "timestamp": "2025-04-04T10:00:00.123456", "source": "order-service", "payload": {{"order_id": {order}, "status": "ACCEPTED", "saga_id": "{saga}", "notes": "{pad}"}}}}"#
+        ),
+        2 => {
+            let snapshot = format!(
+                r#"{{"orderId": {order}, "customerId": "user_{}", "runnerId": "user_r{}", "status": "ACCEPTED", "notes": "{pad}"}}"#,
+                order % 20_000,
+                order % 5_000
+            );
+            let escaped = serde_json::to_string(&snapshot).unwrap_or_default();
+            format!(
+                r#"{{"type": "ORDER_ACCEPTED", "correlation_id": "order-20250404100000-{:08x}", "timestamp": "2025-04-04T10:00:00.123456", "source": "order-service", "payload": {{"customerId": "user_{}", "runnerId": null, "orderId": {order}, "status": "ACCEPTED", "event": {escaped}}}}}"#,
+                order,
+                order % 20_000
+            )
+        }
+        3 => format!(
+            r#"{{"type": "authorize_payment", "correlation_id": "{saga}", "timestamp": "2025-04-04T10:00:00.123456", "payload": {{"order_id": {order}, "customer": {{"clerkUserId": "user_{}", "stripeCustomerId": "cus_{order}", "userStripeCard": {{"payment_method_id": "pm_{order}"}}}}, "order": {{"amount": 1150, "description": "{pad}"}}, "return_url": "https://example.test/r"}}}}"#,
+            order % 20_000
+        ),
+        4 => format!(
+            r#"{{"type": "payment.authorized", "correlation_id": "{saga}", "timestamp": "2025-04-04T10:00:00.123456", "source": "payment-service", "payload": {{"payment_id": "pi_{order}", "order_id": {order}, "payment_intent_id": "pi_{order}", "status": "requires_capture", "notes": "{pad}"}}}}"#
+        ),
+        5 => format!(
+            r#"{{"type": "get_payment_info", "correlation_id": "{saga}", "timestamp": "2025-04-04T10:00:00.123456", "payload": {{"user_id": "user_{}", "notes": "{pad}"}}}}"#,
+            order % 20_000
+        ),
+        6 => format!(
+            r#"{{"type": "user.payment_info_retrieved", "correlation_id": "{saga}", "timestamp": "2025-04-04T10:00:00+00:00", "source": "user-service", "payload": {{"payment_info": {{"stripeCustomerId": "cus_{order}", "paymentMethodId": "pm_{order}"}}, "notes": "{pad}"}}}}"#
+        ),
+        _ => format!(
+            r#"{{"specversion": "1.0", "type": "escrow.held", "source": "escrow-service", "id": "{saga}", "correlationId": "{saga}", "data": {{"orderId": "{order}", "customerId": "user_{}", "status": "HELD", "notes": "{pad}"}}}}"#,
+            order % 20_000
+        ),
+    };
+    text.into_bytes()
+}
+
+fn records(prefix: &str, n: usize) -> Vec<Record> {
+    let mut rng = Rng(42);
+    let base = Utc::now().timestamp_millis() - n as i64;
+    (0..n)
+        .map(|i| {
+            let t = i % TOPICS.len();
+            Record {
+                topic: format!("{prefix}_{}", TOPICS[t]),
+                partition: (i / TOPICS.len() % 3) as i32,
+                offset: 0,
+                timestamp: Some(base + i as i64),
+                key: None,
+                headers: vec![],
+                value: Some(value(t, &mut rng)),
+            }
+        })
+        .collect()
+}
+
+async fn preload(servers: &str, records: &[Record]) -> anyhow::Result<Duration> {
+    let mut seen = std::collections::BTreeSet::new();
+    for r in records {
+        if seen.insert(r.topic.clone()) {
+            create_topic(&r.topic, 3).await;
+        }
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "5000")
+        .set("queue.buffering.max.messages", "500000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("message.timeout.ms", "300000")
+        .create()?;
+    let started = Instant::now();
+    let producer = Arc::new(producer);
+    for chunk in records.chunks(20_000) {
+        let mut pending = Vec::with_capacity(chunk.len());
+        for r in chunk {
+            let p = producer.clone();
+            let (topic, partition, ts, value) = (r.topic.clone(), r.partition, r.timestamp, r.value.clone());
+            pending.push(tokio::spawn(async move {
+                let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).partition(partition);
+                if let Some(v) = &value {
+                    rec = rec.payload(v.as_slice());
+                }
+                if let Some(ts) = ts {
+                    rec = rec.timestamp(ts);
+                }
+                p.send(rec, Duration::from_secs(300)).await.map(|_| ()).map_err(|(e, _)| e)
+            }));
+        }
+        for h in pending {
+            h.await??;
+        }
+    }
+    Ok(started.elapsed())
+}
+
+async fn fresh_db(admin_url: &str, name: &str, host_bin: &Path) -> anyhow::Result<String> {
+    let mut admin = PgConnection::connect(admin_url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&mut admin).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
+    let url = match admin_url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => bail!("DATABASE_URL has no database name"),
+    };
+    let status = Command::new(host_bin).arg("migrate").env("DATABASE_URL", &url).env("RUST_LOG", "warn").status()?;
+    anyhow::ensure!(status.success(), "migrate failed");
+    Ok(url)
+}
+
+/// COPY text format for one optional value.
+fn copy_text(out: &mut Vec<u8>, v: Option<&str>) {
+    match v {
+        None => out.extend_from_slice(b"\\N"),
+        Some(s) => {
+            for b in s.bytes() {
+                match b {
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    b'\t' => out.extend_from_slice(b"\\t"),
+                    b'\n' => out.extend_from_slice(b"\\n"),
+                    b'\r' => out.extend_from_slice(b"\\r"),
+                    _ => out.push(b),
+                }
+            }
+        }
+    }
+}
+
+fn copy_bytes(out: &mut Vec<u8>, v: Option<&[u8]>) {
+    match v {
+        None => out.extend_from_slice(b"\\N"),
+        Some(bytes) => {
+            out.extend_from_slice(b"\\\\x");
+            for b in bytes {
+                let _ = write!(out, "{b:02x}");
+            }
+        }
+    }
+}
+
+/// The baseline: the rows the host would write, COPYed from a file.
+async fn baseline(url: &str, records: &[Record]) -> anyhow::Result<(Duration, u64)> {
+    let normalized = Normalizer::Builtin.normalize(records);
+    let now = Utc::now();
+    let file = std::env::temp_dir().join("notification-bench-copy.txt");
+    let mut out = Vec::with_capacity(records.len() * 1500);
+    for (i, (r, n)) in records.iter().cloned().zip(normalized).enumerate() {
+        let mut r = r;
+        r.offset = i as i64;
+        let row = StoredRow::from_record(r, n, now);
+        let f = &row.fields;
+        for (k, v) in [&f.customer_id, &f.runner_id, &f.order_id, &row.event, &f.status].into_iter().enumerate() {
+            if k > 0 {
+                out.push(b'\t');
+            }
+            copy_text(&mut out, v.as_deref());
+        }
+        out.push(b'\t');
+        copy_text(&mut out, Some(&row.created_at.to_rfc3339()));
+        for v in [Some(&row.source_topic), f.event_type.as_ref(), f.correlation_id.as_ref(), f.source_service.as_ref()]
+        {
+            out.push(b'\t');
+            copy_text(&mut out, v.map(String::as_str));
+        }
+        out.push(b'\t');
+        copy_text(&mut out, row.kafka_partition.map(|p| p.to_string()).as_deref());
+        out.push(b'\t');
+        copy_text(&mut out, row.kafka_offset.map(|o| o.to_string()).as_deref());
+        out.push(b'\t');
+        copy_bytes(&mut out, row.kafka_key.as_deref());
+        out.push(b'\t');
+        copy_text(&mut out, row.kafka_headers.as_deref());
+        out.push(b'\t');
+        copy_text(&mut out, row.kafka_timestamp.map(|t| t.to_rfc3339()).as_deref());
+        out.push(b'\t');
+        copy_bytes(&mut out, row.raw_value.as_deref());
+        for v in [&row.ingest_note, &row.normalizer, &row.normalizer_error] {
+            out.push(b'\t');
+            copy_text(&mut out, v.as_deref());
+        }
+        out.push(b'\n');
+    }
+    std::fs::write(&file, &out)?;
+    drop(out);
+    let data = std::fs::read(&file)?;
+    let mut conn = PgConnection::connect(url).await?;
+    let started = Instant::now();
+    let mut copy = conn
+        .copy_in_raw(
+            "COPY notifications (customer_id, runner_id, order_id, event, status, created_at, source_topic, event_type, \
+             correlation_id, source_service, kafka_partition, kafka_offset, kafka_key, kafka_headers, kafka_timestamp, \
+             raw_value, ingest_note, normalizer, normalizer_error) FROM STDIN",
+        )
+        .await?;
+    for chunk in data.chunks(1 << 20) {
+        copy.send(chunk).await?;
+    }
+    let rows = copy.finish().await?;
+    let took = started.elapsed();
+    let _ = std::fs::remove_file(&file);
+    Ok((took, rows))
+}
+
+struct Drain {
+    total: Duration,
+    drain: Duration,
+    peak_rss_kib: u64,
+}
+
+fn start_host(
+    a: &Args,
+    db_url: &str,
+    prefix: &str,
+    modules: Option<&Path>,
+    http: std::net::SocketAddr,
+) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(&a.host_bin);
+    cmd.env("DATABASE_URL", db_url)
+        .env("KAFKA_GROUP_ID", format!("bench-{prefix}-{}", Utc::now().timestamp_millis()))
+        .env("TOPIC_INCLUDE", format!("{prefix}_.*"))
+        .env("TOPIC_REFRESH_INTERVAL", "1s")
+        .env("HTTP_ADDR", http.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(m) = modules {
+        cmd.env("NORMALIZERS_DIR", m);
+    }
+    Ok(cmd.spawn()?)
+}
+
+fn stored_count(http: std::net::SocketAddr) -> u64 {
+    let Some((200, text)) = http_get(http, "/metrics") else { return 0 };
+    text.lines()
+        .filter(|l| l.starts_with("notification_records_stored_total{"))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum::<f64>() as u64
+}
+
+async fn drain(a: &Args, db_url: &str, prefix: &str, modules: Option<&Path>, n: usize) -> anyhow::Result<Drain> {
+    let http = free_addr();
+    let started = Instant::now();
+    let mut child = start_host(a, db_url, prefix, modules, http)?;
+    let mut first: Option<Instant> = None;
+    loop {
+        let stored = stored_count(http);
+        if stored > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if stored >= n as u64 {
+            break;
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the host exited: {status}");
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            bail!("not drained after 30 minutes ({stored} of {n})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done = Instant::now();
+    let peak = rss_peak_kib(child.id()).unwrap_or(0);
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    child.wait()?;
+    let pool = PgPoolOptions::new().max_connections(1).connect(db_url).await?;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications").fetch_one(&pool).await?;
+    anyhow::ensure!(rows as usize == n, "{rows} rows stored for {n} records");
+    Ok(Drain { total: done - started, drain: done - first.unwrap_or(started), peak_rss_kib: peak })
+}
+
+fn module_dir(a: &Args, which: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("notification-bench-modules-{which}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let (wasm, manifest) = match which {
+        "default" => (
+            "normalizer_default.wasm",
+            "name = \"default-component\"\nversion = \"1.0.0\"\ncomponent = \"m.wasm\"\n[match]\ntopics = [\"*\"]\n"
+                .to_owned(),
+        ),
+        _ => (
+            "normalizer_campus_delivery.wasm",
+            std::fs::read_to_string(a.modules_src.join("campus-delivery/normalizer.toml"))?
+                .replace("campus-delivery.wasm", "m.wasm")
+                .replace("samples = \"campus-delivery.samples.jsonl\"\n", "")
+                .lines()
+                .map(|l| if l.starts_with("topics") { "topics = [\"*\"]".to_owned() } else { l.to_owned() })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+    };
+    std::fs::copy(a.wasm_dir.join(wasm), dir.join("m.wasm"))?;
+    std::fs::write(dir.join("m.toml"), manifest)?;
+    Ok(dir)
+}
+
+/// Per-record cost of normalizing, native vs the `default` component (in
+/// batches as the pipeline runs them).
+fn micro(a: &Args, records: &[Record]) -> anyhow::Result<(f64, f64)> {
+    let sample: Vec<Record> = records.iter().take(200_000).cloned().collect();
+    let started = Instant::now();
+    for chunk in sample.chunks(1000) {
+        std::hint::black_box(Normalizer::Builtin.normalize(chunk));
+    }
+    let native = started.elapsed().as_secs_f64() * 1e6 / sample.len() as f64;
+    let runtime = Runtime::new(Limits::default())?;
+    let module = runtime.load_file(&a.wasm_dir.join("normalizer_default.wasm"))?;
+    let wasm =
+        Normalizer::Module(Arc::new(LoadedModule { module, label: "default-component@1.0.0".into(), fallback: false }));
+    wasm.normalize(&sample[..1000]); // warm up
+    let started = Instant::now();
+    for chunk in sample.chunks(1000) {
+        std::hint::black_box(wasm.normalize(chunk));
+    }
+    let wasm_us = started.elapsed().as_secs_f64() * 1e6 / sample.len() as f64;
+    Ok((native, wasm_us))
+}
+
+async fn latency(a: &Args, admin_url: &str, servers: &str) -> anyhow::Result<(f64, f64, usize)> {
+    let prefix = format!("lat{}", std::process::id());
+    let topic = format!("{prefix}_order_events");
+    create_topic(&topic, 3).await;
+    let db = fresh_db(admin_url, "bench_latency", &a.host_bin).await?;
+    let http = free_addr();
+    let mut child = start_host(a, &db, &prefix, None, http)?;
+    while http_get(http, "/ready").is_none_or(|(s, _)| s != 200) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", servers).set("linger.ms", "5").create()?;
+    let (rate, seconds) = (5000u64, 20u64);
+    let mut rng = Rng(7);
+    let start = tokio::time::Instant::now();
+    let mut pending = Vec::new();
+    for i in 0..rate * seconds {
+        tokio::time::sleep_until(start + Duration::from_micros(i * 1_000_000 / rate)).await;
+        let (p, topic, value) = (producer.clone(), topic.clone(), value(1, &mut rng));
+        pending.push(tokio::spawn(async move { produce(&p, &Out::new(&topic, value)).await }));
+    }
+    for h in pending {
+        h.await?;
+    }
+    let pool = PgPoolOptions::new().max_connections(1).connect(&db).await?;
+    let total = (rate * seconds) as i64;
+    let waited = Instant::now();
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM notifications").fetch_one(&pool).await? < total {
+        anyhow::ensure!(waited.elapsed() < Duration::from_secs(120), "latency run not drained");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (p50, p99): (f64, f64) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) \
+         FROM (SELECT extract(epoch FROM stored_at - created_at) * 1000 AS ms FROM notifications) t",
+    )
+    .fetch_one(&pool)
+    .await?;
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    child.wait()?;
+    Ok((p50, p99, total as usize))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let servers = notification_e2e::bootstrap_servers();
+    let prefix = format!("bench{}", std::process::id());
+    println!("generating {} records", a.records);
+    let records = records(&prefix, a.records);
+    let bytes: usize = records.iter().map(|r| r.value.as_ref().map_or(0, Vec::len)).sum();
+    println!("average value size {} bytes; preloading into the broker", bytes / records.len().max(1));
+    let took = preload(&servers, &records).await?;
+    println!("preloaded in {:.1} s ({:.0} records/s)", took.as_secs_f64(), a.records as f64 / took.as_secs_f64());
+
+    let url = fresh_db(&a.database_url, "bench_baseline", &a.host_bin).await?;
+    let (copy_took, copied) = baseline(&url, &records).await?;
+    anyhow::ensure!(copied as usize == a.records, "COPY stored {copied} rows");
+    let baseline_rate = a.records as f64 / copy_took.as_secs_f64();
+    println!("baseline COPY: {copied} rows in {:.1} s", copy_took.as_secs_f64());
+
+    let (native_us, wasm_us) = micro(&a, &records)?;
+    drop(records);
+
+    let mut results = Vec::new();
+    for (name, modules) in [
+        ("built-in default (native)", None),
+        ("default component (WASM)", Some("default")),
+        ("campus-delivery component (WASM)", Some("campus")),
+    ] {
+        let dir = modules.map(|m| module_dir(&a, m)).transpose()?;
+        let db = fresh_db(&a.database_url, "bench_drain", &a.host_bin).await?;
+        println!("draining with the {name}");
+        let d = drain(&a, &db, &prefix, dir.as_deref(), a.records).await?;
+        results.push((name, d));
+    }
+    let (p50, p99, n) = latency(&a, &a.database_url, &servers).await?;
+
+    println!(
+        "\n{} records, 8 topics x 3 partitions; commit {}",
+        a.records,
+        std::env::var("BENCH_COMMIT").unwrap_or_default()
+    );
+    println!("| run | rows/s | ratio to COPY | drain s | total s | peak host RSS MB |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| baseline: COPY into an identical empty table | {baseline_rate:.0} | 1.00 | {:.1} | | |",
+        copy_took.as_secs_f64()
+    );
+    for (name, d) in &results {
+        let rate = a.records as f64 / d.drain.as_secs_f64();
+        println!(
+            "| host, {name} | {rate:.0} | {:.2} | {:.1} | {:.1} | {:.0} |",
+            rate / baseline_rate,
+            d.drain.as_secs_f64(),
+            d.total.as_secs_f64(),
+            d.peak_rss_kib as f64 / 1024.0
+        );
+    }
+    println!(
+        "\nnormalize cost per record (in-process, 200,000 records in batches of 1000): native {native_us:.2} µs, \
+         default component {wasm_us:.2} µs (WASM - native = {:.2} µs)",
+        wasm_us - native_us
+    );
+    println!(
+        "end-to-end latency at 5,000 records/s for 20 s ({n} records, produce → row stored): p50 {p50:.1} ms, p99 {p99:.1} ms"
+    );
+    Ok(())
+}
