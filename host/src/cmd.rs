@@ -1,3 +1,4 @@
 //! The host's one-shot commands (`serve` lives in [`crate::pipeline`]).
 
+pub mod check;
 pub mod normalize;

@@ -32,6 +32,34 @@ pub mod env {
     pub const MODULE_MAX_OUTPUT: &str = "MODULE_MAX_OUTPUT";
     pub const MODULE_QUARANTINE_AFTER: &str = "MODULE_QUARANTINE_AFTER";
     pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
+    /// The log filter, read by `tracing-subscriber`.
+    pub const RUST_LOG: &str = "RUST_LOG";
+
+    /// Every variable the host reads.
+    pub const ALL: &[&str] = &[
+        KAFKA_BOOTSTRAP_SERVERS,
+        KAFKA_GROUP_ID,
+        KAFKA_OPTIONS,
+        TOPIC_INCLUDE,
+        TOPIC_EXCLUDE,
+        TOPIC_REFRESH_INTERVAL,
+        DATABASE_URL,
+        DATABASE_MAX_CONNECTIONS,
+        BATCH_SIZE,
+        BATCH_LINGER,
+        HTTP_ADDR,
+        SHUTDOWN_TIMEOUT,
+        LOG_FORMAT,
+        API_TOKEN,
+        MAX_BODY_BYTES,
+        NORMALIZERS_DIR,
+        NORMALIZERS_POLL_INTERVAL,
+        MODULE_MEMORY_LIMIT,
+        MODULE_DEADLINE,
+        MODULE_MAX_OUTPUT,
+        MODULE_QUARANTINE_AFTER,
+        RUST_LOG,
+    ];
 }
 
 /// Consumes every Kafka topic, normalizes each record, and keeps an audit
@@ -57,6 +85,9 @@ pub enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Check the configuration, the database, the broker and the modules
+    /// directory; print a report and exit non-zero when anything is wrong.
+    Check,
     /// Run a normalizer over sample records (JSON lines) and print what it
     /// finds, one JSON line per input; checks `expected` fields when given.
     Normalize(NormalizeArgs),
@@ -294,6 +325,30 @@ mod tests {
         let e = parse(&["--kafka-option", "novalue"]).unwrap_err().to_string();
         assert!(e.contains("key=value"), "{e}");
         assert!(parse(&["--batch-size", "0"]).is_err());
+    }
+
+    #[test]
+    fn every_variable_is_listed_and_every_listed_one_is_read() {
+        use clap::CommandFactory;
+        let mut read: Vec<String> = Vec::new();
+        let mut collect = |cmd: &clap::Command| {
+            for arg in cmd.get_arguments() {
+                if let Some(name) = arg.get_env() {
+                    read.push(name.to_string_lossy().into_owned());
+                }
+            }
+        };
+        let cli = Cli::command();
+        collect(&cli);
+        for sub in cli.get_subcommands() {
+            collect(sub);
+        }
+        for name in &read {
+            assert!(env::ALL.contains(&name.as_str()), "{name} is read but not in env::ALL");
+        }
+        for name in env::ALL.iter().filter(|n| **n != env::RUST_LOG) {
+            assert!(read.iter().any(|r| r == name), "{name} is listed but no flag reads it");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::config::{KafkaConfig, PipelineConfig};
 use crate::kafka::{self, HostConsumer};
@@ -258,7 +259,9 @@ async fn writer_stage(
 ) -> bool {
     while let Some(batch) = batches.recv().await {
         let started = std::time::Instant::now();
-        if !write_with_retry(&db, &batch.rows, &status, &give_up).await {
+        let span = tracing::info_span!("batch", rows = batch.rows.len(), topics = batch.per_topic.len());
+        let written = write_with_retry(&db, &batch.rows, &status, &give_up).instrument(span).await;
+        if !written {
             // Storing the offsets of any later batch would skip this one.
             return false;
         }

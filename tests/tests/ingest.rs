@@ -263,3 +263,26 @@ async fn sigterm_exits_promptly_even_when_the_broker_is_gone() {
     let took = host.terminate(Duration::from_secs(40));
     assert!(took < Duration::from_secs(30), "shutdown took {took:?} with the broker gone");
 }
+
+#[test]
+fn check_reports_what_is_wrong() {
+    let run = |env: &[(&str, &str)]| {
+        let out = std::process::Command::new(host_binary())
+            .env_clear()
+            .arg("check")
+            .env("RUST_LOG", "off")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let servers = bootstrap_servers();
+    let db = admin_database_url();
+    let (code, out) = run(&[("DATABASE_URL", &db), ("KAFKA_BOOTSTRAP_SERVERS", &servers)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok   database: answers") && out.contains("ok   broker:"), "{out}");
+    let (code, out) =
+        run(&[("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none"), ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL database") && out.contains("FAIL broker"), "{out}");
+}
