@@ -85,6 +85,9 @@ pub enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Normalize stored rows again with the normalizers configured now (the
+    /// built-in default and NORMALIZERS_DIR), e.g. after a normalizer fix.
+    Renormalize(RenormalizeArgs),
     /// Check the configuration, the database, the broker and the modules
     /// directory; print a report and exit non-zero when anything is wrong.
     Check,
@@ -101,6 +104,25 @@ pub struct NormalizeArgs {
     pub module: Option<PathBuf>,
     /// Sample file (JSON lines); standard input when absent or `-`.
     pub input: Option<PathBuf>,
+}
+
+/// Arguments of `renormalize`.
+#[derive(Debug, Args)]
+pub struct RenormalizeArgs {
+    /// Only rows of this topic.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Only rows at or after this Kafka offset.
+    #[arg(long)]
+    pub from_offset: Option<i64>,
+    /// Only rows at or before this Kafka offset.
+    #[arg(long)]
+    pub to_offset: Option<i64>,
+    /// Report what would change without writing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// Log output format.

@@ -14,6 +14,11 @@ fn main() -> ExitCode {
         Some(Command::Normalize(args)) => {
             notification_host::cmd::normalize::run(&args, &mut std::io::stdout(), &mut std::io::stderr())
         }
+        Some(Command::Renormalize(args)) => block_on(async move {
+            let db = notification_host::storage::Db::connect_lazy(args.serve.db.url()?, 2)?;
+            notification_host::cmd::renormalize::run(&args, &db, &mut std::io::stdout()).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
         Some(Command::Check) => block_on(notification_host::cmd::check::run(&cli.serve, &mut std::io::stdout())),
         Some(Command::Migrate) => block_on(notification_host::migrate(&cli.serve)).map(|()| ExitCode::SUCCESS),
         Some(Command::Serve) | None => block_on(notification_host::serve(cli.serve)).map(|()| ExitCode::SUCCESS),

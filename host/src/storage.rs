@@ -360,6 +360,100 @@ impl Db {
         Ok(plans)
     }
 
+    /// A page of stored Kafka records (not API rows) to normalize again, in
+    /// id order after `after_id`, optionally limited to one topic and an
+    /// offset range.
+    pub async fn stored_records(
+        &self,
+        topic: Option<&str>,
+        offsets: (Option<i64>, Option<i64>),
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Record, Fields, Option<String>)>, sqlx::Error> {
+        type Row = (
+            i64,
+            String,
+            Option<i32>,
+            Option<i64>,
+            Option<DateTime<Utc>>,
+            Option<Vec<u8>>,
+            Option<String>,
+            Option<Vec<u8>>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT notification_id, source_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, \
+             kafka_headers::text, raw_value, customer_id, runner_id, order_id, event_type, correlation_id, \
+             source_service, status, normalizer \
+             FROM notifications WHERE kafka_offset IS NOT NULL AND notification_id > $1 \
+             AND ($2::text IS NULL OR source_topic = $2) AND ($3::int8 IS NULL OR kafka_offset >= $3) \
+             AND ($4::int8 IS NULL OR kafka_offset <= $4) ORDER BY notification_id LIMIT $5",
+        )
+        .bind(after_id)
+        .bind(topic)
+        .bind(offsets.0)
+        .bind(offsets.1)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let record = Record {
+                    topic: r.1,
+                    partition: r.2.unwrap_or_default(),
+                    offset: r.3.unwrap_or_default(),
+                    timestamp: r.4.map(|t| t.timestamp_millis()),
+                    key: r.5,
+                    headers: r.6.as_deref().map(headers_from_json).unwrap_or_default(),
+                    value: r.7,
+                };
+                let fields = Fields {
+                    customer_id: r.8,
+                    runner_id: r.9,
+                    order_id: r.10,
+                    event_type: r.11,
+                    correlation_id: r.12,
+                    source_service: r.13,
+                    status: r.14,
+                };
+                (r.0, record, fields, r.15)
+            })
+            .collect())
+    }
+
+    /// Replaces the normalizer's fields of the given rows (by id).
+    pub async fn update_fields(&self, rows: &[(i64, StoredRow)]) -> Result<u64, sqlx::Error> {
+        let result = sqlx::query(
+            "UPDATE notifications n SET customer_id = u.customer_id, runner_id = u.runner_id, order_id = u.order_id, \
+             event_type = u.event_type, correlation_id = u.correlation_id, source_service = u.source_service, \
+             status = u.status, normalizer = u.normalizer, normalizer_error = u.normalizer_error \
+             FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+             $8::text[], $9::text[], $10::text[]) AS u(id, customer_id, runner_id, order_id, event_type, \
+             correlation_id, source_service, status, normalizer, normalizer_error) WHERE n.notification_id = u.id",
+        )
+        .bind(rows.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, r)| r.fields.customer_id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, r)| r.fields.runner_id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, r)| r.fields.order_id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, r)| r.fields.event_type.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, r)| r.fields.correlation_id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, r)| r.fields.source_service.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, r)| r.fields.status.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, r)| r.normalizer.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, r)| r.normalizer_error.clone()).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
     /// Stores a notification sent through the API.
     pub async fn insert_api(&self, n: &NewApiNotification) -> Result<Notification, sqlx::Error> {
         let raw = serde_json::to_vec(&n.event).unwrap_or_default();
@@ -569,6 +663,28 @@ fn without_nul(mut f: Fields) -> (Fields, Option<String>) {
     (f, note)
 }
 
+/// The inverse of [`headers_json`].
+fn headers_from_json(text: &str) -> Vec<Header> {
+    #[derive(serde::Deserialize)]
+    struct H {
+        key: String,
+        value: Option<String>,
+        value_b64: Option<String>,
+    }
+    let parsed: Vec<H> = serde_json::from_str(text).unwrap_or_default();
+    parsed
+        .into_iter()
+        .map(|h| Header {
+            key: h.key,
+            value: match (h.value, h.value_b64) {
+                (Some(v), _) => Some(v.into_bytes()),
+                (None, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).ok(),
+                (None, None) => None,
+            },
+        })
+        .collect()
+}
+
 /// Headers as a JSON array in their original order. A value that is not
 /// NUL-free UTF-8 is given as base64 under `value_b64`.
 fn headers_json(headers: &[Header]) -> String {
@@ -621,6 +737,16 @@ mod tests {
             headers_json(&h),
             r#"[{"key":"a","value":"1"},{"key":"a","value":null},{"key":"bin","value_b64":"/wA="}]"#
         );
+    }
+
+    #[test]
+    fn headers_round_trip() {
+        let h = vec![
+            Header { key: "a".into(), value: Some(b"1".to_vec()) },
+            Header { key: "a".into(), value: None },
+            Header { key: "bin".into(), value: Some(vec![0xff, 0]) },
+        ];
+        assert_eq!(headers_from_json(&headers_json(&h)), h);
     }
 
     #[test]

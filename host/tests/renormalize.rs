@@ -1,0 +1,115 @@
+//! `notification-host renormalize` rebuilds stored rows' fields with the
+//! normalizers configured now, from the exact bytes the rows keep.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use chrono::Utc;
+use clap::Parser;
+use notification_host::config::{Cli, Command};
+use notification_host::normalize::Normalizer;
+use notification_host::record::{Header, Record};
+use notification_host::storage::{Db, StoredRow};
+use sqlx::PgPool;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+fn record(topic: &str, offset: i64, value: &str) -> Record {
+    Record {
+        topic: topic.into(),
+        partition: 1,
+        offset,
+        timestamp: Some(1_743_760_800_000 + offset),
+        key: Some(b"k".to_vec()),
+        headers: vec![Header { key: "bin".into(), value: Some(vec![0xff]) }],
+        value: Some(value.as_bytes().to_vec()),
+    }
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn renormalize_rebuilds_fields_with_the_modules_of_now(pool: PgPool) {
+    let db = Db::from_pool(pool.clone());
+    let mut records: Vec<Record> = (0..3)
+        .map(|i| {
+            record(
+                "payment_commands",
+                i,
+                &format!(r#"{{"type": "authorize_payment", "correlation_id": "s", "payload": {{"order_id": {i}, "customer": {{"clerkUserId": "user_{i}"}}}}}}"#),
+            )
+        })
+        .collect();
+    records.push(record("user_events", 0, r#"{"type": "user.x", "payload": {"user_id": "u"}}"#));
+    let normalized = Normalizer::Builtin.normalize(&records);
+    let rows: Vec<StoredRow> =
+        records.into_iter().zip(normalized).map(|(r, n)| StoredRow::from_record(r, n, Utc::now())).collect();
+    db.insert(&rows).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(common::component("normalizer_campus_delivery"), dir.path().join("c.wasm")).unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        "name = \"campus-delivery\"\nversion = \"1.0.0\"\ncomponent = \"c.wasm\"\nfallback = true\n[match]\ntopics = [\"*\"]\n",
+    )
+    .unwrap();
+    let parse = |extra: &[&str]| {
+        let mut argv = vec!["notification-host", "renormalize", "--normalizers-dir", dir.path().to_str().unwrap()];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Some(Command::Renormalize(a)) => a,
+            other => panic!("{other:?}"),
+        }
+    };
+
+    let mut out = Vec::new();
+    let dry =
+        notification_host::cmd::renormalize::run(&parse(&["--topic", "payment_commands", "--dry-run"]), &db, &mut out)
+            .await
+            .unwrap();
+    assert_eq!(dry, (3, 3));
+    let before: Option<String> = sqlx::query_scalar(
+        "SELECT customer_id FROM notifications WHERE kafka_offset = 1 AND source_topic = 'payment_commands'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(before, None, "a dry run writes nothing");
+
+    let done = notification_host::cmd::renormalize::run(
+        &parse(&["--topic", "payment_commands", "--from-offset", "1"]),
+        &db,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done, (2, 2));
+    let rows: Vec<(i64, Option<String>, String)> = sqlx::query_as(
+        "SELECT kafka_offset, customer_id, normalizer FROM notifications WHERE source_topic = 'payment_commands' ORDER BY kafka_offset",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (0, None, "default@1.0.0".to_owned()),
+            (1, Some("user_1".to_owned()), "campus-delivery@1.0.0".to_owned()),
+            (2, Some("user_2".to_owned()), "campus-delivery@1.0.0".to_owned()),
+        ]
+    );
+    // The other topic was not touched; a second run changes nothing.
+    let other: String = sqlx::query_scalar("SELECT normalizer FROM notifications WHERE source_topic = 'user_events'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(other, "default@1.0.0");
+    let again = notification_host::cmd::renormalize::run(
+        &parse(&["--topic", "payment_commands", "--from-offset", "1"]),
+        &db,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again, (2, 0));
+    assert!(String::from_utf8(out).unwrap().contains("2 rows examined, 2 changed"));
+}
