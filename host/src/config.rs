@@ -87,7 +87,7 @@ pub enum Command {
     Migrate,
     /// Normalize stored rows again with the normalizers configured now (the
     /// built-in default and NORMALIZERS_DIR), e.g. after a normalizer fix.
-    Renormalize(RenormalizeArgs),
+    Renormalize(Box<RenormalizeArgs>),
     /// Check the configuration, the database, the broker and the modules
     /// directory; print a report and exit non-zero when anything is wrong.
     Check,

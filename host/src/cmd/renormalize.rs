@@ -29,7 +29,7 @@ pub async fn run(args: &RenormalizeArgs, db: &Db, out: &mut dyn Write) -> anyhow
         let m = modules.clone();
         tokio::task::spawn_blocking(move || m.reload()).await?;
     }
-    for r in modules.rejections() {
+    if let Some(r) = modules.rejections().first() {
         anyhow::bail!("module {} is rejected ({}); fix it before renormalizing", r.manifest, r.reason);
     }
     let (mut examined, mut changed, mut after) = (0u64, 0u64, 0i64);
