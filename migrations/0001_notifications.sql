@@ -1,7 +1,13 @@
 -- The audit log: one row per Kafka record that reached the host, plus rows
 -- created through the API (source_topic 'api', no Kafka coordinates).
+--
+-- Partitioned by record time, one partition per month, created ahead by the
+-- host; records outside every partition (far past, far future) land in the
+-- default partition. Retention drops whole expired partitions.
+CREATE SEQUENCE notifications_notification_id_seq AS BIGINT;
+
 CREATE TABLE notifications (
-    notification_id  BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    notification_id  BIGINT NOT NULL DEFAULT nextval('notifications_notification_id_seq'),
     -- What the normalizer found. NULL means absent, never a placeholder.
     customer_id      TEXT,
     runner_id        TEXT,
@@ -11,8 +17,9 @@ CREATE TABLE notifications (
     -- ingest_note says why, and raw_value still holds the bytes.
     event            JSONB,
     status           TEXT,
-    -- The record's own timestamp (the time of ingestion only when the record
-    -- carries none), so "latest" follows the producers, not the consumer.
+    -- The record's own timestamp, so "latest" follows the producers, not the
+    -- consumer. A record without a usable timestamp gets the Unix epoch (and
+    -- a note): a fixed value, so a redelivery finds the same unique key.
     created_at       TIMESTAMPTZ NOT NULL,
     source_topic     TEXT NOT NULL,
     event_type       TEXT,
@@ -36,10 +43,17 @@ CREATE TABLE notifications (
     normalizer       TEXT,
     normalizer_error TEXT,
     stored_at        TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (notification_id, created_at),
     -- A redelivered record (after a crash, restart or rebalance) hits this
-    -- key and is skipped: exactly one row per record.
-    CONSTRAINT notifications_kafka_record UNIQUE (source_topic, kafka_partition, kafka_offset)
-);
+    -- key and is skipped: exactly one row per record. (A unique key on a
+    -- partitioned table must include the partition key; a record's
+    -- created_at never changes, so it does not weaken the key.)
+    CONSTRAINT notifications_kafka_record UNIQUE (source_topic, kafka_partition, kafka_offset, created_at)
+) PARTITION BY RANGE (created_at);
+
+ALTER SEQUENCE notifications_notification_id_seq OWNED BY notifications.notification_id;
+
+CREATE TABLE notifications_default PARTITION OF notifications DEFAULT;
 
 -- Lookups by id in record-time order, ties broken by Kafka coordinates (and
 -- the row id, for API rows that have none).

@@ -32,6 +32,9 @@ pub mod env {
     pub const MODULE_MAX_OUTPUT: &str = "MODULE_MAX_OUTPUT";
     pub const MODULE_QUARANTINE_AFTER: &str = "MODULE_QUARANTINE_AFTER";
     pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
+    pub const RETENTION_DAYS: &str = "RETENTION_DAYS";
+    pub const PARTITIONS_AHEAD: &str = "PARTITIONS_AHEAD";
+    pub const MAINTENANCE_INTERVAL: &str = "MAINTENANCE_INTERVAL";
     /// The log filter, read by `tracing-subscriber`.
     pub const RUST_LOG: &str = "RUST_LOG";
 
@@ -58,6 +61,9 @@ pub mod env {
         MODULE_DEADLINE,
         MODULE_MAX_OUTPUT,
         MODULE_QUARANTINE_AFTER,
+        RETENTION_DAYS,
+        PARTITIONS_AHEAD,
+        MAINTENANCE_INTERVAL,
         RUST_LOG,
     ];
 }
@@ -243,6 +249,19 @@ pub struct DbConfig {
     /// Connections in the pool (writes use one at a time; the rest serve the API).
     #[arg(long, env = env::DATABASE_MAX_CONNECTIONS, default_value_t = 10)]
     pub max_connections: u32,
+
+    /// Keep this many days of records: whole monthly partitions that end
+    /// before the cutoff are dropped. Unset keeps everything.
+    #[arg(long, env = env::RETENTION_DAYS)]
+    pub retention_days: Option<u32>,
+
+    /// Monthly partitions created ahead of the current month.
+    #[arg(long, env = env::PARTITIONS_AHEAD, default_value_t = 3)]
+    pub partitions_ahead: u32,
+
+    /// How often partitions are created ahead and expired ones dropped.
+    #[arg(long, env = env::MAINTENANCE_INTERVAL, default_value = "1h", value_parser = parse_duration)]
+    pub maintenance_interval: Duration,
 }
 
 impl DbConfig {

@@ -112,6 +112,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     tokio::spawn(watch_database(db.clone(), status.clone(), shutdown.clone()));
+    tokio::spawn(maintain_partitions(db.clone(), args.db.clone(), shutdown.clone()));
 
     let routed = modules.clone();
     let normalize: pipeline::NormalizeFn = Arc::new(move |records: &[record::Record]| routed.normalize(records));
@@ -166,6 +167,45 @@ async fn migrate_when_reachable(db: &Db, status: &Status, shutdown: &Cancellatio
             }
         }
     }
+}
+
+/// Creates monthly partitions ahead and drops expired ones, at start and
+/// every `maintenance_interval`.
+async fn maintain_partitions(db: Db, config: config::DbConfig, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(config.maintenance_interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(error) = storage_maintenance(&db, &config, chrono::Utc::now()).await {
+            tracing::warn!(error = %format!("{error:#}"), "Partition maintenance failed; retrying at the next interval.");
+        }
+    }
+}
+
+/// One maintenance pass: partitions from the retention start (or the current
+/// month) to `partitions_ahead` months ahead, then retention.
+pub async fn storage_maintenance(
+    db: &Db,
+    config: &config::DbConfig,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    let today = now.date_naive();
+    let cutoff = config.retention_days.map(|d| now - chrono::Duration::days(i64::from(d)));
+    let from = cutoff.map_or(today, |c| c.date_naive().max(today - chrono::Duration::days(3660)));
+    let to = today.checked_add_months(chrono::Months::new(config.partitions_ahead)).unwrap_or(today);
+    let created = db.ensure_partitions(from, to).await?;
+    if !created.is_empty() {
+        tracing::info!(?created, "Partitions created.");
+    }
+    if let Some(cutoff) = cutoff {
+        let dropped = db.drop_expired(cutoff).await?;
+        if !dropped.is_empty() {
+            tracing::info!(?dropped, %cutoff, "Expired partitions dropped.");
+        }
+    }
+    Ok(())
 }
 
 /// Keeps the readiness flag honest while no batch is being written.

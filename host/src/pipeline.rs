@@ -17,7 +17,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -222,7 +221,6 @@ fn prepare(
 ) -> Prepared {
     let normalized = normalize(&records);
     debug_assert_eq!(normalized.len(), records.len());
-    let now = Utc::now();
     let mut last_offsets: HashMap<(String, i32), i64> = HashMap::new();
     let mut per_topic: HashMap<String, u64> = HashMap::new();
     let rows = records
@@ -239,7 +237,7 @@ fn prepare(
                 );
                 metrics.normalizer_errors.get_or_create(&NormalizerLabel { normalizer: normalized.normalizer.clone() }).inc();
             }
-            StoredRow::from_record(record, normalized, now)
+            StoredRow::from_record(record, normalized)
         })
         .collect();
     for (topic, n) in &per_topic {

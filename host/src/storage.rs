@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::Engine as _;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike as _, NaiveDate, Utc};
 use serde_json::value::RawValue;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -454,6 +454,79 @@ impl Db {
         Ok(result.rows_affected())
     }
 
+    /// Creates the monthly partitions from `from` to `to` (inclusive months)
+    /// that do not exist yet. Rows already in the default partition for such
+    /// a month move into the new partition. Safe to run from every replica
+    /// at once (an advisory lock serializes them).
+    pub async fn ensure_partitions(&self, from: NaiveDate, to: NaiveDate) -> Result<Vec<String>, sqlx::Error> {
+        let mut created = Vec::new();
+        let mut month = first_of_month(from);
+        while month <= to {
+            let next = next_month(month);
+            let name = format!("notifications_{}", month.format("%Y_%m"));
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('notifications_partitions'))").execute(&mut *tx).await?;
+            let exists: bool =
+                sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(&name).fetch_one(&mut *tx).await?;
+            if !exists {
+                let (lo, hi) = (month.format("%Y-%m-%d").to_string(), next.format("%Y-%m-%d").to_string());
+                // Names and bounds come from dates formatted here, never from input.
+                for sql in [
+                    format!("CREATE TABLE {name} (LIKE notifications INCLUDING DEFAULTS)"),
+                    format!(
+                        "WITH moved AS (DELETE FROM notifications_default WHERE created_at >= '{lo}' AND created_at < '{hi}' RETURNING *) \
+                         INSERT INTO {name} SELECT * FROM moved"
+                    ),
+                    format!("ALTER TABLE notifications ATTACH PARTITION {name} FOR VALUES FROM ('{lo}') TO ('{hi}')"),
+                ] {
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+                }
+                created.push(name);
+            }
+            tx.commit().await?;
+            month = next;
+        }
+        Ok(created)
+    }
+
+    /// Drops every monthly partition that ends before `cutoff`, and deletes
+    /// the default partition's rows older than it. Returns the dropped
+    /// partitions.
+    pub async fn drop_expired(&self, cutoff: DateTime<Utc>) -> Result<Vec<String>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('notifications_partitions'))").execute(&mut *tx).await?;
+        let partitions: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'notifications'::regclass AND c.relname ~ '^notifications_[0-9]{4}_[0-9]{2}$'",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut dropped = Vec::new();
+        for name in partitions {
+            let Some(month) =
+                NaiveDate::parse_from_str(&format!("{}_01", &name["notifications_".len()..]), "%Y_%m_%d").ok()
+            else {
+                continue;
+            };
+            let end = next_month(month).and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+            if end.is_some_and(|end| end <= cutoff) {
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {name}"))).execute(&mut *tx).await?;
+                dropped.push(name);
+            }
+        }
+        // Records without a timestamp stand at the epoch; their age is when
+        // they were stored.
+        sqlx::query(
+            "DELETE FROM notifications_default WHERE (created_at <> 'epoch' AND created_at < $1) \
+             OR (created_at = 'epoch' AND stored_at < $1)",
+        )
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(dropped)
+    }
+
     /// Stores a notification sent through the API.
     pub async fn insert_api(&self, n: &NewApiNotification) -> Result<Notification, sqlx::Error> {
         let raw = serde_json::to_vec(&n.event).unwrap_or_default();
@@ -472,6 +545,15 @@ impl Db {
             .fetch_one(&self.pool)
             .await
     }
+}
+
+fn first_of_month(d: NaiveDate) -> NaiveDate {
+    d.with_day(1).unwrap_or(d)
+}
+
+fn next_month(d: NaiveDate) -> NaiveDate {
+    let d = first_of_month(d);
+    d.checked_add_months(chrono::Months::new(1)).unwrap_or(d)
 }
 
 /// The query of [`Db::list`], optionally prefixed (with `EXPLAIN`).
@@ -545,9 +627,8 @@ fn timeline_sql() -> String {
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl StoredRow {
-    /// Prepares the row for a consumed record. `now` stands in for a record
-    /// without a usable timestamp.
-    pub fn from_record(record: Record, normalized: Normalized, now: DateTime<Utc>) -> StoredRow {
+    /// Prepares the row for a consumed record.
+    pub fn from_record(record: Record, normalized: Normalized) -> StoredRow {
         let mut notes = Vec::new();
         let event = match record.value.as_deref() {
             None => None,
@@ -567,14 +648,18 @@ impl StoredRow {
                     None
                 }
             },
-            None => None,
+            None => {
+                notes.push("the record has no timestamp".to_owned());
+                None
+            }
         };
         let (fields, nul_note) = without_nul(normalized.fields);
         notes.extend(nul_note);
         StoredRow {
             fields,
             event,
-            created_at: kafka_timestamp.unwrap_or(now),
+            // A fixed stand-in keeps the unique key stable across redeliveries.
+            created_at: kafka_timestamp.unwrap_or(DateTime::UNIX_EPOCH),
             kafka_partition: Some(record.partition),
             kafka_offset: Some(record.offset),
             kafka_key: record.key,

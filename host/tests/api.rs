@@ -101,8 +101,7 @@ async fn ingest(pool: &PgPool, records: Vec<(&str, i32, i64, i64, &str)>) {
         })
         .collect();
     let normalized = Normalizer::Builtin.normalize(&records);
-    let rows: Vec<StoredRow> =
-        records.into_iter().zip(normalized).map(|(r, n)| StoredRow::from_record(r, n, Utc::now())).collect();
+    let rows: Vec<StoredRow> = records.into_iter().zip(normalized).map(|(r, n)| StoredRow::from_record(r, n)).collect();
     db.insert(&rows).await.unwrap();
 }
 

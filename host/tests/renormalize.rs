@@ -5,7 +5,6 @@
 
 mod common;
 
-use chrono::Utc;
 use clap::Parser;
 use notification_host::config::{Cli, Command};
 use notification_host::normalize::Normalizer;
@@ -41,8 +40,7 @@ async fn renormalize_rebuilds_fields_with_the_modules_of_now(pool: PgPool) {
         .collect();
     records.push(record("user_events", 0, r#"{"type": "user.x", "payload": {"user_id": "u"}}"#));
     let normalized = Normalizer::Builtin.normalize(&records);
-    let rows: Vec<StoredRow> =
-        records.into_iter().zip(normalized).map(|(r, n)| StoredRow::from_record(r, n, Utc::now())).collect();
+    let rows: Vec<StoredRow> = records.into_iter().zip(normalized).map(|(r, n)| StoredRow::from_record(r, n)).collect();
     db.insert(&rows).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();

@@ -10,8 +10,6 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use chrono::Utc;
-
 use crate::config::RenormalizeArgs;
 use crate::modules::{Modules, ModulesConfig};
 use crate::runtime::Runtime;
@@ -42,11 +40,10 @@ pub async fn run(args: &RenormalizeArgs, db: &Db, out: &mut dyn Write) -> anyhow
         let page = tokio::task::spawn_blocking(move || {
             let records: Vec<_> = page.iter().map(|(_, r, _, _)| r.clone()).collect();
             let normalized = m.normalize(&records);
-            let now = Utc::now();
             page.into_iter()
                 .zip(normalized)
                 .filter_map(|((id, record, old_fields, old_normalizer), n)| {
-                    let row = StoredRow::from_record(record, n, now);
+                    let row = StoredRow::from_record(record, n);
                     let same = row.fields == old_fields && row.normalizer == old_normalizer;
                     (!same).then_some((id, row))
                 })

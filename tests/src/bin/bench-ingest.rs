@@ -255,13 +255,12 @@ fn copy_bytes(out: &mut Vec<u8>, v: Option<&[u8]>) {
 /// The baseline: the rows the host would write, COPYed from a file.
 async fn baseline(url: &str, records: &[Record]) -> anyhow::Result<(Duration, u64)> {
     let normalized = Normalizer::Builtin.normalize(records);
-    let now = Utc::now();
     let file = std::env::temp_dir().join("notification-bench-copy.txt");
     let mut out = Vec::with_capacity(records.len() * 1500);
     for (i, (r, n)) in records.iter().cloned().zip(normalized).enumerate() {
         let mut r = r;
         r.offset = i as i64;
-        let row = StoredRow::from_record(r, n, now);
+        let row = StoredRow::from_record(r, n);
         let f = &row.fields;
         for (k, v) in [&f.customer_id, &f.runner_id, &f.order_id, &row.event, &f.status].into_iter().enumerate() {
             if k > 0 {
