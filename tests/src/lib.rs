@@ -363,3 +363,9 @@ pub async fn produce_steadily(topics: Vec<String>, count: usize, per_second: u64
     }
     produced
 }
+
+/// A fault-suite size from the environment (scripts/faults sets the full
+/// sizes; scripts/test runs the defaults).
+pub fn fault_param(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}

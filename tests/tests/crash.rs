@@ -10,8 +10,19 @@ use notification_e2e::*;
 async fn sigkill_under_load_loses_and_duplicates_nothing() {
     let prefix = unique("crash");
     let (db_url, pool) = fresh_database("crash").await;
-    let topics: Vec<String> =
-        ["order_events", "payment-events", "user_events"].iter().map(|t| format!("{prefix}_{t}")).collect();
+    let topics: Vec<String> = [
+        "order_events",
+        "order-events",
+        "order_commands",
+        "payment-events",
+        "payment_commands",
+        "user_events",
+        "user_commands",
+        "escrow-events",
+    ]
+    .iter()
+    .map(|t| format!("{prefix}_{t}"))
+    .collect();
     for t in &topics {
         create_topic(t, 3).await;
     }
@@ -23,11 +34,14 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
     let mut host = Host::start(&options);
     host.wait_ready(Duration::from_secs(60));
 
-    const RECORDS: usize = 15_000;
-    let producing = tokio::spawn(produce_steadily(topics.clone(), RECORDS, 500));
+    let records = fault_param("FAULT_RECORDS", 15_000) as usize;
+    let max_kills = fault_param("FAULT_KILLS", 5);
+    let rate = fault_param("FAULT_RATE", 500);
+    let started = std::time::Instant::now();
+    let producing = tokio::spawn(produce_steadily(topics.clone(), records, rate));
     let mut kills = 0;
     let mut last_count = 0;
-    while !producing.is_finished() && kills < 6 {
+    while !producing.is_finished() && kills < max_kills {
         // Kill only a host that is writing: wait for the new one to take
         // over the partitions and store something, then strike at a random
         // moment.
@@ -43,7 +57,7 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
         host = Host::start(&options);
     }
     let produced: BTreeSet<Coordinates> = producing.await.unwrap().into_iter().collect();
-    assert!(kills >= 3, "only {kills} kills happened while producing");
+    assert!(kills >= max_kills.min(3), "only {kills} kills happened while producing");
     host.kill();
     let host = Host::start(&options);
     host.wait_ready(Duration::from_secs(60));
@@ -58,5 +72,12 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
         "missing {missing:?}, unexpected {extra:?}; log:\n{}",
         host.log_text()
     );
-    assert_eq!(stored_set.len(), RECORDS);
+    assert_eq!(stored_set.len(), records);
+    eprintln!(
+        "FAULTS crash: produced {records} records on {} topics x 3 partitions, {kills} SIGKILLs, lost {}, duplicated {}, {:.0} s",
+        topics.len(),
+        produced.difference(&stored_set).count(),
+        rows.len() - stored_set.len(),
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -25,7 +25,10 @@ async fn database_outage_under_load_loses_nothing() {
     host.wait_ready(Duration::from_secs(60));
     let pid = host.child.id();
 
-    let producing = tokio::spawn(produce_steadily(topics.clone(), 5000, 125)); // ~40 s
+    let outage = Duration::from_secs(fault_param("FAULT_OUTAGE_SECS", 22));
+    // Produce for the outage plus 18 s around it.
+    let count = (outage.as_secs() + 18) * 125;
+    let producing = tokio::spawn(produce_steadily(topics.clone(), count as usize, 125));
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(pg_ctl(&["-m", "fast", "stop"]).unwrap().success());
     let stopped_at = Instant::now();
@@ -33,7 +36,7 @@ async fn database_outage_under_load_loses_nothing() {
     // Not ready while the database is down.
     let mut saw_503 = false;
     let mut peak_rss = 0;
-    while stopped_at.elapsed() < Duration::from_secs(22) {
+    while stopped_at.elapsed() < outage {
         if let Some((503, body)) = http_get(host.http, "/ready") {
             saw_503 = true;
             assert!(body.contains("database"), "{body}");
@@ -54,5 +57,9 @@ async fn database_outage_under_load_loses_nothing() {
     assert_eq!(stored_set, produced, "log:\n{}", host.log_text());
     // It stayed in its group: no revocation during the outage.
     assert!(!host.log_text().contains("Partitions revoked."), "the host left its group; log:\n{}", host.log_text());
-    eprintln!("peak RSS during the outage: {peak_rss} KiB");
+    eprintln!(
+        "FAULTS outage: PostgreSQL down {} s under load, {} records, lost 0, duplicated 0, peak host RSS {peak_rss} KiB",
+        outage.as_secs(),
+        produced.len()
+    );
 }
