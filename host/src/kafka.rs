@@ -219,28 +219,14 @@ pub fn store_offsets(consumer: &HostConsumer, last: &HashMap<(String, i32), i64>
     }
 }
 
-/// Pauses every assigned partition (the writer is behind); messages already
-/// fetched are discarded by librdkafka and fetched again after [`resume`].
-pub fn pause(consumer: &HostConsumer) {
-    match consumer.assignment() {
-        Ok(tpl) => {
-            if let Err(error) = consumer.pause(&tpl) {
-                tracing::warn!(%error, "Could not pause consumption.");
-            }
-        }
-        Err(error) => tracing::warn!(%error, "Could not read the assignment to pause it."),
-    }
-}
-
-/// Resumes every assigned partition.
-pub fn resume(consumer: &HostConsumer) {
-    match consumer.assignment() {
-        Ok(tpl) => {
-            if let Err(error) = consumer.resume(&tpl) {
-                tracing::warn!(%error, "Could not resume consumption.");
-            }
-        }
-        Err(error) => tracing::warn!(%error, "Could not read the assignment to resume it."),
+/// Pauses (or resumes) every assigned partition. While paused, messages
+/// already fetched are discarded by librdkafka and fetched again on resume.
+pub fn set_paused(consumer: &HostConsumer, paused: bool) {
+    let what = if paused { "pause" } else { "resume" };
+    let result =
+        consumer.assignment().and_then(|tpl| if paused { consumer.pause(&tpl) } else { consumer.resume(&tpl) });
+    if let Err(error) = result {
+        tracing::warn!(%error, "Could not {what} consumption.");
     }
 }
 

@@ -134,7 +134,7 @@ async fn poll_loop(
                     permit.send(records);
                 }
                 if paused {
-                    kafka::resume(consumer);
+                    kafka::set_paused(consumer, false);
                     paused = false;
                 }
             }
@@ -155,7 +155,7 @@ async fn poll_loop(
             }
             () = sleep_until(pause_at), if pause_at.is_some() => {
                 tracing::info!("Writes are stalled; pausing consumption and staying in the group.");
-                kafka::pause(consumer);
+                kafka::set_paused(consumer, true);
                 paused = true;
             }
             message = consumer.recv(), if !blocked || paused => match message {
