@@ -40,7 +40,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::normalize::{LoadedModule, Normalizer, builtin_fields, builtin_label};
+use crate::normalize::{LoadedModule, Normalizer, builtin, builtin_fields, builtin_label};
 use crate::record::{Normalized, Record};
 use crate::runtime::{CallError, Runtime};
 use crate::samples;
@@ -215,14 +215,14 @@ impl Modules {
         for (module, indices) in groups {
             let batch: Vec<&Record> = indices.iter().map(|&i| &records[i]).collect();
             let answers = match module {
-                None => batch.iter().map(|r| builtin(r, None)).collect(),
+                None => batch.iter().map(|r| builtin(r)).collect(),
                 Some(m) => run(&registry.entries[m], &batch, self.config.quarantine_after),
             };
             for (i, n) in indices.into_iter().zip(answers) {
                 out[i] = Some(n);
             }
         }
-        out.into_iter().zip(records).map(|(n, r)| n.unwrap_or_else(|| builtin(r, None))).collect()
+        out.into_iter().zip(records).map(|(n, r)| n.unwrap_or_else(|| builtin(r))).collect()
     }
 
     /// The live modules.
@@ -385,8 +385,15 @@ fn check_samples(module: &LoadedModule, text: &str) -> Result<(), String> {
     }
 }
 
-fn builtin(record: &Record, error: Option<String>) -> Normalized {
-    Normalized { fields: builtin_fields(record), normalizer: builtin_label(), error }
+/// What a quarantined module's records get: the built-in default's fields,
+/// under the module's label, with the quarantine noted.
+fn quarantined(label: &str, records: &[&Record]) -> impl Iterator<Item = Normalized> {
+    let note = format!("{label} is quarantined after repeated failures; fields from {}", builtin_label());
+    records.iter().map(move |r| Normalized {
+        fields: builtin_fields(r),
+        normalizer: label.to_owned(),
+        error: Some(note.clone()),
+    })
 }
 
 /// Runs one module over its records, minding the circuit breaker.
@@ -394,11 +401,7 @@ fn run(entry: &Entry, batch: &[&Record], quarantine_after: u64) -> Vec<Normalize
     let stats = &entry.stats;
     let label = &entry.module.label;
     if stats.quarantined.load(Ordering::Relaxed) {
-        let note = format!("{label} is quarantined after repeated failures; fields from {}", builtin_label());
-        return batch
-            .iter()
-            .map(|r| Normalized { fields: builtin_fields(r), normalizer: label.clone(), error: Some(note.clone()) })
-            .collect();
+        return quarantined(label, batch).collect();
     }
     let answers = entry.module.normalize(batch);
     stats.calls.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -425,15 +428,9 @@ fn run(entry: &Entry, batch: &[&Record], quarantine_after: u64) -> Vec<Normalize
         }
         out.push(normalized);
         if stats.quarantined.load(Ordering::Relaxed) && out.len() < batch.len() {
-            // Stop calling it for the rest of this batch too.
-            let note = format!("{label} is quarantined after repeated failures; fields from {}", builtin_label());
-            for r in &batch[out.len()..] {
-                out.push(Normalized {
-                    fields: builtin_fields(r),
-                    normalizer: label.clone(),
-                    error: Some(note.clone()),
-                });
-            }
+            // The module has already answered the whole batch; once it is
+            // quarantined, the rest of the batch gets the quarantine answer.
+            out.extend(quarantined(label, &batch[out.len()..]));
             break;
         }
     }

@@ -14,6 +14,11 @@ pub fn builtin_label() -> String {
     format!("{}@{}", normalizer_rules::NAME, normalizer_rules::VERSION)
 }
 
+/// The built-in default's answer for one record.
+pub fn builtin(record: &Record) -> Normalized {
+    Normalized { fields: builtin_fields(record), normalizer: builtin_label(), error: None }
+}
+
 /// The built-in default's fields for one record.
 pub fn builtin_fields(record: &Record) -> Fields {
     normalizer_rules::normalize(record.value.as_deref())
@@ -50,13 +55,7 @@ impl Normalizer {
     /// off the async runtime's worker threads.
     pub fn normalize(&self, records: &[Record]) -> Vec<Normalized> {
         match self {
-            Normalizer::Builtin => {
-                let label = builtin_label();
-                records
-                    .iter()
-                    .map(|r| Normalized { fields: builtin_fields(r), normalizer: label.clone(), error: None })
-                    .collect()
-            }
+            Normalizer::Builtin => records.iter().map(builtin).collect(),
             Normalizer::Module(loaded) => {
                 let refs: Vec<&Record> = records.iter().collect();
                 loaded.normalize(&refs).into_iter().map(|(n, _)| n).collect()

@@ -316,18 +316,21 @@ pub fn pg_ctl(args: &[&str]) -> Option<std::process::ExitStatus> {
     Some(status.unwrap())
 }
 
-/// Resident memory of a process in KiB.
-pub fn rss_kib(pid: u32) -> Option<u64> {
+/// A memory figure of a process from /proc, in KiB (`VmRSS`, `VmHWM`, ...).
+fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.strip_prefix(key).is_some_and(|rest| rest.starts_with(':')))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Peak resident memory of a process in KiB (VmHWM).
+/// Resident memory of a process in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "VmRSS")
+}
+
+/// Peak resident memory of a process in KiB.
 pub fn rss_peak_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    proc_status_kib(pid, "VmHWM")
 }
 
 /// A cheap pseudo-random number for spreading fault timings.
