@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 
 use crate::normalize::{LoadedModule, Normalizer, builtin, builtin_fields, builtin_label};
 use crate::record::{Normalized, Record};
-use crate::runtime::{CallError, Runtime};
+use crate::runtime::{Breaker, Runtime};
 use crate::samples;
 pub use watcher::watch;
 
@@ -359,6 +359,9 @@ enum Prepared {
     New(Box<Entry>),
 }
 
+/// How many sample failures a rejection reports.
+const SAMPLE_FAILURES_SHOWN: usize = 5;
+
 /// Runs a module's golden samples; every line must parse and match.
 fn check_samples(module: &LoadedModule, text: &str) -> Result<(), String> {
     let mut parsed = Vec::new();
@@ -366,8 +369,15 @@ fn check_samples(module: &LoadedModule, text: &str) -> Result<(), String> {
         parsed.push((i + 1, samples::parse_line(line).map_err(|e| format!("samples line {}: {e}", i + 1))?));
     }
     let records: Vec<&Record> = parsed.iter().map(|(_, s)| &s.record).collect();
-    let answers = module.normalize(&records);
+    // Any failure rejects the version; a handful is enough to show why, and
+    // stopping there keeps a module that spins on every sample from holding
+    // the reload for a deadline per sample.
+    let mut breaker = Breaker::new(0, SAMPLE_FAILURES_SHOWN as u64);
+    let answers = module.normalize(&records, &mut breaker);
     let mut failures = Vec::new();
+    if breaker.tripped() {
+        failures.push(format!("stopped after {} failures in a row", breaker.in_a_row()));
+    }
     for ((line, sample), (normalized, error)) in parsed.iter().zip(answers) {
         if let Some(error) = error {
             failures.push(format!("line {line}: the module failed: {error}"));
@@ -380,7 +390,7 @@ fn check_samples(module: &LoadedModule, text: &str) -> Result<(), String> {
     if failures.is_empty() {
         Ok(())
     } else {
-        let shown: Vec<String> = failures.iter().take(5).cloned().collect();
+        let shown: Vec<String> = failures.iter().take(SAMPLE_FAILURES_SHOWN + 1).cloned().collect();
         Err(format!("{} sample failures: {}", failures.len(), shown.join("; ")))
     }
 }
@@ -396,43 +406,43 @@ fn quarantined(label: &str, records: &[&Record]) -> impl Iterator<Item = Normali
     })
 }
 
-/// Runs one module over its records, minding the circuit breaker.
+/// Runs one module over its records, minding the circuit breaker: the module
+/// stops being called as soon as it has failed `quarantine_after` records in
+/// a row, even in the middle of a batch.
 fn run(entry: &Entry, batch: &[&Record], quarantine_after: u64) -> Vec<Normalized> {
     let stats = &entry.stats;
     let label = &entry.module.label;
     if stats.quarantined.load(Ordering::Relaxed) {
         return quarantined(label, batch).collect();
     }
-    let answers = entry.module.normalize(batch);
-    stats.calls.fetch_add(batch.len() as u64, Ordering::Relaxed);
-    let mut out = Vec::with_capacity(answers.len());
+    let mut breaker = Breaker::new(stats.consecutive_failures.load(Ordering::Relaxed), quarantine_after);
+    let answers = entry.module.normalize(batch, &mut breaker);
+    stats.calls.fetch_add(answers.len() as u64, Ordering::Relaxed);
+    let mut out = Vec::with_capacity(batch.len());
+    let mut last_error = None;
     for (normalized, error) in answers {
-        match &error {
-            None => {
-                stats.consecutive_failures.store(0, Ordering::Relaxed);
-            }
-            Some(e) => {
-                stats.errors.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut last) = stats.last_error.lock() {
-                    *last = Some(e.to_string());
-                }
-                // A refusal is the module doing its job; the others are the
-                // module failing.
-                if !matches!(e, CallError::Refused(_)) {
-                    let failures = stats.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                    if failures >= quarantine_after && !stats.quarantined.swap(true, Ordering::Relaxed) {
-                        tracing::error!(module = %label, failures, error = %e, "Normalizer module quarantined; its records get the built-in default's fields until a new version is loaded.");
-                    }
-                }
-            }
+        if let Some(e) = error {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            last_error = Some(e.to_string());
         }
         out.push(normalized);
-        if stats.quarantined.load(Ordering::Relaxed) && out.len() < batch.len() {
-            // The module has already answered the whole batch; once it is
-            // quarantined, the rest of the batch gets the quarantine answer.
-            out.extend(quarantined(label, &batch[out.len()..]));
-            break;
+    }
+    if let Some(e) = &last_error
+        && let Ok(mut last) = stats.last_error.lock()
+    {
+        *last = Some(e.clone());
+    }
+    stats.consecutive_failures.store(breaker.in_a_row(), Ordering::Relaxed);
+    if breaker.tripped() {
+        if !stats.quarantined.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                module = %label,
+                failures = breaker.in_a_row(),
+                error = last_error.as_deref().unwrap_or_default(),
+                "Normalizer module quarantined; its records get the built-in default's fields until a new version is loaded."
+            );
         }
+        out.extend(quarantined(label, &batch[out.len()..]));
     }
     out
 }

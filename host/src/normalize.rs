@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::record::{Fields, Normalized, Record};
-use crate::runtime::{CallError, Module};
+use crate::runtime::{Breaker, CallError, Module};
 
 /// `name@version` of the built-in default rules.
 pub fn builtin_label() -> String {
@@ -58,18 +58,24 @@ impl Normalizer {
             Normalizer::Builtin => records.iter().map(builtin).collect(),
             Normalizer::Module(loaded) => {
                 let refs: Vec<&Record> = records.iter().collect();
-                loaded.normalize(&refs).into_iter().map(|(n, _)| n).collect()
+                let mut answers: Vec<Normalized> =
+                    loaded.normalize(&refs, &mut Breaker::unlimited()).into_iter().map(|(n, _)| n).collect();
+                // An unlimited breaker never stops early; should it, the rest
+                // still gets an answer.
+                answers.extend(records[answers.len()..].iter().map(builtin));
+                answers
             }
         }
     }
 }
 
 impl LoadedModule {
-    /// Runs the module over `records`; each answer comes with the module's
-    /// failure, if any (the fields then come from the built-in default).
-    pub fn normalize(&self, records: &[&Record]) -> Vec<(Normalized, Option<CallError>)> {
+    /// Runs the module over `records` until `breaker` trips; each answer
+    /// comes with the module's failure, if any (the fields then come from the
+    /// built-in default). The answers end early if the breaker trips.
+    pub fn normalize(&self, records: &[&Record], breaker: &mut Breaker) -> Vec<(Normalized, Option<CallError>)> {
         self.module
-            .normalize(records)
+            .normalize(records, breaker)
             .into_iter()
             .zip(records)
             .map(|(answer, record)| match answer {

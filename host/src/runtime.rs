@@ -218,6 +218,46 @@ pub struct Descriptor {
     pub version: String,
 }
 
+/// Counts a module's failures in a row and trips at a limit. Traps,
+/// deadlines, oversized and malformed answers are failures; a success resets
+/// the count; a refusal (the contract's `error` variant) is the module doing
+/// its job and leaves the count alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Breaker {
+    in_a_row: u64,
+    limit: u64,
+}
+
+impl Breaker {
+    /// A breaker that has already counted `in_a_row` failures and trips at `limit`.
+    pub fn new(in_a_row: u64, limit: u64) -> Breaker {
+        Breaker { in_a_row, limit }
+    }
+
+    /// A breaker that never trips.
+    pub fn unlimited() -> Breaker {
+        Breaker::new(0, u64::MAX)
+    }
+
+    /// Failures in a row so far.
+    pub fn in_a_row(&self) -> u64 {
+        self.in_a_row
+    }
+
+    /// Whether the limit has been reached.
+    pub fn tripped(&self) -> bool {
+        self.in_a_row >= self.limit
+    }
+
+    fn observe(&mut self, answer: &Result<Fields, CallError>) {
+        match answer {
+            Ok(_) => self.in_a_row = 0,
+            Err(CallError::Refused(_)) => {}
+            Err(_) => self.in_a_row = self.in_a_row.saturating_add(1),
+        }
+    }
+}
+
 /// A loaded, pre-instantiated normalizer component.
 #[derive(Clone)]
 pub struct Module {
@@ -274,19 +314,31 @@ impl Module {
         Ok(Descriptor { name: d.name, version: d.version })
     }
 
-    /// Normalizes `records`, one answer per record, in order.
+    /// Normalizes `records`, one answer per record, in order, until
+    /// `breaker` trips: then it stops calling the module, and the answers
+    /// end early (the records after the last answer get none).
     ///
     /// Records go to the module in `normalize-batch` calls of at most
     /// [`Limits::batch_size`]. When such a call fails as a whole (trap,
     /// deadline, or a malformed answer), its records are retried one call
     /// each, in fresh instances after each failure, so that one bad record
-    /// costs only its own answer.
-    pub fn normalize(&self, records: &[&Record]) -> Vec<Result<Fields, CallError>> {
+    /// costs only its own answer. The breaker sees every answer, so a module
+    /// that fails on everything costs at most its limit in retries, not one
+    /// deadline per record of the batch.
+    pub fn normalize(&self, records: &[&Record], breaker: &mut Breaker) -> Vec<Result<Fields, CallError>> {
         let mut answers = Vec::with_capacity(records.len());
         let mut instance: Option<Instance> = None;
         for chunk in records.chunks(self.limits.batch_size.max(1)) {
+            if breaker.tripped() {
+                break;
+            }
             match self.call_batch(&mut instance, chunk) {
-                Ok(chunk_answers) => answers.extend(chunk_answers),
+                Ok(chunk_answers) => {
+                    for answer in &chunk_answers {
+                        breaker.observe(answer);
+                    }
+                    answers.extend(chunk_answers);
+                }
                 Err(_) => {
                     instance = None;
                     for record in chunk {
@@ -294,7 +346,11 @@ impl Module {
                         if matches!(answer, Err(CallError::Trap(_) | CallError::Timeout(_))) {
                             instance = None;
                         }
+                        breaker.observe(&answer);
                         answers.push(answer);
+                        if breaker.tripped() {
+                            break;
+                        }
                     }
                 }
             }

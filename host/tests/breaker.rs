@@ -1,0 +1,101 @@
+//! The circuit breaker stops calling a failing module in the middle of a
+//! batch: a module that spins on every record costs its failure limit in
+//! deadlines, not one deadline per record of the batch.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use notification_host::modules::{Modules, ModulesConfig};
+use notification_host::record::Record;
+use notification_host::runtime::{Limits, Runtime};
+
+const QUARANTINE_AFTER: u64 = 10;
+
+fn record(topic: &str, offset: i64) -> Record {
+    Record {
+        topic: topic.into(),
+        partition: 0,
+        offset,
+        timestamp: Some(1_743_760_800_000 + offset),
+        key: None,
+        headers: Vec::new(),
+        value: Some(format!(r#"{{"order_id": "o-{offset}", "status": "PAID"}}"#).into_bytes()),
+    }
+}
+
+fn modules_with(fixture: &str, topics: &str) -> (Modules, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(common::component(&format!("fixture_{fixture}")), dir.path().join("m.wasm")).unwrap();
+    std::fs::write(
+        dir.path().join("m.toml"),
+        format!("name = \"{fixture}\"\nversion = \"0.1.0\"\ncomponent = \"m.wasm\"\n[match]\ntopics = [\"{topics}\"]\n"),
+    )
+    .unwrap();
+    let modules = Modules::new(
+        Runtime::new(Limits::default()).unwrap(),
+        ModulesConfig { dir: Some(dir.path().to_path_buf()), quarantine_after: QUARANTINE_AFTER },
+    );
+    modules.reload();
+    assert_eq!(modules.list().len(), 1, "rejected: {:?}", modules.rejections());
+    (modules, dir)
+}
+
+#[test]
+fn a_spinning_module_is_quarantined_within_its_first_batch() {
+    let (modules, _dir) = modules_with("spin", "spin-*");
+    // One pipeline batch of the largest size, nearly all routed to the module.
+    let mut records: Vec<Record> = (0..1000).map(|i| record("spin-a", i)).collect();
+    records.extend((0..10).map(|i| record("other", i)));
+
+    let started = Instant::now();
+    let answers = modules.normalize(&records);
+    let took = started.elapsed();
+
+    // One failed batch call and QUARANTINE_AFTER single calls, each up to
+    // the 50 ms deadline: about 0.6 s. Before the breaker looked inside a
+    // batch, this was one deadline per record, about 50 s.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(answers.len(), records.len());
+    for (n, r) in answers.iter().zip(&records).take(1000) {
+        assert_eq!(n.normalizer, "spin@0.1.0");
+        assert!(n.error.is_some(), "offset {}", r.offset);
+        assert_eq!(n.fields.order_id.as_deref(), Some(format!("o-{}", r.offset).as_str()), "default's fields kept");
+    }
+    let quarantined = answers[..1000].iter().filter(|n| n.error.as_deref().unwrap().contains("quarantined")).count();
+    assert_eq!(quarantined, 1000 - QUARANTINE_AFTER as usize);
+    for n in &answers[1000..] {
+        assert_eq!((n.normalizer.as_str(), n.error.as_deref()), ("default@1.0.0", None));
+    }
+
+    let info = &modules.list()[0];
+    assert!(info.quarantined);
+    assert_eq!((info.calls, info.errors), (QUARANTINE_AFTER, QUARANTINE_AFTER));
+    assert!(info.last_error.as_deref().unwrap().contains("deadline"), "{info:?}");
+
+    // Later batches do not call it at all.
+    let started = Instant::now();
+    let answers = modules.normalize(&records[..100]);
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(answers.iter().all(|n| n.error.as_deref().unwrap().contains("quarantined")));
+    assert_eq!(modules.list()[0].calls, QUARANTINE_AFTER);
+}
+
+#[test]
+fn failures_spread_over_batches_add_up() {
+    let (modules, _dir) = modules_with("trap", "t");
+    let records: Vec<Record> = (0..4).map(|i| record("t", i)).collect();
+    for _ in 0..2 {
+        modules.normalize(&records);
+        assert!(!modules.list()[0].quarantined);
+    }
+    // 8 failures in a row so far; the second one of the next batch trips it.
+    let answers = modules.normalize(&records);
+    let info = &modules.list()[0];
+    assert!(info.quarantined);
+    assert_eq!(info.calls, QUARANTINE_AFTER);
+    assert!(answers[..2].iter().all(|n| n.error.as_deref().unwrap().contains("trapped")), "{answers:?}");
+    assert!(answers[2..].iter().all(|n| n.error.as_deref().unwrap().contains("quarantined")), "{answers:?}");
+}
