@@ -7,6 +7,9 @@ CACHE_DIR="${NOTIFICATION_CACHE_DIR:-$HOME/.cache/notification-host}"
 # so that a fresh clone (and CI) reuses earlier builds.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE_DIR/target}"
 TANSU_VERSION="0.6.0"
+# dynostore: the in-memory engine of the shared test broker; libsql: the
+# SQLite engine of the broker-restart test, whose data must survive a restart.
+TANSU_FEATURES="dynostore,libsql"
 TANSU_BIN="$CACHE_DIR/tools/bin/tansu"
 WASM_DIR="$CARGO_TARGET_DIR/wasm32-wasip2/release"
 export NORMALIZER_WASM_DIR="$WASM_DIR"
@@ -50,10 +53,12 @@ ensure_tools() {
     log "adding the wasm32-wasip2 target"
     rustup target add wasm32-wasip2 >&2
   fi
-  if [ ! -x "$TANSU_BIN" ] || ! "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-    log "installing the tansu broker $TANSU_VERSION into $CACHE_DIR/tools (once; takes several minutes)"
+  local built="$CACHE_DIR/tools/tansu.build"
+  if [ ! -x "$TANSU_BIN" ] || [ "$(cat "$built" 2>/dev/null)" != "$TANSU_VERSION $TANSU_FEATURES" ]; then
+    log "installing the tansu broker $TANSU_VERSION ($TANSU_FEATURES) into $CACHE_DIR/tools (once; takes about 10 minutes)"
     CARGO_TARGET_DIR="$CACHE_DIR/tansu-build" cargo install tansu --version "$TANSU_VERSION" \
-      --locked --features dynostore --root "$CACHE_DIR/tools" >&2
+      --locked --features "$TANSU_FEATURES" --root "$CACHE_DIR/tools" --force >&2
+    echo "$TANSU_VERSION $TANSU_FEATURES" >"$built"
   fi
 }
 

@@ -11,30 +11,30 @@ mod extract;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::metrics::{Metrics, RequestLabels, RouteLabel};
 use crate::modules::{ModuleInfo, Modules};
 use crate::status::Status;
-use crate::storage::{Db, ListFilter, NewApiNotification, Notification, Position};
+use crate::storage::{Db, Notification};
 pub use error::{ApiError, SendError};
-use extract::{ApiPath, ApiQuery};
+use extract::ApiPath;
+use notification_parse::request::{
+    Invalid, ListParams, ListRequest, Position, encode_cursor, list_request, parse_send, valid_id,
+};
 
-/// Longest id accepted in a path or filter.
-const MAX_ID_BYTES: usize = 1024;
 /// Most events a timeline returns.
 const TIMELINE_LIMIT: i64 = 5000;
 
@@ -175,16 +175,6 @@ impl From<Notification> for NotificationBody {
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, false)
-}
-
-fn valid_id(value: &str, what: &str) -> Result<(), ApiError> {
-    if value.is_empty() || value.len() > MAX_ID_BYTES {
-        return Err(ApiError::Invalid(format!("{what} must be 1 to {MAX_ID_BYTES} bytes long.")));
-    }
-    if value.contains('\0') {
-        return Err(ApiError::Invalid(format!("{what} must not contain NUL characters.")));
-    }
-    Ok(())
 }
 
 const NO_ORDER: &str = "No notifications found for this order.";
@@ -331,30 +321,6 @@ async fn correlation(
     Ok(Json(rows.into_iter().map(NotificationBody::from).collect::<Vec<_>>()).into_response())
 }
 
-/// Filters and paging of `GET /notifications`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    customer_id: Option<String>,
-    runner_id: Option<String>,
-    order_id: Option<String>,
-    correlation_id: Option<String>,
-    event_type: Option<String>,
-    source_topic: Option<String>,
-    source_service: Option<String>,
-    /// Only records at or after this time (RFC 3339).
-    since: Option<String>,
-    /// Only records before this time (RFC 3339).
-    until: Option<String>,
-    /// Page size, 1 to 1000 (default 100).
-    limit: Option<u32>,
-    /// `asc` (oldest first, the default) or `desc`.
-    order: Option<String>,
-    /// The `next_cursor` of the previous page.
-    cursor: Option<String>,
-}
-
 /// A page of notifications.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Page {
@@ -367,44 +333,8 @@ pub struct Page {
 /// keyset pagination (stable while rows are being inserted).
 #[utoipa::path(get, path = "/notifications", tag = "queries", params(ListParams),
     responses((status = 200, body = Page), (status = 400, description = "Invalid filter, limit, order or cursor")))]
-async fn list_notifications(
-    State(state): State<AppState>,
-    ApiQuery(p): ApiQuery<ListParams>,
-) -> Result<Response, ApiError> {
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::Invalid("limit must be between 1 and 1000.".into()));
-    }
-    let descending = match p.order.as_deref() {
-        None | Some("asc") => false,
-        Some("desc") => true,
-        Some(_) => return Err(ApiError::Invalid("order must be asc or desc.".into())),
-    };
-    for (value, what) in [
-        (&p.customer_id, "customer_id"),
-        (&p.runner_id, "runner_id"),
-        (&p.order_id, "order_id"),
-        (&p.correlation_id, "correlation_id"),
-        (&p.event_type, "event_type"),
-        (&p.source_topic, "source_topic"),
-        (&p.source_service, "source_service"),
-    ] {
-        if let Some(v) = value {
-            valid_id(v, what)?;
-        }
-    }
-    let filter = ListFilter {
-        customer_id: p.customer_id,
-        runner_id: p.runner_id,
-        order_id: p.order_id,
-        correlation_id: p.correlation_id,
-        event_type: p.event_type,
-        source_topic: p.source_topic,
-        source_service: p.source_service,
-        since: p.since.as_deref().map(|s| parse_time(s, "since")).transpose()?,
-        until: p.until.as_deref().map(|s| parse_time(s, "until")).transpose()?,
-    };
-    let after = p.cursor.as_deref().map(|c| decode_cursor(c, descending)).transpose()?;
+async fn list_notifications(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    let ListRequest { filter, after, descending, limit } = list_request(query.as_deref().unwrap_or_default())?;
     let mut rows = state.db.list(&filter, after, descending, i64::from(limit) + 1).await?;
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
@@ -416,33 +346,6 @@ async fn list_notifications(
     };
     Ok(Json(Page { notifications: rows.into_iter().map(NotificationBody::from).collect(), next_cursor })
         .into_response())
-}
-
-fn parse_time(s: &str, what: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| ApiError::Invalid(format!("{what} must be an RFC 3339 timestamp, e.g. 2025-04-04T10:00:00Z.")))
-}
-
-/// Cursors are opaque to clients: base64url of `v1.<micros>.<id>.<a|d>`.
-fn encode_cursor(p: Position, descending: bool) -> String {
-    let raw =
-        format!("v1.{}.{}.{}", p.created_at.timestamp_micros(), p.notification_id, if descending { 'd' } else { 'a' });
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
-fn decode_cursor(cursor: &str, descending: bool) -> Result<Position, ApiError> {
-    let invalid = || ApiError::Invalid("cursor is not valid (use next_cursor from the previous page).".into());
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
-    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    let parts: Vec<&str> = text.split('.').collect();
-    let [version, micros, id, direction] = parts.as_slice() else { return Err(invalid()) };
-    if *version != "v1" || *direction != if descending { "d" } else { "a" } {
-        return Err(invalid());
-    }
-    let created_at = micros.parse().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(invalid)?;
-    let notification_id = id.parse().map_err(|_| invalid())?;
-    Ok(Position { created_at, notification_id })
 }
 
 /// The body of `POST /send-notification`.
@@ -490,7 +393,7 @@ async fn send_notification(
     let body = axum::body::to_bytes(request.into_body(), state.max_body_bytes)
         .await
         .map_err(|_| SendError::TooLarge(state.max_body_bytes))?;
-    let new = parse_send(&body)?;
+    let new = parse_send(&body).map_err(|Invalid(m)| SendError::Invalid(m))?;
     let stored = state.db.insert_api(&new).await.map_err(SendError::from_db)?;
     let body = Sent { success: true, message: "Notification created successfully", notification: stored.into() };
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -504,85 +407,4 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), SendError> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) { Ok(()) } else { Err(SendError::Unauthorized) }
-}
-
-fn parse_send(body: &[u8]) -> Result<NewApiNotification, SendError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|_| SendError::Invalid("The body must be a JSON object.".into()))?;
-    let serde_json::Value::Object(mut fields) = value else {
-        return Err(SendError::Invalid("The body must be a JSON object.".into()));
-    };
-    let id = |v: Option<serde_json::Value>, name: &str, required: bool| -> Result<Option<String>, SendError> {
-        let text = match v {
-            Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
-            Some(serde_json::Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-            None | Some(serde_json::Value::Null) if !required => None,
-            Some(serde_json::Value::String(_)) | None | Some(serde_json::Value::Null) => {
-                return Err(SendError::Invalid(format!("{name} is required and must not be empty.")));
-            }
-            Some(_) => return Err(SendError::Invalid(format!("{name} must be a string."))),
-        };
-        if let Some(t) = &text
-            && (t.len() > MAX_ID_BYTES || t.contains('\0'))
-        {
-            return Err(SendError::Invalid(format!("{name} must be at most {MAX_ID_BYTES} bytes, without NUL.")));
-        }
-        Ok(text)
-    };
-    let customer_id = id(fields.remove("customerId"), "customerId", true)?.unwrap_or_default();
-    let order_id = id(fields.remove("orderId"), "orderId", true)?.unwrap_or_default();
-    let runner_id = id(fields.remove("runnerId"), "runnerId", false)?;
-    let event = match fields.remove("event") {
-        None | Some(serde_json::Value::Null) => return Err(SendError::Invalid("event is required.".into())),
-        Some(serde_json::Value::String(s)) if s.is_empty() => {
-            return Err(SendError::Invalid("event is required and must not be empty.".into()));
-        }
-        Some(e) => e,
-    };
-    let event_type = match &event {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Object(o) => ["type", "event_type", "eventType"]
-            .iter()
-            .find_map(|k| o.get(*k).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_owned)),
-        _ => None,
-    };
-    Ok(NewApiNotification { customer_id, order_id, runner_id, event, event_type })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_reject_tampering() {
-        let p = Position {
-            created_at: DateTime::from_timestamp_micros(1_743_760_800_123_456).unwrap(),
-            notification_id: 42,
-        };
-        assert_eq!(decode_cursor(&encode_cursor(p, false), false).unwrap(), p);
-        assert!(decode_cursor(&encode_cursor(p, false), true).is_err(), "a cursor is bound to its order");
-        for bad in ["", "!!", "djEuMS4y", &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("v1.x.1.a")] {
-            assert!(decode_cursor(bad, false).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn send_body_validation() {
-        assert!(parse_send(br#"{"customerId": "c", "orderId": 42, "event": "ORDER_CREATED"}"#).is_ok());
-        let n =
-            parse_send(br#"{"customerId": "c", "orderId": "o", "event": {"type": "x"}, "runnerId": null}"#).unwrap();
-        assert_eq!(n.event_type.as_deref(), Some("x"));
-        for bad in [
-            &br#"[]"#[..],
-            br#"not json"#,
-            br#"{"orderId": "o", "event": "e"}"#,
-            br#"{"customerId": "", "orderId": "o", "event": "e"}"#,
-            br#"{"customerId": "c", "orderId": "o"}"#,
-            br#"{"customerId": "c", "orderId": "o", "event": ""}"#,
-            br#"{"customerId": {"a": 1}, "orderId": "o", "event": "e"}"#,
-            br#"{"customerId": "c", "orderId": 1.5, "event": "e"}"#,
-        ] {
-            assert!(matches!(parse_send(bad), Err(SendError::Invalid(_))), "{}", String::from_utf8_lossy(bad));
-        }
-    }
 }

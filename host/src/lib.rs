@@ -4,12 +4,14 @@
 //!
 //! - [`config`]: the one `Config`, parsed once from flags and environment.
 //! - [`record`]: the domain types shared by every part (a Kafka record, the
-//!   fields a normalizer found).
+//!   fields a normalizer found); from the `notification-parse` crate.
 //! - [`runtime`]: wasmtime only. Loads normalizer components, runs them in a
 //!   sandbox with memory and CPU limits.
 //! - [`normalize`]: picks the built-in default or a module for a batch and
 //!   turns module failures into stored, explained rows.
-//! - [`samples`]: the sample-record format of `notification-host normalize`.
+//! - [`samples`]: the sample-record format of `notification-host normalize`;
+//!   from `notification-parse`, which also parses the API's requests, so that
+//!   all of it can be fuzzed without the runtime, Kafka or the database.
 //! - [`kafka`]: rdkafka only. The consumer group, topic discovery, offsets.
 //! - [`storage`]: sqlx only. The pool, migrations and every query.
 //! - [`pipeline`]: the only module that uses all three: message →
@@ -26,12 +28,12 @@ pub mod metrics;
 pub mod modules;
 pub mod normalize;
 pub mod pipeline;
-pub mod record;
 pub mod runtime;
-pub mod samples;
 pub mod shutdown;
 pub mod status;
 pub mod storage;
+
+pub use notification_parse::{record, samples};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -239,36 +239,7 @@ const COLUMNS: &str = "notification_id, customer_id, runner_id, order_id, event:
 const TIME_ORDER: &str = "created_at, source_topic, kafka_partition, kafka_offset, notification_id";
 const TIME_ORDER_DESC: &str = "created_at DESC, source_topic DESC, kafka_partition DESC NULLS FIRST, kafka_offset DESC NULLS FIRST, notification_id DESC";
 
-/// Filters of `GET /notifications`.
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    pub customer_id: Option<String>,
-    pub runner_id: Option<String>,
-    pub order_id: Option<String>,
-    pub correlation_id: Option<String>,
-    pub event_type: Option<String>,
-    pub source_topic: Option<String>,
-    pub source_service: Option<String>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-}
-
-/// A keyset position: the last row of the previous page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Position {
-    pub created_at: DateTime<Utc>,
-    pub notification_id: i64,
-}
-
-/// A notification created through the API.
-#[derive(Debug, Clone)]
-pub struct NewApiNotification {
-    pub customer_id: String,
-    pub order_id: String,
-    pub runner_id: Option<String>,
-    pub event: serde_json::Value,
-    pub event_type: Option<String>,
-}
+pub use notification_parse::request::{ListFilter, NewApiNotification, Position};
 
 impl Db {
     /// The latest notification of an order by record time.

@@ -356,6 +356,93 @@ async fn invalid_queries_are_400_json(pool: PgPool) {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// Every table row as text, to prove a request changed nothing.
+async fn snapshot(pool: &PgPool) -> String {
+    sqlx::query_scalar("SELECT coalesce(string_agg(n::text, E'\\n' ORDER BY notification_id), '') FROM notifications n")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn hostile_requests_are_4xx_json_and_change_nothing(pool: PgPool) {
+    ingest(&pool, vec![("orders", 0, 1, 1_743_760_800_000, r#"{"order_id": "o-1", "customer_id": "c-1"}"#)]).await;
+    let before = snapshot(&pool).await;
+    assert!(before.contains("o-1"), "{before}");
+    let api = Api::with_token(pool.clone(), Some("s3cret"));
+    // Percent-encoded: SQL and JSON injection, NUL, overlong and invalid
+    // UTF-8, path tricks, format strings, an overlong value.
+    let long = "y".repeat(5000);
+    let hostile = [
+        "%27%3B%20DROP%20TABLE%20notifications%3B--",
+        "1%27%20OR%20%271%27%3D%271",
+        "%22%7D%2C%7B%22a%22%3A1",
+        "%00",
+        "a%00b",
+        "%C0%AF",
+        "%ED%A0%80",
+        "%FF",
+        "..%2F..%2Fetc%2Fpasswd",
+        "%25s%25n%25x",
+        "%E2%80%AE%F0%9F%92%A5",
+        "%20",
+        long.as_str(),
+    ];
+    let params = [
+        "customer_id",
+        "runner_id",
+        "order_id",
+        "correlation_id",
+        "event_type",
+        "source_topic",
+        "source_service",
+        "since",
+        "until",
+        "limit",
+        "order",
+        "cursor",
+    ];
+    let mut uris = Vec::new();
+    for h in hostile {
+        uris.push(format!("/order/{h}/latest"));
+        uris.push(format!("/order/{h}"));
+        uris.push(format!("/order/{h}/timeline"));
+        uris.push(format!("/correlation/{h}"));
+        for p in params {
+            uris.push(format!("/notifications?{p}={h}"));
+        }
+        uris.push(format!("/notifications?{h}=1"));
+    }
+    for uri in &uris {
+        let (status, body) = api.get(uri).await;
+        assert!(status.is_success() || status.is_client_error(), "{uri}: {status} {body}");
+        if status.is_client_error() {
+            assert!(body["error"].is_string(), "{uri}: {body}");
+        }
+    }
+    // Writes with the wrong token, content type or body, and reads with bodies.
+    let bodies = ["", "{", "[]", "null", "\"\"", "{\"customerId\": \"c\", \"orderId\": \"o\", \"event\": \"E\"}"];
+    for body in bodies {
+        for (ct, auth) in [
+            (Some("application/json"), None),
+            (Some("application/json"), Some("Bearer wrong")),
+            (Some("text/plain"), Some("Bearer s3cret")),
+            (Some("application/x-www-form-urlencoded"), Some("Bearer s3cret")),
+            (None, Some("Bearer s3cret")),
+        ] {
+            let (status, answer) = api.post("/send-notification", ct, auth, body).await;
+            assert!(status.is_client_error(), "{ct:?} {auth:?} {body}: {status} {answer}");
+            assert_eq!(answer["success"], false, "{answer}");
+        }
+        let (status, answer) = api.post("/order/o-1/latest", Some("application/json"), None, body).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{answer}");
+    }
+    let (status, _) =
+        api.post("/send-notification", Some("application/json"), Some("Bearer s3cret"), vec![0xff, 0xfe]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(snapshot(&pool).await, before, "a hostile request changed the table");
+}
+
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn send_notification_stores_an_api_row(pool: PgPool) {
     let api = Api::new(pool);

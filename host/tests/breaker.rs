@@ -31,7 +31,9 @@ fn modules_with(fixture: &str, topics: &str) -> (Modules, tempfile::TempDir) {
     std::fs::copy(common::component(&format!("fixture_{fixture}")), dir.path().join("m.wasm")).unwrap();
     std::fs::write(
         dir.path().join("m.toml"),
-        format!("name = \"{fixture}\"\nversion = \"0.1.0\"\ncomponent = \"m.wasm\"\n[match]\ntopics = [\"{topics}\"]\n"),
+        format!(
+            "name = \"{fixture}\"\nversion = \"0.1.0\"\ncomponent = \"m.wasm\"\n[match]\ntopics = [\"{topics}\"]\n"
+        ),
     )
     .unwrap();
     let modules = Modules::new(

@@ -60,8 +60,13 @@ fn with_database(url: &str, name: &str) -> String {
 }
 
 pub async fn create_topic(name: &str, partitions: i32) {
+    create_topic_at(&bootstrap_servers(), name, partitions).await;
+}
+
+/// Creates a topic on the broker at `bootstrap`.
+pub async fn create_topic_at(bootstrap: &str, name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap_servers()).create().unwrap();
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
     let results = admin
         .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
         .await
@@ -85,15 +90,21 @@ pub fn producer() -> FutureProducer {
 /// record per batch keeps that broker defect out of what these tests measure;
 /// against Apache Kafka either producer works.
 pub fn unbatched_producer() -> FutureProducer {
-    producer_config().set("linger.ms", "0").set("batch.num.messages", "1").create().unwrap()
+    unbatched_producer_at(&bootstrap_servers())
+}
+
+/// [`unbatched_producer`] for the broker at `bootstrap`.
+pub fn unbatched_producer_at(bootstrap: &str) -> FutureProducer {
+    producer_config_at(bootstrap).set("linger.ms", "0").set("batch.num.messages", "1").create().unwrap()
 }
 
 fn producer_config() -> ClientConfig {
+    producer_config_at(&bootstrap_servers())
+}
+
+fn producer_config_at(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", bootstrap_servers())
-        .set("message.max.bytes", "4000000")
-        .set("message.timeout.ms", "60000");
+    config.set("bootstrap.servers", bootstrap).set("message.max.bytes", "4000000").set("message.timeout.ms", "60000");
     config
 }
 
@@ -342,7 +353,17 @@ pub fn jitter(max: u64) -> u64 {
 /// Produces `count` records spread over `topics` at about `per_second`,
 /// returning their coordinates.
 pub async fn produce_steadily(topics: Vec<String>, count: usize, per_second: u64) -> Vec<Coordinates> {
-    let producer = unbatched_producer();
+    produce_steadily_at(bootstrap_servers(), topics, count, per_second).await
+}
+
+/// [`produce_steadily`] to the broker at `bootstrap`.
+pub async fn produce_steadily_at(
+    bootstrap: String,
+    topics: Vec<String>,
+    count: usize,
+    per_second: u64,
+) -> Vec<Coordinates> {
+    let producer = unbatched_producer_at(&bootstrap);
     let mut produced = Vec::with_capacity(count);
     let mut pending = Vec::new();
     let start = Instant::now();
@@ -371,4 +392,86 @@ pub async fn produce_steadily(topics: Vec<String>, count: usize, per_second: u64
 /// sizes; scripts/test runs the defaults).
 pub fn fault_param(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A tansu broker of the test's own that keeps its data in SQLite, so that it
+/// can be killed and restarted with its topics, records and committed offsets
+/// intact. Needs TANSU_BIN (scripts/test exports it when it starts tansu).
+pub struct Broker {
+    child: Option<Child>,
+    pub bootstrap: String,
+    dir: PathBuf,
+    bin: PathBuf,
+    log: PathBuf,
+}
+
+impl Broker {
+    /// None when TANSU_BIN is not set (the tests then run against a broker
+    /// they cannot restart).
+    pub fn start_persistent() -> Option<Broker> {
+        let bin = PathBuf::from(std::env::var_os("TANSU_BIN")?);
+        let dir = std::env::temp_dir().join(unique("tansu"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_addr().port();
+        let log = dir.join("broker.log");
+        let mut broker = Broker { child: None, bootstrap: format!("127.0.0.1:{port}"), dir, bin, log };
+        broker.start();
+        Some(broker)
+    }
+
+    /// Starts the broker (again) on the same port and data.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "the broker is already running");
+        let url = format!("tcp://{}", self.bootstrap);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(&self.bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let start = Instant::now();
+        while TcpStream::connect(&self.bootstrap).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(30), "broker did not listen; log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILLs the broker.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The next offset of every partition of `topics`: what the broker holds.
+    pub fn high_watermarks(&self, topics: &[String]) -> Vec<(String, i32, i64)> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().unwrap();
+        let mut out = Vec::new();
+        for topic in topics {
+            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+            for p in metadata.topics()[0].partitions() {
+                let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap();
+                out.push((topic.clone(), p.id(), high));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -19,6 +19,12 @@ pub enum ApiError {
     Database(#[from] sqlx::Error),
 }
 
+impl From<notification_parse::request::Invalid> for ApiError {
+    fn from(e: notification_parse::request::Invalid) -> Self {
+        ApiError::Invalid(e.0)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, message) = match &self {

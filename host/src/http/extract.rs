@@ -1,7 +1,8 @@
-//! axum's `Path` and `Query` with their rejections turned into the API's JSON
-//! errors (axum's own answer is plain text).
+//! axum's `Path` with its rejection turned into the API's JSON error (axum's
+//! own answer is plain text). Query strings are parsed by
+//! `notification_parse::request`.
 
-use axum::extract::{FromRequestParts, Path, Query};
+use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -17,20 +18,6 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(v)) => Ok(ApiPath(v)),
             Err(_) => Err(ApiError::Invalid("The path is not valid (percent-encoded UTF-8 expected).".into())),
-        }
-    }
-}
-
-/// Query parameters; unknown or malformed ones are a 400 naming the problem.
-pub struct ApiQuery<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match Query::<T>::from_request_parts(parts, state).await {
-            Ok(Query(v)) => Ok(ApiQuery(v)),
-            Err(rejection) => Err(ApiError::Invalid(format!("Invalid query: {}", rejection.body_text()))),
         }
     }
 }

@@ -1,0 +1,266 @@
+//! What the REST API accepts: ids in paths and filters, the query string of
+//! `GET /notifications` with its opaque cursors, and the body of
+//! `POST /send-notification`. Each parser answers a value the storage layer
+//! can use as it is, or an [`Invalid`] whose text is safe to show a client.
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Longest id accepted in a path, a filter or a body.
+pub const MAX_ID_BYTES: usize = 1024;
+/// Page size of `GET /notifications` when none is given.
+pub const DEFAULT_LIMIT: u32 = 100;
+/// Largest page size of `GET /notifications`.
+pub const MAX_LIMIT: u32 = 1000;
+
+/// A request the API refuses; the text says why and is meant for the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// Checks an id taken from a path or a filter.
+pub fn valid_id(value: &str, what: &str) -> Result<(), Invalid> {
+    if value.is_empty() || value.len() > MAX_ID_BYTES {
+        return Err(Invalid(format!("{what} must be 1 to {MAX_ID_BYTES} bytes long.")));
+    }
+    if value.contains('\0') {
+        return Err(Invalid(format!("{what} must not contain NUL characters.")));
+    }
+    Ok(())
+}
+
+/// Filters of `GET /notifications`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub customer_id: Option<String>,
+    pub runner_id: Option<String>,
+    pub order_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub event_type: Option<String>,
+    pub source_topic: Option<String>,
+    pub source_service: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A keyset position: the last row of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub created_at: DateTime<Utc>,
+    pub notification_id: i64,
+}
+
+/// The query parameters of `GET /notifications`, as they arrive.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    customer_id: Option<String>,
+    runner_id: Option<String>,
+    order_id: Option<String>,
+    correlation_id: Option<String>,
+    event_type: Option<String>,
+    source_topic: Option<String>,
+    source_service: Option<String>,
+    /// Only records at or after this time (RFC 3339).
+    since: Option<String>,
+    /// Only records before this time (RFC 3339).
+    until: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<u32>,
+    /// `asc` (oldest first, the default) or `desc`.
+    order: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A checked `GET /notifications` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListRequest {
+    pub filter: ListFilter,
+    /// Where the previous page ended.
+    pub after: Option<Position>,
+    pub descending: bool,
+    pub limit: u32,
+}
+
+/// Parses the raw (still percent-encoded) query string of `GET /notifications`.
+pub fn list_request(query: &str) -> Result<ListRequest, Invalid> {
+    let p: ListParams = serde_urlencoded::from_str(query).map_err(|e| Invalid(format!("Invalid query: {e}.")))?;
+    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(Invalid(format!("limit must be between 1 and {MAX_LIMIT}.")));
+    }
+    let descending = match p.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => return Err(Invalid("order must be asc or desc.".into())),
+    };
+    for (value, what) in [
+        (&p.customer_id, "customer_id"),
+        (&p.runner_id, "runner_id"),
+        (&p.order_id, "order_id"),
+        (&p.correlation_id, "correlation_id"),
+        (&p.event_type, "event_type"),
+        (&p.source_topic, "source_topic"),
+        (&p.source_service, "source_service"),
+    ] {
+        if let Some(v) = value {
+            valid_id(v, what)?;
+        }
+    }
+    let filter = ListFilter {
+        customer_id: p.customer_id,
+        runner_id: p.runner_id,
+        order_id: p.order_id,
+        correlation_id: p.correlation_id,
+        event_type: p.event_type,
+        source_topic: p.source_topic,
+        source_service: p.source_service,
+        since: p.since.as_deref().map(|s| parse_time(s, "since")).transpose()?,
+        until: p.until.as_deref().map(|s| parse_time(s, "until")).transpose()?,
+    };
+    let after = p.cursor.as_deref().map(|c| decode_cursor(c, descending)).transpose()?;
+    Ok(ListRequest { filter, after, descending, limit })
+}
+
+/// Parses an RFC 3339 timestamp given as the parameter `what`.
+pub fn parse_time(s: &str, what: &str) -> Result<DateTime<Utc>, Invalid> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| Invalid(format!("{what} must be an RFC 3339 timestamp, e.g. 2025-04-04T10:00:00Z.")))
+}
+
+/// Cursors are opaque to clients: base64url of `v1.<micros>.<id>.<a|d>`.
+/// A cursor is bound to the order it was made for.
+pub fn encode_cursor(p: Position, descending: bool) -> String {
+    let raw =
+        format!("v1.{}.{}.{}", p.created_at.timestamp_micros(), p.notification_id, if descending { 'd' } else { 'a' });
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// Reads a cursor made by [`encode_cursor`] for the same order.
+pub fn decode_cursor(cursor: &str, descending: bool) -> Result<Position, Invalid> {
+    let invalid = || Invalid("cursor is not valid (use next_cursor from the previous page).".into());
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let parts: Vec<&str> = text.split('.').collect();
+    let [version, micros, id, direction] = parts.as_slice() else { return Err(invalid()) };
+    if *version != "v1" || *direction != if descending { "d" } else { "a" } {
+        return Err(invalid());
+    }
+    let created_at = micros.parse().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(invalid)?;
+    let notification_id = id.parse().map_err(|_| invalid())?;
+    Ok(Position { created_at, notification_id })
+}
+
+/// A notification sent through `POST /send-notification`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewApiNotification {
+    pub customer_id: String,
+    pub order_id: String,
+    pub runner_id: Option<String>,
+    pub event: Value,
+    pub event_type: Option<String>,
+}
+
+/// Parses the body of `POST /send-notification`: `customerId` and `orderId`
+/// (strings, or integers as the original service's clients sent them),
+/// optional `runnerId`, and `event` (a string or an object whose `type`,
+/// `event_type` or `eventType` names it).
+pub fn parse_send(body: &[u8]) -> Result<NewApiNotification, Invalid> {
+    let not_object = || Invalid("The body must be a JSON object.".into());
+    let Value::Object(mut fields) = serde_json::from_slice(body).map_err(|_| not_object())? else {
+        return Err(not_object());
+    };
+    let customer_id = body_id(fields.remove("customerId"), "customerId", true)?.unwrap_or_default();
+    let order_id = body_id(fields.remove("orderId"), "orderId", true)?.unwrap_or_default();
+    let runner_id = body_id(fields.remove("runnerId"), "runnerId", false)?;
+    let event = match fields.remove("event") {
+        None | Some(Value::Null) => return Err(Invalid("event is required.".into())),
+        Some(Value::String(s)) if s.is_empty() => {
+            return Err(Invalid("event is required and must not be empty.".into()));
+        }
+        Some(e) => e,
+    };
+    let event_type = match &event {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => ["type", "event_type", "eventType"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)),
+        _ => None,
+    };
+    Ok(NewApiNotification { customer_id, order_id, runner_id, event, event_type })
+}
+
+fn body_id(v: Option<Value>, name: &str, required: bool) -> Result<Option<String>, Invalid> {
+    let text = match v {
+        Some(Value::String(s)) if !s.is_empty() => Some(s),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        None | Some(Value::Null) if !required => None,
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            return Err(Invalid(format!("{name} is required and must not be empty.")));
+        }
+        Some(_) => return Err(Invalid(format!("{name} must be a string."))),
+    };
+    if let Some(t) = &text
+        && (t.len() > MAX_ID_BYTES || t.contains('\0'))
+    {
+        return Err(Invalid(format!("{name} must be at most {MAX_ID_BYTES} bytes, without NUL.")));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_tampering() {
+        let p = Position {
+            created_at: DateTime::from_timestamp_micros(1_743_760_800_123_456).unwrap(),
+            notification_id: 42,
+        };
+        assert_eq!(decode_cursor(&encode_cursor(p, false), false).unwrap(), p);
+        assert!(decode_cursor(&encode_cursor(p, false), true).is_err(), "a cursor is bound to its order");
+        for bad in ["", "!!", "djEuMS4y", &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("v1.x.1.a")] {
+            assert!(decode_cursor(bad, false).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn list_queries() {
+        let r = list_request("order_id=o%201&since=2025-04-04T10:00:00Z&order=desc&limit=5").unwrap();
+        assert_eq!(r.filter.order_id.as_deref(), Some("o 1"));
+        assert!(r.descending);
+        assert_eq!(r.limit, 5);
+        assert_eq!(list_request("").unwrap().limit, DEFAULT_LIMIT);
+        for bad in
+            ["limit=0", "limit=1001", "limit=-1", "order=up", "nope=1", "since=yesterday", "order_id=", "cursor=x"]
+        {
+            assert!(list_request(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn send_body_validation() {
+        assert!(parse_send(br#"{"customerId": "c", "orderId": 42, "event": "ORDER_CREATED"}"#).is_ok());
+        let n =
+            parse_send(br#"{"customerId": "c", "orderId": "o", "event": {"type": "x"}, "runnerId": null}"#).unwrap();
+        assert_eq!(n.event_type.as_deref(), Some("x"));
+        for bad in [
+            &br#"[]"#[..],
+            br#"not json"#,
+            br#"{"orderId": "o", "event": "e"}"#,
+            br#"{"customerId": "", "orderId": "o", "event": "e"}"#,
+            br#"{"customerId": "c", "orderId": "o"}"#,
+            br#"{"customerId": "c", "orderId": "o", "event": ""}"#,
+            br#"{"customerId": {"a": 1}, "orderId": "o", "event": "e"}"#,
+            br#"{"customerId": "c", "orderId": 1.5, "event": "e"}"#,
+        ] {
+            assert!(parse_send(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}
