@@ -19,6 +19,11 @@ struct Expect {
     json: Option<bool>,
 }
 
+/// The largest value a record can carry on an Apache Kafka broker with its
+/// default `message.max.bytes` (1,048,588 bytes per record batch), less the
+/// batch and record overhead of this test's records.
+const AT_THE_SIZE_LIMIT: usize = 1_048_588 - 200;
+
 fn bad_values(topic: &str) -> Vec<(Out, Option<bool>)> {
     let big_json =
         format!(r#"{{"type": "big", "payload": {{"order_id": "o-big", "blob": "{}"}}}}"#, "x".repeat(1_000_000));
@@ -42,7 +47,7 @@ fn bad_values(topic: &str) -> Vec<(Out, Option<bool>)> {
         (Out::new(topic, Vec::new()), Some(false)),
         (Out { topic: topic.into(), value: None, ..Out::default() }, None),
         (Out::new(topic, big_json), Some(true)),
-        (Out::new(topic, "x".repeat(1_000_000)), Some(false)),
+        (Out::new(topic, "x".repeat(AT_THE_SIZE_LIMIT)), Some(false)),
         (Out::new(topic, r#"{"order_id": "nul\u0000inside"}"#), Some(false)),
         (Out::new(topic, r#"{"order_id": "lone \ud800 surrogate"}"#), Some(false)),
         (Out::new(topic, nested), None),
