@@ -56,6 +56,7 @@ async fn broker_restarts_under_load_lose_nothing() {
     assert!(missing_from_broker.is_empty(), "the broker lost acknowledged records: {missing_from_broker:?}");
 
     let rows = wait_for_rows(&pool, &prefix, held.len(), Duration::from_secs(120)).await;
+    let caught_up = started.elapsed().saturating_sub(produced_in);
     let stored_set: BTreeSet<Coordinates> = rows.iter().cloned().collect();
     assert_eq!(rows.len(), stored_set.len(), "duplicate rows");
     let missing: Vec<&Coordinates> = held.difference(&stored_set).take(5).collect();
@@ -68,10 +69,11 @@ async fn broker_restarts_under_load_lose_nothing() {
     );
     assert!(host.child.id() == pid && rss_kib(pid).is_some(), "the host died");
     eprintln!(
-        "FAULTS broker: {restarts} broker SIGKILL+restarts ({} s down each) over {} s, {} records held, {} acknowledged, lost 0, duplicated 0",
+        "FAULTS broker: {restarts} broker SIGKILL+restarts ({} s down each) over {} s, {} records held, {} acknowledged, lost 0, duplicated 0, all stored {:.1} s after the last was produced",
         down.as_secs(),
         produced_in.as_secs(),
         held.len(),
-        acknowledged.len()
+        acknowledged.len(),
+        caught_up.as_secs_f64()
     );
 }
