@@ -390,13 +390,30 @@ async fn send_notification(
     if !is_json {
         return Err(SendError::Invalid("Content-Type must be application/json.".into()));
     }
-    let body = axum::body::to_bytes(request.into_body(), state.max_body_bytes)
-        .await
-        .map_err(|_| SendError::TooLarge(state.max_body_bytes))?;
+    let body = axum::body::to_bytes(request.into_body(), state.max_body_bytes).await.map_err(|e| {
+        if over_limit(&e) {
+            SendError::TooLarge(state.max_body_bytes)
+        } else {
+            SendError::Invalid("The body could not be read (malformed or interrupted transfer).".into())
+        }
+    })?;
     let new = parse_send(&body).map_err(|Invalid(m)| SendError::Invalid(m))?;
     let stored = state.db.insert_api(&new).await.map_err(SendError::from_db)?;
     let body = Sent { success: true, message: "Notification created successfully", notification: stored.into() };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Whether reading a body failed because it passed the size cap (rather than
+/// because the transfer itself was broken).
+fn over_limit(error: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), SendError> {
