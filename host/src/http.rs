@@ -32,7 +32,7 @@ use crate::storage::{Db, Notification};
 pub use error::{ApiError, SendError};
 use extract::ApiPath;
 use notification_parse::request::{
-    Invalid, ListParams, ListRequest, Position, encode_cursor, list_request, parse_send, valid_id,
+    ListParams, ListRequest, Position, encode_cursor, list_request, parse_send, valid_id,
 };
 
 /// Most events a timeline returns.
@@ -397,7 +397,7 @@ async fn send_notification(
             SendError::Invalid("The body could not be read (malformed or interrupted transfer).".into())
         }
     })?;
-    let new = parse_send(&body).map_err(|Invalid(m)| SendError::Invalid(m))?;
+    let new = parse_send(&body)?;
     let stored = state.db.insert_api(&new).await.map_err(SendError::from_db)?;
     let body = Sent { success: true, message: "Notification created successfully", notification: stored.into() };
     Ok((StatusCode::CREATED, Json(body)).into_response())

@@ -782,13 +782,18 @@ mod tests {
         assert!(json_document(deep.as_bytes()).is_ok());
     }
 
-    #[test]
-    fn headers_keep_order_nulls_and_binary() {
-        let h = vec![
+    /// A repeated name, a null value and a binary value.
+    fn mixed_headers() -> Vec<Header> {
+        vec![
             Header { key: "a".into(), value: Some(b"1".to_vec()) },
             Header { key: "a".into(), value: None },
             Header { key: "bin".into(), value: Some(vec![0xff, 0]) },
-        ];
+        ]
+    }
+
+    #[test]
+    fn headers_keep_order_nulls_and_binary() {
+        let h = mixed_headers();
         assert_eq!(
             headers_json(&h),
             r#"[{"key":"a","value":"1"},{"key":"a","value":null},{"key":"bin","value_b64":"/wA="}]"#
@@ -797,11 +802,7 @@ mod tests {
 
     #[test]
     fn headers_round_trip() {
-        let h = vec![
-            Header { key: "a".into(), value: Some(b"1".to_vec()) },
-            Header { key: "a".into(), value: None },
-            Header { key: "bin".into(), value: Some(vec![0xff, 0]) },
-        ];
+        let h = mixed_headers();
         assert_eq!(headers_from_json(&headers_json(&h)), h);
     }
 

@@ -51,6 +51,12 @@ pub enum SendError {
     Database(sqlx::Error),
 }
 
+impl From<notification_parse::request::Invalid> for SendError {
+    fn from(e: notification_parse::request::Invalid) -> Self {
+        SendError::Invalid(e.0)
+    }
+}
+
 impl SendError {
     /// A value PostgreSQL refuses (SQLSTATE class 22) is the client's fault.
     pub fn from_db(e: sqlx::Error) -> SendError {
