@@ -21,6 +21,7 @@ pub mod env {
     pub const DATABASE_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
     pub const BATCH_SIZE: &str = "BATCH_SIZE";
     pub const BATCH_LINGER: &str = "BATCH_LINGER";
+    pub const BATCH_MAX_BYTES: &str = "BATCH_MAX_BYTES";
     pub const HTTP_ADDR: &str = "HTTP_ADDR";
     pub const SHUTDOWN_TIMEOUT: &str = "SHUTDOWN_TIMEOUT";
     pub const LOG_FORMAT: &str = "LOG_FORMAT";
@@ -50,6 +51,7 @@ pub mod env {
         DATABASE_MAX_CONNECTIONS,
         BATCH_SIZE,
         BATCH_LINGER,
+        BATCH_MAX_BYTES,
         HTTP_ADDR,
         SHUTDOWN_TIMEOUT,
         LOG_FORMAT,
@@ -279,6 +281,14 @@ pub struct PipelineConfig {
     /// Most records written in one database transaction.
     #[arg(long, env = env::BATCH_SIZE, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
+
+    /// Most bytes of record data (values, keys and headers) in one batch. A
+    /// batch is one statement, and PostgreSQL refuses a statement or an array
+    /// over 1 GiB: a thousand records of a megabyte each would never be
+    /// written. The value is stored twice (bytes and document), so keep this
+    /// well under 512 MiB.
+    #[arg(long, env = env::BATCH_MAX_BYTES, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..=(256 << 20)))]
+    pub batch_max_bytes: u64,
 
     /// Longest a record waits for its batch to fill before it is written.
     #[arg(long, env = env::BATCH_LINGER, default_value = "100ms", value_parser = parse_duration)]

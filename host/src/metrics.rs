@@ -5,6 +5,8 @@
 //! | `notification_records_consumed_total` | counter | `topic` |
 //! | `notification_records_stored_total` | counter | `topic` (records whose row is committed; a redelivery counts again) |
 //! | `notification_normalizer_errors_total` | counter | `normalizer` |
+//! | `notification_records_reduced_total` | counter | `topic`, `form` (`without_document` or `last_resort`: records PostgreSQL refused as they were, stored in a reduced form) |
+//! | `notification_write_failures_total` | counter | `kind` (`outage`, or `last_resort_refused`: the database refuses every row alike) |
 //! | `notification_batch_write_seconds` | histogram | |
 //! | `notification_batch_records` | histogram | |
 //! | `notification_consumer_lag` | gauge | `topic`, `partition` |
@@ -38,6 +40,17 @@ pub struct NormalizerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReducedLabels {
+    pub topic: String,
+    pub form: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: String,
     pub method: String,
@@ -55,6 +68,8 @@ pub struct Metrics {
     pub consumed: Family<TopicLabel, Counter>,
     pub stored: Family<TopicLabel, Counter>,
     pub normalizer_errors: Family<NormalizerLabel, Counter>,
+    pub reduced: Family<ReducedLabels, Counter>,
+    pub write_failures: Family<KindLabel, Counter>,
     pub batch_write_seconds: Histogram,
     pub batch_records: Histogram,
     pub consumer_lag: Family<PartitionLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
@@ -69,6 +84,8 @@ impl Default for Metrics {
         let consumed = Family::<TopicLabel, Counter>::default();
         let stored = Family::<TopicLabel, Counter>::default();
         let normalizer_errors = Family::<NormalizerLabel, Counter>::default();
+        let reduced = Family::<ReducedLabels, Counter>::default();
+        let write_failures = Family::<KindLabel, Counter>::default();
         let batch_write_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let batch_records = Histogram::new(exponential_buckets(1.0, 4.0, 10));
         let consumer_lag = Family::default();
@@ -80,6 +97,12 @@ impl Default for Metrics {
         registry.register("records_consumed", "Records received from Kafka", consumed.clone());
         registry.register("records_stored", "Records whose row is committed in PostgreSQL", stored.clone());
         registry.register("normalizer_errors", "Records a normalizer module failed on", normalizer_errors.clone());
+        registry.register(
+            "records_reduced",
+            "Records PostgreSQL refused as they were, stored without their document or through the last resort",
+            reduced.clone(),
+        );
+        registry.register("write_failures", "Failed batch writes, retried, by kind", write_failures.clone());
         registry.register(
             "batch_write_seconds",
             "Time to write one batch, retries included",
@@ -95,6 +118,8 @@ impl Default for Metrics {
             consumed,
             stored,
             normalizer_errors,
+            reduced,
+            write_failures,
             batch_write_seconds,
             batch_records,
             consumer_lag,

@@ -24,10 +24,10 @@ use tracing::Instrument as _;
 
 use crate::config::{KafkaConfig, PipelineConfig};
 use crate::kafka::{self, HostConsumer};
-use crate::metrics::{Metrics, NormalizerLabel, TopicLabel};
+use crate::metrics::{KindLabel, Metrics, NormalizerLabel, ReducedLabels, TopicLabel};
 use crate::record::{Normalized, Record};
 use crate::status::Status;
-use crate::storage::{Db, StoredRow};
+use crate::storage::{Db, StoredRow, WriteError};
 
 /// Normalizes a batch: one answer per record, in order. CPU-bound; the
 /// pipeline calls it on a blocking thread.
@@ -102,7 +102,11 @@ async fn poll_loop(
     shutdown: &CancellationToken,
 ) {
     let batch_size = config.batch_size as usize;
+    let max_bytes = usize::try_from(config.batch_max_bytes).unwrap_or(usize::MAX);
     let mut batch: Vec<Record> = Vec::with_capacity(batch_size);
+    // Record data in `batch`, bounded by `batch_max_bytes` as the count is
+    // by `batch_size`: one statement must stay under PostgreSQL's 1 GiB.
+    let mut batch_bytes = 0usize;
     let mut batch_deadline: Option<Instant> = None;
     // A full (or lingered) batch waiting for the normalize stage to take it.
     let mut pending: Option<Vec<Record>> = None;
@@ -117,11 +121,13 @@ async fn poll_loop(
     // paused, so that polling can resume and keep the consumer in its group.
     let mut blocked_since: Option<Instant> = None;
     loop {
-        if pending.is_none() && batch.len() >= batch_size {
+        let full = batch.len() >= batch_size || batch_bytes >= max_bytes;
+        if pending.is_none() && full {
             pending = Some(std::mem::replace(&mut batch, Vec::with_capacity(batch_size)));
+            batch_bytes = 0;
             batch_deadline = None;
         }
-        let blocked = pending.is_some() && batch.len() >= batch_size;
+        let blocked = pending.is_some() && (batch.len() >= batch_size || batch_bytes >= max_bytes);
         blocked_since = if blocked { blocked_since.or(Some(Instant::now())) } else { None };
         let pause_at = blocked_since.filter(|_| !paused).map(|t| t + PAUSE_AFTER);
         let linger = batch_deadline.filter(|_| pending.is_none());
@@ -151,6 +157,7 @@ async fn poll_loop(
             }
             () = sleep_until(linger), if linger.is_some() => {
                 pending = Some(std::mem::replace(&mut batch, Vec::with_capacity(batch_size)));
+                batch_bytes = 0;
                 batch_deadline = None;
             }
             () = sleep_until(pause_at), if pause_at.is_some() => {
@@ -163,7 +170,9 @@ async fn poll_loop(
                     if batch.is_empty() {
                         batch_deadline = Some(Instant::now() + config.batch_linger);
                     }
-                    batch.push(kafka::to_record(&message));
+                    let record = kafka::to_record(&message);
+                    batch_bytes += record_bytes(&record);
+                    batch.push(record);
                 }
                 Err(error) => {
                     tracing::warn!(%error, "Kafka consumer error.");
@@ -179,6 +188,14 @@ async fn poll_loop(
             break;
         }
     }
+}
+
+/// The bytes a record adds to a batch's statement: its value twice (the
+/// bytes and the JSON document), key and headers.
+fn record_bytes(r: &Record) -> usize {
+    let value = r.value.as_ref().map_or(0, Vec::len);
+    let headers: usize = r.headers.iter().map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len) * 2).sum();
+    2 * value + r.key.as_ref().map_or(0, Vec::len) + headers
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -258,7 +275,7 @@ async fn writer_stage(
     while let Some(batch) = batches.recv().await {
         let started = std::time::Instant::now();
         let span = tracing::info_span!("batch", rows = batch.rows.len(), topics = batch.per_topic.len());
-        let written = write_with_retry(&db, &batch.rows, &status, &give_up).instrument(span).await;
+        let written = write_with_retry(&db, &batch.rows, &status, &metrics, &give_up).instrument(span).await;
         if !written {
             // Storing the offsets of any later batch would skip this one.
             return false;
@@ -277,24 +294,60 @@ async fn writer_stage(
     true
 }
 
-async fn write_with_retry(db: &Db, rows: &[StoredRow], status: &Status, give_up: &CancellationToken) -> bool {
+/// Writes one batch, retrying while the database is down or refuses every
+/// row alike. A record PostgreSQL refuses is never a reason to retry: the
+/// write path stores it in a reduced form and the batch goes on.
+async fn write_with_retry(
+    db: &Db,
+    rows: &[StoredRow],
+    status: &Status,
+    metrics: &Metrics,
+    give_up: &CancellationToken,
+) -> bool {
     let mut delay = Duration::from_millis(100);
     let mut failures = 0u32;
     loop {
         match db.insert(rows).await {
-            Ok(inserted) => {
+            Ok(written) => {
                 if failures > 0 {
                     tracing::info!(failures, "Database writes succeed again.");
                 }
                 status.set_db_up(true);
-                tracing::debug!(rows = rows.len(), inserted, "Batch written.");
+                status.set_write_blocked(None);
+                for r in &written.reduced {
+                    metrics
+                        .reduced
+                        .get_or_create(&ReducedLabels { topic: r.topic.clone(), form: r.form.label() })
+                        .inc();
+                }
+                tracing::debug!(
+                    rows = rows.len(),
+                    inserted = written.inserted,
+                    reduced = written.reduced.len(),
+                    "Batch written."
+                );
                 return true;
             }
             Err(error) => {
-                status.set_db_up(false);
                 failures += 1;
+                let kind = match &error {
+                    WriteError::Outage(_) => {
+                        status.set_db_up(false);
+                        "outage"
+                    }
+                    WriteError::LastResortRefused { .. } => {
+                        status.set_write_blocked(Some(error.to_string()));
+                        "last_resort_refused"
+                    }
+                };
+                metrics.write_failures.get_or_create(&KindLabel { kind }).inc();
                 if failures == 1 || failures.is_multiple_of(20) {
-                    tracing::warn!(%error, failures, "Database write failed; retrying with backoff.");
+                    match kind {
+                        "outage" => tracing::warn!(%error, failures, "Database write failed; retrying with backoff."),
+                        _ => {
+                            tracing::error!(%error, failures, "The database refuses every row alike; ingestion waits and retries with backoff.")
+                        }
+                    }
                 }
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}

@@ -2,6 +2,7 @@
 //! consumer holds its assignment. Written by the pipeline and the Kafka
 //! callbacks, read by the HTTP server.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Shared readiness state.
@@ -14,6 +15,10 @@ pub struct Status {
     assigned_partitions: AtomicUsize,
     subscribed_topics: AtomicUsize,
     subscription_known: AtomicBool,
+    /// Why writes are failing while the database answers, when they are: the
+    /// database refuses even a last-resort row. Ingestion waits, so `/ready`
+    /// must say it.
+    write_blocked: Mutex<Option<String>>,
 }
 
 impl Status {
@@ -40,20 +45,30 @@ impl Status {
         self.subscription_known.store(true, Ordering::Relaxed);
     }
 
+    /// Sets or clears why writes are failing although the database answers.
+    pub fn set_write_blocked(&self, reason: Option<String>) {
+        if let Ok(mut slot) = self.write_blocked.lock() {
+            *slot = reason;
+        }
+    }
+
     pub fn assigned_partitions(&self) -> usize {
         self.assigned_partitions.load(Ordering::Relaxed)
     }
 
     /// `Ok` when ready, otherwise every reason it is not.
-    pub fn readiness(&self) -> Result<(), Vec<&'static str>> {
-        let mut reasons = Vec::new();
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let mut reasons: Vec<String> = Vec::new();
         if !self.db_up() {
-            reasons.push("the database does not answer");
+            reasons.push("the database does not answer".into());
+        }
+        if let Some(why) = self.write_blocked.lock().ok().and_then(|w| w.clone()) {
+            reasons.push(format!("writes are failing and ingestion waits: {why}"));
         }
         if !self.subscription_known.load(Ordering::Relaxed) {
-            reasons.push("the topic list has not been read from the broker yet");
+            reasons.push("the topic list has not been read from the broker yet".into());
         } else if self.subscribed_topics.load(Ordering::Relaxed) > 0 && !self.assigned.load(Ordering::Relaxed) {
-            reasons.push("the consumer holds no assignment (joining the group or rebalancing)");
+            reasons.push("the consumer holds no assignment (joining the group or rebalancing)".into());
         }
         if reasons.is_empty() { Ok(()) } else { Err(reasons) }
     }

@@ -36,14 +36,71 @@ pub struct Db {
     pool: PgPool,
 }
 
-/// Why a batch could not be written. Every cause is worth retrying: the
-/// records it held are not lost, only delayed.
+/// Why a batch could not be written. Never a property of one record: every
+/// record PostgreSQL refuses is stored through the last resort instead, so
+/// what is left is a database that is down or refuses every row alike. The
+/// records it held are not lost, only delayed: the writer retries.
 #[derive(Debug, thiserror::Error)]
-#[error("failed to write {rows} rows: {source}")]
-pub struct WriteError {
-    rows: usize,
-    #[source]
-    source: sqlx::Error,
+pub enum WriteError {
+    /// The database is unreachable or cannot work now (connection lost,
+    /// shutting down, out of disk, a deadlock): wait and retry.
+    #[error("the database is unavailable: {0}")]
+    Outage(#[source] sqlx::Error),
+    /// PostgreSQL refused even the last-resort row, which holds nothing a
+    /// record controls: the cause is the database (a dropped table, lost
+    /// privileges, a read-only server), not the data.
+    #[error("PostgreSQL refused even the last-resort row of {topic}/{partition}@{offset}: {reason}")]
+    LastResortRefused { topic: String, partition: i32, offset: i64, reason: String },
+}
+
+/// What writing a batch took: rows that were new, and the records that had
+/// to be stored in a reduced form because PostgreSQL refused a value.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub inserted: u64,
+    pub reduced: Vec<Reduced>,
+}
+
+/// A record stored in a reduced form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reduced {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub form: ReducedForm,
+}
+
+/// How much of a refused record's row was kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReducedForm {
+    /// Everything but the JSON document.
+    WithoutDocument,
+    /// The exact bytes and coordinates only ([`StoredRow::last_resort`]).
+    LastResort,
+}
+
+impl ReducedForm {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReducedForm::WithoutDocument => "without_document",
+            ReducedForm::LastResort => "last_resort",
+        }
+    }
+}
+
+/// Why one statement failed.
+enum Failure {
+    /// Retry later, as it is.
+    Outage(sqlx::Error),
+    /// PostgreSQL refused something in the rows; the reason, for the note.
+    Refused(String),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Failure {
+        if is_outage(&e) { Failure::Outage(e) } else { Failure::Refused(database_reason(&e)) }
+    }
 }
 
 impl Db {
@@ -82,48 +139,85 @@ impl Db {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
 
-    /// Writes `rows` in one transaction, skipping rows already stored.
-    /// Returns how many rows were new.
+    /// Writes `rows`, skipping rows already stored (a redelivery), and
+    /// stores every record whatever PostgreSQL thinks of its values.
     ///
-    /// When PostgreSQL refuses a value the host could not foresee (a JSON
-    /// document JSONB rejects, say), the batch is written again row by row,
-    /// and a row that is still refused is stored without its JSON document,
-    /// with the reason in `ingest_note`, so the record is never lost.
-    pub async fn insert(&self, rows: &[StoredRow]) -> Result<u64, WriteError> {
+    /// The batch is one statement. When PostgreSQL refuses it for a reason
+    /// other than an outage, the refused rows are found by halving the batch
+    /// (a few statements for one bad row in a thousand, not a thousand), and
+    /// each refused row is stored again in a reduced form: first without its
+    /// JSON document, then through the last resort ([`StoredRow::last_resort`]),
+    /// a row holding only the record's exact bytes, its Kafka coordinates and
+    /// a note saying what was dropped and why. Nothing in that row comes from
+    /// a normalizer or a JSON parser, and no index covers a value a producer
+    /// controls beyond Kafka's own limits, so PostgreSQL has nothing in it to
+    /// refuse; if it refuses anyway the cause is the database, not the record,
+    /// and the caller retries.
+    pub async fn insert(&self, rows: &[StoredRow]) -> Result<Written, WriteError> {
+        let mut written = Written::default();
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(written);
         }
-        match self.insert_batch(rows).await {
-            Ok(n) => Ok(n),
-            Err(e) if is_data_error(&e) => {
-                tracing::warn!(rows = rows.len(), error = %e, "PostgreSQL refused a value; writing the batch row by row.");
-                let mut inserted = 0;
-                for row in rows {
-                    inserted += self.insert_one_refusing_gracefully(row).await?;
-                }
-                Ok(inserted)
+        // Slices still to write, last first; a refused slice is halved.
+        let mut todo = vec![rows];
+        while let Some(slice) = todo.pop() {
+            match self.insert_batch(slice).await.map_err(Failure::from) {
+                Ok(n) => written.inserted += n,
+                Err(Failure::Outage(e)) => return Err(WriteError::Outage(e)),
+                Err(Failure::Refused(reason)) => match slice {
+                    [row] => {
+                        let (inserted, form) = self.insert_reduced(row, reason).await?;
+                        written.inserted += inserted;
+                        written.reduced.push(Reduced {
+                            topic: row.source_topic.clone(),
+                            partition: row.kafka_partition.unwrap_or_default(),
+                            offset: row.kafka_offset.unwrap_or_default(),
+                            form,
+                        });
+                    }
+                    _ => {
+                        if slice.len() == rows.len() {
+                            tracing::warn!(rows = rows.len(), %reason, "PostgreSQL refused a value; finding the refused rows.");
+                        }
+                        let (first, second) = slice.split_at(slice.len() / 2);
+                        todo.push(second);
+                        todo.push(first);
+                    }
+                },
             }
-            Err(e) => Err(WriteError { rows: rows.len(), source: e }),
         }
+        Ok(written)
     }
 
-    async fn insert_one_refusing_gracefully(&self, row: &StoredRow) -> Result<u64, WriteError> {
-        match self.insert_batch(std::slice::from_ref(row)).await {
-            Ok(n) => Ok(n),
-            Err(e) if is_data_error(&e) => {
-                let reason = database_reason(&e);
-                tracing::warn!(
-                    topic = %row.source_topic, partition = ?row.kafka_partition, offset = ?row.kafka_offset,
-                    %reason, "PostgreSQL refused the JSON document; storing the record's bytes without it."
-                );
-                let mut degraded = row.clone();
-                degraded.event = None;
-                degraded.add_note(format!("PostgreSQL refused the JSON document: {reason}"));
-                self.insert_batch(std::slice::from_ref(&degraded))
-                    .await
-                    .map_err(|source| WriteError { rows: 1, source })
+    /// Stores one row PostgreSQL refused as it was.
+    async fn insert_reduced(&self, row: &StoredRow, reason: String) -> Result<(u64, ReducedForm), WriteError> {
+        let (topic, partition, offset) =
+            (&row.source_topic, row.kafka_partition.unwrap_or_default(), row.kafka_offset.unwrap_or_default());
+        let mut reasons = vec![reason];
+        if row.event.is_some() {
+            let mut without = row.clone();
+            without.event = None;
+            without.add_note(format!("PostgreSQL refused the row; stored without its JSON document: {}", reasons[0]));
+            match self.insert_batch(std::slice::from_ref(&without)).await.map_err(Failure::from) {
+                Ok(inserted) => {
+                    tracing::warn!(%topic, partition, offset, reason = %reasons[0], "PostgreSQL refused the row; stored it without its JSON document.");
+                    return Ok((inserted, ReducedForm::WithoutDocument));
+                }
+                Err(Failure::Outage(e)) => return Err(WriteError::Outage(e)),
+                Err(Failure::Refused(reason)) => reasons.push(reason),
             }
-            Err(source) => Err(WriteError { rows: 1, source }),
+        }
+        let reason = reasons.join("; then ");
+        let last = row.last_resort(&reason);
+        match self.insert_batch(std::slice::from_ref(&last)).await.map_err(Failure::from) {
+            Ok(inserted) => {
+                tracing::warn!(%topic, partition, offset, %reason, "PostgreSQL refused the row; stored the record through the last resort.");
+                Ok((inserted, ReducedForm::LastResort))
+            }
+            Err(Failure::Outage(e)) => Err(WriteError::Outage(e)),
+            Err(Failure::Refused(refused)) => {
+                Err(WriteError::LastResortRefused { topic: topic.clone(), partition, offset, reason: refused })
+            }
         }
     }
 
@@ -170,13 +264,29 @@ fn col<T>(rows: &[StoredRow], f: impl Fn(&StoredRow) -> T) -> Vec<T> {
     rows.iter().map(f).collect()
 }
 
-/// A refusal that depends on the data (SQLSTATE classes 22, data exception,
-/// and 54, program limit exceeded, such as JSON nested too deeply), as
-/// opposed to an outage, which is retried as it is.
-fn is_data_error(e: &sqlx::Error) -> bool {
+/// An error that says the database cannot work now, whatever the rows: the
+/// connection or pool failed, or PostgreSQL reports a connection exception
+/// (SQLSTATE class 08), insufficient resources (53: disk full, out of memory,
+/// too many connections), operator intervention (57: shutting down), a system
+/// error (58), a transaction rolled back by a deadlock or serialization
+/// failure (40), a read-only transaction (25, a server that became a standby),
+/// an object in use (55: a lock timeout), or an unknown database (3D) or
+/// failed authentication (28).
+///
+/// Everything else is treated as a refusal of the rows, which the write path
+/// resolves by storing them in a reduced form. Mistaking an outage for a
+/// refusal costs a few statements and ends in a retry (the last resort is
+/// refused too); mistaking a refusal for an outage would retry one bad record
+/// forever, so the list of outages is the one kept short.
+fn is_outage(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("54")),
-        _ => false,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            ["08", "53", "57", "58", "40", "25", "55", "3D", "28"].iter().any(|class| code.starts_with(class))
+        }
+        // Encoding a value the driver itself refuses is about the row.
+        sqlx::Error::Encode(_) | sqlx::Error::InvalidArgument(_) => false,
+        _ => true,
     }
 }
 
@@ -548,6 +658,11 @@ fn list_query(
     ];
     for (column, value) in equals {
         if let Some(value) = value {
+            if HASHED_ID_COLUMNS.contains(&column) {
+                qb.push(format!(" AND hashtextextended({column}, 0) = hashtextextended("))
+                    .push_bind(value.clone())
+                    .push(", 0)");
+            }
             qb.push(format!(" AND {column} = ")).push_bind(value.clone());
         }
     }
@@ -574,24 +689,40 @@ fn list_query(
     qb
 }
 
+/// The id columns whose indexes hold a hash of the value (migration 0002):
+/// a query finds candidates by the hash and keeps the exact matches.
+const HASHED_ID_COLUMNS: [&str; 4] = ["order_id", "customer_id", "runner_id", "correlation_id"];
+
+/// `column` equals the text `param`, in the form the hash index serves.
+fn id_equals(column: &str, param: &str) -> String {
+    debug_assert!(HASHED_ID_COLUMNS.contains(&column.rsplit('.').next().unwrap_or(column)));
+    format!("hashtextextended({column}, 0) = hashtextextended({param}, 0) AND {column} = {param}")
+}
+
 fn latest_sql() -> String {
-    format!("SELECT {COLUMNS} FROM notifications WHERE order_id = $1 ORDER BY {TIME_ORDER_DESC} LIMIT 1")
+    format!(
+        "SELECT {COLUMNS} FROM notifications WHERE {} ORDER BY {TIME_ORDER_DESC} LIMIT 1",
+        id_equals("order_id", "$1::text")
+    )
 }
 
 fn for_column_sql(column: &str) -> String {
-    format!("SELECT {COLUMNS} FROM notifications WHERE {column} = $1 ORDER BY {TIME_ORDER}")
+    format!("SELECT {COLUMNS} FROM notifications WHERE {} ORDER BY {TIME_ORDER}", id_equals(column, "$1::text"))
 }
 
 fn timeline_sql() -> String {
     format!(
-        "WITH direct AS (SELECT {COLUMNS} FROM notifications WHERE order_id = $1), \
+        "WITH direct AS (SELECT {COLUMNS} FROM notifications WHERE {by_order}), \
          sagas AS (SELECT DISTINCT correlation_id FROM direct WHERE correlation_id IS NOT NULL) \
          SELECT * FROM ( \
            SELECT *, true AS direct FROM direct \
            UNION ALL \
-           SELECT {COLUMNS}, false AS direct FROM notifications \
-           WHERE correlation_id IN (SELECT correlation_id FROM sagas) AND order_id IS DISTINCT FROM $1 \
-         ) t ORDER BY {TIME_ORDER} LIMIT $2"
+           SELECT n.*, false AS direct FROM sagas s CROSS JOIN LATERAL ( \
+             SELECT {COLUMNS} FROM notifications \
+             WHERE {by_saga} AND order_id IS DISTINCT FROM $1::text) n \
+         ) t ORDER BY {TIME_ORDER} LIMIT $2",
+        by_order = id_equals("order_id", "$1::text"),
+        by_saga = id_equals("correlation_id", "s.correlation_id"),
     )
 }
 
@@ -639,8 +770,57 @@ impl StoredRow {
             raw_value: record.value,
             source_topic: record.topic,
             ingest_note: (!notes.is_empty()).then(|| notes.join("; ")),
-            normalizer: Some(normalized.normalizer),
-            normalizer_error: normalized.error,
+            normalizer: Some(normalized.normalizer.replace('\0', "\u{FFFD}")),
+            normalizer_error: normalized.error.map(|e| e.replace('\0', "\u{FFFD}")),
+        }
+    }
+
+    /// The last resort for a record PostgreSQL refused: the exact value, key
+    /// and headers, the Kafka coordinates and times, the normalizer's name,
+    /// and a note saying what was dropped and why. Every text in it is the
+    /// host's own, bounded and free of NUL: the headers are JSON the host
+    /// wrote (NUL-free strings, anything else in base64), the note is cut to
+    /// [`MAX_NOTE_BYTES`], and the topic name is bounded by Kafka. Nothing a
+    /// normalizer or a JSON parser produced is left to refuse.
+    pub fn last_resort(&self, reason: &str) -> StoredRow {
+        let mut dropped = Vec::new();
+        if self.event.is_some() {
+            dropped.push("the JSON document".to_owned());
+        }
+        for (name, value) in named_fields(&self.fields) {
+            if let Some(v) = value {
+                dropped.push(format!("{name} ({} bytes)", v.len()));
+            }
+        }
+        if let Some(e) = &self.normalizer_error {
+            dropped.push(format!("the normalizer's error ({} bytes)", e.len()));
+        }
+        let normalizer = self.normalizer.clone().filter(|n| n.len() <= MAX_NORMALIZER_BYTES && !n.contains('\0'));
+        if normalizer.is_none() && self.normalizer.is_some() {
+            dropped.push("the normalizer's name".to_owned());
+        }
+        let mut note = format!(
+            "PostgreSQL refused the row ({reason}); stored as a last resort with the exact value, key, headers and \
+             Kafka coordinates; dropped: {}",
+            if dropped.is_empty() { "nothing".to_owned() } else { dropped.join(", ") }
+        );
+        if let Some(earlier) = &self.ingest_note {
+            note = format!("{earlier}; {note}");
+        }
+        StoredRow {
+            fields: Fields::default(),
+            event: None,
+            created_at: self.created_at,
+            source_topic: self.source_topic.clone(),
+            kafka_partition: self.kafka_partition,
+            kafka_offset: self.kafka_offset,
+            kafka_key: self.kafka_key.clone(),
+            kafka_headers: self.kafka_headers.clone(),
+            kafka_timestamp: self.kafka_timestamp,
+            raw_value: self.raw_value.clone(),
+            ingest_note: Some(bounded_note(&note)),
+            normalizer,
+            normalizer_error: None,
         }
     }
 
@@ -695,6 +875,39 @@ fn representable_timestamp(ms: i64) -> Option<DateTime<Utc>> {
     const MIN_MS: i64 = -210_866_803_200_000;
     const MAX_MS: i64 = 9_224_318_015_999_999;
     (MIN_MS..=MAX_MS).contains(&ms).then(|| DateTime::from_timestamp_millis(ms)).flatten()
+}
+
+/// The longest note the last resort writes; a longer one is cut, at a
+/// character boundary, and says so.
+pub const MAX_NOTE_BYTES: usize = 4096;
+
+/// The longest normalizer name (`name@version`) the last resort keeps.
+const MAX_NORMALIZER_BYTES: usize = 256;
+
+fn bounded_note(note: &str) -> String {
+    let clean = note.replace('\0', "\u{FFFD}");
+    if clean.len() <= MAX_NOTE_BYTES {
+        return clean;
+    }
+    const CUT: &str = " [note cut]";
+    let mut end = MAX_NOTE_BYTES - CUT.len();
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{CUT}", &clean[..end])
+}
+
+/// The fields by column name.
+fn named_fields(f: &Fields) -> [(&'static str, &Option<String>); 7] {
+    [
+        ("customer_id", &f.customer_id),
+        ("runner_id", &f.runner_id),
+        ("order_id", &f.order_id),
+        ("event_type", &f.event_type),
+        ("correlation_id", &f.correlation_id),
+        ("source_service", &f.source_service),
+        ("status", &f.status),
+    ]
 }
 
 /// PostgreSQL text cannot hold NUL; such characters become U+FFFD and the

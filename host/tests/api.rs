@@ -327,7 +327,8 @@ async fn list_filters_and_pages_without_gaps_or_repeats(pool: PgPool) {
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn invalid_queries_are_400_json(pool: PgPool) {
     let api = Api::new(pool);
-    let long = "x".repeat(2000);
+    // One byte over the longest id a request may carry (MAX_ID_BYTES).
+    let long = "x".repeat(32_769);
     for uri in [
         "/notifications?limit=0".to_owned(),
         "/notifications?limit=1001".to_owned(),
@@ -602,4 +603,46 @@ async fn every_api_query_uses_an_index(pool: PgPool) {
         assert!(plan.contains("Index"), "{name} uses no index:\n{plan}");
         assert!(!plan.contains("Seq Scan on notifications"), "{name} scans the table:\n{plan}");
     }
+}
+
+/// An id of any length is stored whole and found by its full value: a
+/// 5,000-character correlation id (a token pasted into the wrong field) and a
+/// 9,000-character order id, through every read endpoint.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn ids_thousands_of_characters_long_are_found_whole(pool: PgPool) {
+    let hex = |len: usize, seed: u64| -> String {
+        let mut x = seed;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from_digit((x % 16) as u32, 16).unwrap()
+            })
+            .collect()
+    };
+    let (saga, order) = (hex(5000, 7), hex(9000, 11));
+    let first =
+        format!(r#"{{"type": "order.created", "correlation_id": "{saga}", "payload": {{"order_id": "{order}"}}}}"#);
+    let second = format!(r#"{{"type": "payment.authorized", "correlation_id": "{saga}", "payload": {{}}}}"#);
+    // Same prefix, another id: the exact comparison must tell them apart.
+    let near = format!(r#"{{"type": "x", "correlation_id": "{}0"}}"#, &saga[..4999]);
+    ingest(&pool, vec![("t", 0, 0, T0, &first), ("t", 0, 1, T0 + 1, &second), ("t", 0, 2, T0 + 2, &near)]).await;
+    let api = Api::new(pool);
+
+    let (status, body) = api.get(&format!("/correlation/{saga}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events = body.as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e["correlationId"] == json!(saga)));
+
+    let (status, body) = api.get(&format!("/order/{order}/latest")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["orderId"], json!(order));
+    let (status, body) = api.get(&format!("/order/{order}/timeline")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["events"].as_array().unwrap().len(), 2, "the order's event and its correlated payment");
+    let (status, body) = api.get(&format!("/notifications?correlation_id={saga}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["notifications"].as_array().map(Vec::len), Some(2), "{body}");
 }

@@ -8,8 +8,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-/// Longest id accepted in a path, a filter or a body.
-pub const MAX_ID_BYTES: usize = 1024;
+/// Longest id accepted in a path, a filter or a body. Ids of any length are
+/// stored and indexed (by hash); this bounds only what a request may carry.
+pub const MAX_ID_BYTES: usize = 32_768;
 /// Page size of `GET /notifications` when none is given.
 pub const DEFAULT_LIMIT: u32 = 100;
 /// Largest page size of `GET /notifications`.

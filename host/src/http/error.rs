@@ -61,9 +61,15 @@ impl SendError {
     /// A value PostgreSQL refuses (SQLSTATE class 22) is the client's fault.
     pub fn from_db(e: sqlx::Error) -> SendError {
         match &e {
-            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => SendError::Invalid(
-                "The event cannot be stored (it contains characters PostgreSQL refuses, such as \\u0000).".into(),
-            ),
+            // Class 22 (data exception: \u0000 in the document) and 54
+            // (program limit: nesting too deep for JSONB): the request, not
+            // the database, is at fault, and nothing was stored.
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("54")) => {
+                SendError::Invalid(
+                    "The event cannot be stored: it contains \\u0000 or is nested too deeply for PostgreSQL's JSONB."
+                        .into(),
+                )
+            }
             _ => SendError::Database(e),
         }
     }

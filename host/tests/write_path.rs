@@ -1,0 +1,296 @@
+//! The write path stores every record whatever PostgreSQL refuses, against a
+//! real PostgreSQL: a refusal of any column ends in the last resort (exact
+//! bytes, coordinates and a note), ids of any length are stored and found by
+//! their hash indexes, no index covers an unbounded value, and a refusal that
+//! is not about the record is an error, never a silent loop.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::time::{Duration, Instant};
+
+use notification_host::record::{Fields, Header, Normalized, Record};
+use notification_host::storage::{Db, ReducedForm, StoredRow, WriteError};
+use sqlx::{PgPool, Row};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+const T0: i64 = 1_743_760_800_000; // 2025-04-04T10:00:00Z
+
+fn record(topic: &str, offset: i64, value: &[u8]) -> Record {
+    Record {
+        topic: topic.into(),
+        partition: 0,
+        offset,
+        timestamp: Some(T0 + offset),
+        key: Some(vec![0xff, 0, b'k']),
+        headers: vec![Header { key: "h".into(), value: Some(vec![1, 2, 0xfe]) }],
+        value: Some(value.to_vec()),
+    }
+}
+
+fn ordinary_fields(i: i64) -> Fields {
+    Fields {
+        customer_id: Some(format!("c-{i}")),
+        runner_id: Some(format!("r-{i}")),
+        order_id: Some(format!("o-{i}")),
+        event_type: Some("order.created".into()),
+        correlation_id: Some(format!("s-{i}")),
+        source_service: Some("order-service".into()),
+        status: Some("PENDING".into()),
+    }
+}
+
+fn row(topic: &str, offset: i64, fields: Fields, error: Option<String>) -> StoredRow {
+    let value = format!(r#"{{"type": "order.created", "payload": {{"order_id": "o-{offset}"}}}}"#);
+    StoredRow::from_record(
+        record(topic, offset, value.as_bytes()),
+        Normalized { fields, normalizer: "default@1.0.0".into(), error },
+    )
+}
+
+/// What the table holds for one record.
+struct Stored {
+    rows: i64,
+    raw: Option<Vec<u8>>,
+    key: Option<Vec<u8>>,
+    headers: Option<String>,
+    note: Option<String>,
+    event: bool,
+    order_id: Option<String>,
+}
+
+async fn stored(pool: &PgPool, topic: &str, offset: i64) -> Stored {
+    let r = sqlx::query(
+        "SELECT count(*) OVER (), raw_value, kafka_key, kafka_headers::text, ingest_note, event IS NOT NULL, order_id \
+         FROM notifications WHERE source_topic = $1 AND kafka_partition = 0 AND kafka_offset = $2",
+    )
+    .bind(topic)
+    .bind(offset)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+    .unwrap_or_else(|| panic!("{topic}@{offset} is not stored"));
+    Stored {
+        rows: r.get(0),
+        raw: r.get(1),
+        key: r.get(2),
+        headers: r.get(3),
+        note: r.get(4),
+        event: r.get(5),
+        order_id: r.get(6),
+    }
+}
+
+/// Each column a normalizer or the JSON parser fills, refused by a CHECK
+/// constraint that stands for any refusal the host cannot foresee: the
+/// poisoned record is stored through the last resort, and the 99 records
+/// around it in the same batch are stored as they are.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_refusal_of_any_column_ends_in_the_last_resort(pool: PgPool) {
+    let db = Db::from_pool(pool.clone());
+    let columns = [
+        "customer_id",
+        "runner_id",
+        "order_id",
+        "event_type",
+        "correlation_id",
+        "source_service",
+        "status",
+        "normalizer_error",
+    ];
+    for column in columns {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE notifications ADD CONSTRAINT refuse_{column} CHECK ({column} IS DISTINCT FROM 'poison')"
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("ALTER TABLE notifications ADD CONSTRAINT refuse_event CHECK (event IS NULL OR NOT event ? 'poison')")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    for column in columns.iter().copied().chain(["event"]) {
+        let topic = format!("refuse-{column}");
+        let poisoned = 37;
+        let mut rows: Vec<StoredRow> = (0..100).map(|i| row(&topic, i, ordinary_fields(i), None)).collect();
+        let target = &mut rows[poisoned as usize];
+        match column {
+            "customer_id" => target.fields.customer_id = Some("poison".into()),
+            "runner_id" => target.fields.runner_id = Some("poison".into()),
+            "order_id" => target.fields.order_id = Some("poison".into()),
+            "event_type" => target.fields.event_type = Some("poison".into()),
+            "correlation_id" => target.fields.correlation_id = Some("poison".into()),
+            "source_service" => target.fields.source_service = Some("poison".into()),
+            "status" => target.fields.status = Some("poison".into()),
+            "normalizer_error" => target.normalizer_error = Some("poison".into()),
+            _ => {
+                *target = StoredRow::from_record(
+                    record(&topic, poisoned, br#"{"poison": true}"#),
+                    Normalized { fields: ordinary_fields(poisoned), normalizer: "default@1.0.0".into(), error: None },
+                );
+            }
+        }
+        let expected_value = target.raw_value.clone();
+        let started = Instant::now();
+        let written = db.insert(&rows).await.unwrap_or_else(|e| panic!("{column}: {e}"));
+        assert!(started.elapsed() < Duration::from_secs(5), "{column}: took {:?}", started.elapsed());
+        assert_eq!(written.inserted, 100, "{column}");
+        let form = if column == "event" { ReducedForm::WithoutDocument } else { ReducedForm::LastResort };
+        assert_eq!(written.reduced.len(), 1, "{column}: {:?}", written.reduced);
+        assert_eq!((written.reduced[0].offset, written.reduced[0].form), (poisoned, form), "{column}");
+
+        for i in 0..100 {
+            let s = stored(&pool, &topic, i).await;
+            assert_eq!(s.rows, 1, "{column} {i}");
+            assert_eq!(s.key.as_deref(), Some(&[0xff, 0, b'k'][..]), "{column} {i}");
+            assert_eq!(s.headers.as_deref(), Some(r#"[{"key": "h", "value_b64": "AQL+"}]"#), "{column} {i}");
+            if i == poisoned {
+                assert_eq!(s.raw, expected_value, "{column}: exact bytes");
+                let note = s.note.unwrap_or_default();
+                assert!(note.contains(&format!("refuse_{column}")), "{column}: the note names the reason: {note}");
+                if column == "event" {
+                    assert!(!s.event && s.order_id.is_some(), "{column}: only the document is dropped");
+                } else {
+                    assert!(
+                        note.contains("last resort") && note.contains("dropped: the JSON document, customer_id ("),
+                        "{column}: {note}"
+                    );
+                    assert!(s.order_id.is_none() && !s.event, "{column}: the last resort keeps no derived value");
+                }
+            } else {
+                assert!(s.note.is_none() && s.event, "{column} {i}: an ordinary record is untouched");
+                assert_eq!(s.order_id, Some(format!("o-{i}")), "{column} {i}");
+            }
+        }
+    }
+}
+
+/// The reported stall, with the index design it came from: a B-tree on the
+/// raw correlation id refuses a 4,000-character id of incompressible text.
+/// The record is isolated and stored; the batch goes on.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn an_index_refusing_a_long_id_does_not_stop_the_batch(pool: PgPool) {
+    let db = Db::from_pool(pool.clone());
+    sqlx::query("CREATE INDEX raw_correlation ON notifications (correlation_id)").execute(&pool).await.unwrap();
+    let mut rows: Vec<StoredRow> = (0..10).map(|i| row("raw-index", i, ordinary_fields(i), None)).collect();
+    rows[3].fields.correlation_id = Some(incompressible(4000));
+    let written = db.insert(&rows).await.unwrap();
+    assert_eq!(written.inserted, 10);
+    assert_eq!(written.reduced.iter().map(|r| (r.offset, r.form)).collect::<Vec<_>>(), [(3, ReducedForm::LastResort)]);
+    let note = stored(&pool, "raw-index", 3).await.note.unwrap();
+    assert!(note.contains("index row size") && note.contains("correlation_id (4000 bytes)"), "{note}");
+}
+
+/// With the shipped schema, ids of any length are stored whole and found by
+/// the exact value.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn ids_of_any_length_are_stored_whole(pool: PgPool) {
+    let db = Db::from_pool(pool.clone());
+    let long = |n| Fields {
+        customer_id: Some(incompressible(n)),
+        runner_id: Some(incompressible(n)),
+        order_id: Some(incompressible(n)),
+        event_type: Some(incompressible(n)),
+        correlation_id: Some(incompressible(n)),
+        source_service: Some(incompressible(n)),
+        status: Some(incompressible(n)),
+    };
+    let rows: Vec<StoredRow> = [4000, 9000, 100_000]
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| row("long-ids", i as i64, long(n), Some(incompressible(n))))
+        .collect();
+    let written = db.insert(&rows).await.unwrap();
+    assert_eq!((written.inserted, written.reduced.len()), (3, 0), "{:?}", written.reduced);
+    for r in &rows {
+        let id = r.fields.correlation_id.clone().unwrap();
+        let found = db.for_correlation(&id).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].correlation_id.as_ref(), Some(&id));
+        let order = r.fields.order_id.clone().unwrap();
+        let latest = db.latest_for_order(&order).await.unwrap().unwrap();
+        assert_eq!(latest.order_id.as_ref(), Some(&order));
+        assert_eq!(latest.ingest_note, None);
+    }
+}
+
+/// A refusal the last resort cannot avoid (here a constraint on the exact
+/// bytes) is not the record's fault: insert reports it at once, as an error
+/// the writer retries and `/ready` shows, instead of looping or dropping.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_refused_last_resort_is_an_error_not_a_loop(pool: PgPool) {
+    let db = Db::from_pool(pool.clone());
+    sqlx::query("ALTER TABLE notifications ADD CONSTRAINT no_values CHECK (raw_value IS NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let rows: Vec<StoredRow> = (0..50).map(|i| row("refuse-all", i, ordinary_fields(i), None)).collect();
+    let started = Instant::now();
+    let error = db.insert(&rows).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    match error {
+        WriteError::LastResortRefused { topic, offset, reason, .. } => {
+            assert_eq!((topic.as_str(), offset), ("refuse-all", 0));
+            assert!(reason.contains("no_values"), "{reason}");
+        }
+        other => panic!("expected LastResortRefused, got {other}"),
+    }
+}
+
+/// The class of the reported bug, checked on the schema itself: no index on
+/// the table (or any partition) holds a text value a producer controls, only
+/// hashes of it. The topic name is the one exception: Kafka bounds it.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn no_index_holds_an_unbounded_value(pool: PgPool) {
+    let db = Db::from_pool(pool.clone());
+    db.ensure_partitions(
+        chrono::NaiveDate::from_ymd_opt(2025, 4, 1).unwrap(),
+        chrono::NaiveDate::from_ymd_opt(2025, 5, 1).unwrap(),
+    )
+    .await
+    .unwrap();
+    let columns: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT ic.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod) \
+         FROM pg_index i \
+         JOIN pg_class ic ON ic.oid = i.indexrelid \
+         JOIN pg_class t ON t.oid = i.indrelid \
+         JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY(i.indkey) \
+         WHERE t.relname LIKE 'notifications%'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(columns.len() > 10, "the query sees the indexes: {columns:?}");
+    let unbounded: Vec<_> = columns
+        .iter()
+        .filter(|(_, column, ty)| ["text", "bytea", "jsonb"].contains(&ty.as_str()) && column != "source_topic")
+        .collect();
+    assert!(unbounded.is_empty(), "indexes on unbounded values: {unbounded:?}");
+    let expressions: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid \
+         WHERE t.relname = 'notifications' AND i.indexprs IS NOT NULL",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(expressions.len(), 4, "{expressions:?}");
+    for e in expressions {
+        assert!(e.contains("hashtextextended("), "{e}");
+    }
+}
+
+/// `len` characters of hex from a simple generator: incompressible enough
+/// that PostgreSQL's compression does not shrink it under an index's limit.
+pub fn incompressible(len: usize) -> String {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ len as u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x % 16) as u32, 16).unwrap_or('0')
+        })
+        .collect()
+}
