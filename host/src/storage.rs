@@ -510,8 +510,34 @@ impl Db {
             .collect())
     }
 
-    /// Replaces the normalizer's fields of the given rows (by id).
-    pub async fn update_fields(&self, rows: &[(i64, StoredRow)]) -> Result<u64, sqlx::Error> {
+    /// Replaces the normalizer's fields of the given rows (by id). A row
+    /// PostgreSQL refuses (found by halving the page, as [`Db::insert`]
+    /// does) keeps the fields it had; it is returned with the reason, and
+    /// every other row is updated. An outage is an error.
+    pub async fn update_fields(&self, rows: &[(i64, StoredRow)]) -> Result<(u64, Vec<(i64, String)>), sqlx::Error> {
+        let (mut updated, mut refused) = (0, Vec::new());
+        let mut todo = vec![rows];
+        while let Some(slice) = todo.pop() {
+            if slice.is_empty() {
+                continue;
+            }
+            match self.update_batch(slice).await {
+                Ok(n) => updated += n,
+                Err(e) if is_outage(&e) => return Err(e),
+                Err(e) => match slice {
+                    [(id, _)] => refused.push((*id, database_reason(&e))),
+                    _ => {
+                        let (first, second) = slice.split_at(slice.len() / 2);
+                        todo.push(second);
+                        todo.push(first);
+                    }
+                },
+            }
+        }
+        Ok((updated, refused))
+    }
+
+    async fn update_batch(&self, rows: &[(i64, StoredRow)]) -> Result<u64, sqlx::Error> {
         let result = sqlx::query(
             "UPDATE notifications n SET customer_id = u.customer_id, runner_id = u.runner_id, order_id = u.order_id, \
              event_type = u.event_type, correlation_id = u.correlation_id, source_service = u.source_service, \

@@ -111,3 +111,54 @@ async fn renormalize_rebuilds_fields_with_the_modules_of_now(pool: PgPool) {
     assert_eq!(again, (2, 0));
     assert!(String::from_utf8(out).unwrap().contains("2 rows examined, 2 changed"));
 }
+
+/// A normalizer that now finds a 10,000-character id is stored whole; a new
+/// value PostgreSQL refuses (a CHECK constraint stands for any refusal)
+/// leaves that one row as it was, says so, and the others are updated.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn renormalize_stores_long_ids_and_survives_a_refused_row(pool: PgPool) {
+    let db = Db::from_pool(pool.clone());
+    let long = "7".repeat(10_000);
+    let values = [
+        format!(r#"{{"type": "order.created", "correlation_id": "{long}", "payload": {{"order_id": "o-0"}}}}"#),
+        r#"{"type": "order.created", "payload": {"order_id": "poison"}}"#.to_owned(),
+        r#"{"type": "order.created", "payload": {"order_id": "o-2"}}"#.to_owned(),
+    ];
+    // Stored by an older normalizer that found nothing.
+    let rows: Vec<StoredRow> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let n = notification_host::record::Normalized {
+                fields: Default::default(),
+                normalizer: "old@0.1.0".into(),
+                error: None,
+            };
+            StoredRow::from_record(record("t", i as i64, v), n)
+        })
+        .collect();
+    db.insert(&rows).await.unwrap();
+    sqlx::query("ALTER TABLE notifications ADD CONSTRAINT no_poison CHECK (order_id IS DISTINCT FROM 'poison')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let args = match Cli::try_parse_from(["notification-host", "renormalize"]).unwrap().command {
+        Some(Command::Renormalize(a)) => a,
+        other => panic!("{other:?}"),
+    };
+    let mut out = Vec::new();
+    let (examined, changed) = notification_host::cmd::renormalize::run(&args, &db, &mut out).await.unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!((examined, changed), (3, 2), "{out}");
+    assert!(out.contains("no_poison") && out.contains("1 refused by PostgreSQL"), "{out}");
+    let stored: Vec<(Option<String>, Option<String>, String)> = sqlx::query_as(
+        "SELECT order_id, correlation_id, normalizer FROM notifications ORDER BY kafka_offset",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(stored[0], (Some("o-0".into()), Some(long.clone()), "default@1.0.0".into()));
+    assert_eq!(stored[1], (None, None, "old@0.1.0".into()));
+    assert_eq!(stored[2].0.as_deref(), Some("o-2"));
+    assert_eq!(db.for_correlation(&long).await.unwrap().len(), 1);
+}

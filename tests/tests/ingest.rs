@@ -291,3 +291,71 @@ fn check_reports_what_is_wrong() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAIL database") && out.contains("FAIL broker"), "{out}");
 }
+
+/// `len` hex digits from xorshift: text PostgreSQL's compression cannot
+/// shrink under an index entry's limit, like a token or a stack trace.
+fn incompressible(len: usize, seed: u64) -> String {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x % 16) as u32, 16).unwrap()
+        })
+        .collect()
+}
+
+/// The reported stall, through the real binary and broker: records whose
+/// ids are kilobytes of incompressible text, in every field the default
+/// rules derive, are stored whole, and an ordinary record produced after
+/// them on another topic is stored within seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn kilobytes_long_ids_are_stored_and_stop_nothing() {
+    let prefix = unique("long");
+    let (db_url, pool) = fresh_database("long").await;
+    let (hostile, ordinary) = (format!("{prefix}-hostile"), format!("{prefix}-ordinary"));
+    create_topic(&hostile, 1).await;
+    create_topic(&ordinary, 1).await;
+    let host = Host::start(&HostOptions::new(&db_url, &prefix));
+    host.wait_ready(Duration::from_secs(60));
+    let producer = producer();
+
+    let saga = incompressible(4000, 1);
+    let mut values = vec![serde_json::json!({"type": "t", "correlation_id": saga})];
+    for (i, field) in ["order_id", "customer_id", "runner_id", "status"].into_iter().enumerate() {
+        values.push(serde_json::json!({"type": "t", "payload": {field: incompressible(9000, 10 + i as u64)}}));
+    }
+    values.push(serde_json::json!({"type": incompressible(9000, 20)}));
+    values.push(serde_json::json!({"type": "t", "source": incompressible(9000, 21)}));
+    for v in &values {
+        produce(&producer, &Out::new(&hostile, v.to_string())).await;
+    }
+    let started = std::time::Instant::now();
+    produce(&producer, &Out::new(&ordinary, r#"{"type": "order.created", "payload": {"order_id": "o-1"}}"#)).await;
+    while stored(&pool, &ordinary).await.is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(15), "the ordinary record waits; log:\n{}", host.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("the ordinary record was stored {:?} after it was produced", started.elapsed());
+    let rows = wait_for_rows(&pool, &prefix, values.len() + 1, Duration::from_secs(30)).await;
+    assert_eq!(rows.len(), values.len() + 1, "log:\n{}", host.log_text());
+
+    // Every id is stored whole, and no row needed a reduced form.
+    let lengths: Vec<(i64, Option<i32>, Option<String>)> = sqlx::query_as(
+        "SELECT kafka_offset, greatest(length(correlation_id), length(order_id), length(customer_id), \
+         length(runner_id), length(status), length(event_type), length(source_service)), ingest_note \
+         FROM notifications WHERE source_topic = $1 ORDER BY kafka_offset",
+    )
+    .bind(&hostile)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let want: Vec<(i64, Option<i32>, Option<String>)> =
+        (0..values.len() as i64).map(|i| (i, Some(if i == 0 { 4000 } else { 9000 }), None)).collect();
+    assert_eq!(lengths, want);
+    // And the API finds the record by its full correlation id.
+    let (status, body) = http_get(host.http, &format!("/correlation/{saga}")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&saga));
+}

@@ -5,7 +5,8 @@
 //! normalizing it again gives exactly what a replay from Kafka would, and
 //! works after the topic's retention has deleted the records. Rows are
 //! processed in id order, 1000 at a time; only rows whose fields or
-//! normalizer change are written.
+//! normalizer change are written. A row PostgreSQL refuses to update keeps
+//! the fields it had and is listed with the reason; the rest go on.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use crate::storage::{Db, StoredRow};
 
 const PAGE: i64 = 1000;
 
-/// Runs the command; returns (rows examined, rows changed).
+/// Runs the command; returns (rows examined, rows changed). Rows PostgreSQL
+/// refused are written to `out` and not counted as changed.
 pub async fn run(args: &RenormalizeArgs, db: &Db, out: &mut dyn Write) -> anyhow::Result<(u64, u64)> {
     let modules = Arc::new(Modules::new(
         Runtime::new(args.serve.modules.limits())?,
@@ -31,6 +33,7 @@ pub async fn run(args: &RenormalizeArgs, db: &Db, out: &mut dyn Write) -> anyhow
         anyhow::bail!("module {} is rejected ({}); fix it before renormalizing", r.manifest, r.reason);
     }
     let (mut examined, mut changed, mut after) = (0u64, 0u64, 0i64);
+    let mut refused = 0u64;
     loop {
         let page = db.stored_records(args.topic.as_deref(), (args.from_offset, args.to_offset), after, PAGE).await?;
         let Some(last) = page.last() else { break };
@@ -50,12 +53,22 @@ pub async fn run(args: &RenormalizeArgs, db: &Db, out: &mut dyn Write) -> anyhow
                 .collect::<Vec<_>>()
         })
         .await?;
+        let mut page_changed = page.len() as u64;
         if !page.is_empty() && !args.dry_run {
-            db.update_fields(&page).await?;
+            let (_, kept) = db.update_fields(&page).await?;
+            for (id, reason) in &kept {
+                writeln!(out, "row {id}: PostgreSQL refused the new fields ({reason}); it keeps its fields")?;
+            }
+            page_changed -= kept.len() as u64;
+            refused += kept.len() as u64;
         }
-        changed += page.len() as u64;
+        changed += page_changed;
     }
     let verb = if args.dry_run { "would change" } else { "changed" };
-    writeln!(out, "{examined} rows examined, {changed} {verb}")?;
+    write!(out, "{examined} rows examined, {changed} {verb}")?;
+    if refused > 0 {
+        write!(out, ", {refused} refused by PostgreSQL (kept their fields)")?;
+    }
+    writeln!(out)?;
     Ok((examined, changed))
 }
