@@ -14,6 +14,9 @@
 -- hashtextextended is the function PostgreSQL's own hash partitioning relies
 -- on, so its values are stable across upgrades.
 --
+-- Rows of one id are read in (created_at, notification_id) order, the keyset
+-- the API pages by.
+--
 -- The unique key (source_topic, kafka_partition, kafka_offset, created_at)
 -- keeps the topic name itself: Kafka limits topic names to 249 characters of
 -- [a-zA-Z0-9._-], far below what an index entry holds.
@@ -23,8 +26,7 @@ DROP INDEX notifications_runner_idx;
 DROP INDEX notifications_correlation_idx;
 
 CREATE INDEX notifications_order_idx ON notifications
-    (hashtextextended(order_id, 0), created_at, source_topic, kafka_partition, kafka_offset, notification_id)
-    WHERE order_id IS NOT NULL;
+    (hashtextextended(order_id, 0), created_at, notification_id) WHERE order_id IS NOT NULL;
 CREATE INDEX notifications_customer_idx ON notifications
     (hashtextextended(customer_id, 0), created_at, notification_id) WHERE customer_id IS NOT NULL;
 CREATE INDEX notifications_runner_idx ON notifications

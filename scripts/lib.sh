@@ -49,6 +49,11 @@ ensure_tools() {
   id postgres >/dev/null 2>&1 || pkgs+=(postgresql)
   [ ${#pkgs[@]} = 0 ] || { log "installing ${pkgs[*]}"; apt_install "${pkgs[@]}"; }
 
+  # The API test validates the served OpenAPI document with a standard validator.
+  if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+    log "installing openapi-spec-validator (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check "openapi-spec-validator==0.9.0" >&2
+  fi
   if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     log "adding the wasm32-wasip2 target"
     rustup target add wasm32-wasip2 >&2

@@ -22,6 +22,10 @@ pub mod env {
     pub const BATCH_SIZE: &str = "BATCH_SIZE";
     pub const BATCH_LINGER: &str = "BATCH_LINGER";
     pub const BATCH_MAX_BYTES: &str = "BATCH_MAX_BYTES";
+    pub const CORS_ALLOWED_ORIGINS: &str = "CORS_ALLOWED_ORIGINS";
+    pub const ROLE: &str = "ROLE";
+    pub const CONSUME_INFRASTRUCTURE_TOPICS: &str = "CONSUME_INFRASTRUCTURE_TOPICS";
+    pub const API_COMPAT: &str = "API_COMPAT";
     pub const HTTP_ADDR: &str = "HTTP_ADDR";
     pub const SHUTDOWN_TIMEOUT: &str = "SHUTDOWN_TIMEOUT";
     pub const LOG_FORMAT: &str = "LOG_FORMAT";
@@ -52,6 +56,10 @@ pub mod env {
         BATCH_SIZE,
         BATCH_LINGER,
         BATCH_MAX_BYTES,
+        CORS_ALLOWED_ORIGINS,
+        ROLE,
+        CONSUME_INFRASTRUCTURE_TOPICS,
+        API_COMPAT,
         HTTP_ADDR,
         SHUTDOWN_TIMEOUT,
         LOG_FORMAT,
@@ -143,6 +151,12 @@ pub enum LogFormat {
 /// Everything `serve` needs.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// What this replica does: `all` (consume and serve the API), `api`
+    /// (serve the API only: no consumer, for scaling reads apart from
+    /// writes), or `ingest` (consume and store; HTTP serves only health,
+    /// readiness and metrics).
+    #[arg(long, env = env::ROLE, value_enum, default_value_t = Role::All)]
+    pub role: Role,
     #[command(flatten)]
     pub kafka: KafkaConfig,
     #[command(flatten)]
@@ -153,6 +167,24 @@ pub struct ServeArgs {
     pub http: HttpConfig,
     #[command(flatten)]
     pub modules: ModulesArgs,
+}
+
+/// What a replica does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    All,
+    Api,
+    Ingest,
+}
+
+impl Role {
+    pub fn consumes(self) -> bool {
+        self != Role::Api
+    }
+
+    pub fn serves_api(self) -> bool {
+        self != Role::Ingest
+    }
 }
 
 /// Normalizer modules and their sandbox.
@@ -225,6 +257,13 @@ pub struct KafkaConfig {
     #[arg(long, env = env::TOPIC_EXCLUDE, value_parser = parse_anchored_regex)]
     pub topic_exclude: Option<Regex>,
 
+    /// Also consume the well-known infrastructure topics (Schema Registry's
+    /// `_schemas`, Confluent's `_confluent*`, Kafka Connect's
+    /// `connect-configs`, `connect-offsets` and `connect-status`), which hold
+    /// configuration, not business events, and are skipped by default.
+    #[arg(long, env = env::CONSUME_INFRASTRUCTURE_TOPICS, default_value_t = false, action = clap::ArgAction::Set)]
+    pub consume_infrastructure_topics: bool,
+
     /// How often the broker is asked for new topics; a topic created while
     /// the host runs is consumed within this time.
     #[arg(long, env = env::TOPIC_REFRESH_INTERVAL, default_value = "10s", value_parser = parse_duration)]
@@ -235,9 +274,20 @@ impl KafkaConfig {
     /// Whether a topic is consumed.
     pub fn wants_topic(&self, topic: &str) -> bool {
         !topic.starts_with("__")
+            && (self.consume_infrastructure_topics || !is_infrastructure_topic(topic))
             && self.topic_include.is_match(topic)
             && !self.topic_exclude.as_ref().is_some_and(|re| re.is_match(topic))
     }
+}
+
+/// Whether a topic is one of the well-known infrastructure topics: Schema
+/// Registry (`_schemas`), Confluent Platform (`_confluent-metrics`,
+/// `_confluent-command`, ksqlDB's `_confluent-ksql-*`, ...) and Kafka
+/// Connect's default storage topics.
+pub fn is_infrastructure_topic(topic: &str) -> bool {
+    topic == "_schemas"
+        || topic.starts_with("_confluent")
+        || ["connect-configs", "connect-offsets", "connect-status"].contains(&topic)
 }
 
 /// The database.
@@ -314,6 +364,29 @@ pub struct HttpConfig {
     /// Largest request body accepted (bytes); larger ones get 413.
     #[arg(long, env = env::MAX_BODY_BYTES, default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+
+    /// Origins a browser may call the API from (CORS), comma-separated, e.g.
+    /// `http://localhost:5173` (the original service's web front end); `*`
+    /// allows any origin. Unset sends no CORS headers.
+    #[arg(long, env = env::CORS_ALLOWED_ORIGINS, value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// `original` answers notifications in the original service's exact
+    /// shape: `notificationId` as a string, `createdAt` as a naive UTC time
+    /// with microseconds, and for Kafka records `event` as the original's
+    /// wrapper (`topic`, `event_type`, `correlation_id`, `source_service`,
+    /// `timestamp`, `payload`). `current` (the default) answers the stored
+    /// document and a time with its offset.
+    #[arg(long, env = env::API_COMPAT, value_enum, default_value_t = ApiCompat::Current)]
+    pub api_compat: ApiCompat,
+}
+
+/// The shape of a notification in API answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ApiCompat {
+    #[default]
+    Current,
+    Original,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -338,6 +411,38 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("notification-host").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn infrastructure_topics_are_skipped_unless_asked_for() {
+        let infra = [
+            "_schemas",
+            "_confluent-metrics",
+            "_confluent-ksql-default__command_topic",
+            "connect-configs",
+            "connect-offsets",
+            "connect-status",
+        ];
+        let k = parse(&[]).unwrap().serve.kafka;
+        for t in infra {
+            assert!(!k.wants_topic(t), "{t} is infrastructure");
+        }
+        for t in ["order_events", "connect-events", "schemas", "confluent"] {
+            assert!(k.wants_topic(t), "{t} is a business topic");
+        }
+        let k = parse(&["--consume-infrastructure-topics", "true"]).unwrap().serve.kafka;
+        assert!(infra.iter().all(|t| k.wants_topic(t)));
+        assert!(!k.wants_topic("__consumer_offsets"), "internal topics never");
+    }
+
+    #[test]
+    fn roles() {
+        assert_eq!(parse(&[]).unwrap().serve.role, Role::All);
+        let api = parse(&["--role", "api"]).unwrap().serve.role;
+        assert!(api.serves_api() && !api.consumes());
+        let ingest = parse(&["--role", "ingest"]).unwrap().serve.role;
+        assert!(!ingest.serves_api() && ingest.consumes());
+        assert!(parse(&["--role", "reader"]).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Every answer is JSON, errors included; a client never sees SQL or internal
 //! error text (it is logged instead).
 
+mod apidocs;
 mod error;
 mod extract;
 
@@ -25,6 +26,7 @@ use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::config::{ApiCompat, Role};
 use crate::metrics::{Metrics, RequestLabels, RouteLabel};
 use crate::modules::{ModuleInfo, Modules};
 use crate::status::Status;
@@ -32,8 +34,9 @@ use crate::storage::{Db, Notification};
 pub use error::{ApiError, SendError};
 use extract::ApiPath;
 use notification_parse::request::{
-    ListParams, ListRequest, Position, encode_cursor, list_request, parse_send, valid_id,
+    ListParams, ListRequest, Position, RowsParams, encode_cursor, list_request, parse_send, rows_request, valid_id,
 };
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Most events a timeline returns.
 const TIMELINE_LIMIT: i64 = 5000;
@@ -50,6 +53,10 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// The normalizer modules, for `GET /normalizers`.
     pub modules: Arc<Modules>,
+    /// The shape of notifications in answers (`API_COMPAT`).
+    pub compat: ApiCompat,
+    /// Origins allowed to call the API from a browser (`CORS_ALLOWED_ORIGINS`).
+    pub cors_allowed_origins: Arc<[String]>,
 }
 
 #[derive(OpenApi)]
@@ -59,42 +66,82 @@ pub struct AppState {
 )]
 struct ApiDoc;
 
-/// The routes and the OpenAPI document describing exactly those routes.
-fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// The routes a replica of `role` serves, and the OpenAPI document
+/// describing exactly those routes.
+fn routes(role: Role) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let operations = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(metrics))
+        .routes(routes!(normalizers));
+    if !role.serves_api() {
+        return operations.split_for_parts();
+    }
+    operations
         .routes(routes!(order_latest))
         .routes(routes!(order_all))
         .routes(routes!(order_timeline))
         .routes(routes!(correlation))
         .routes(routes!(list_notifications))
         .routes(routes!(send_notification))
-        .routes(routes!(normalizers))
         .split_for_parts()
 }
 
 /// The OpenAPI document of the API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().1
+    routes(Role::All).1
 }
 
 /// The application's routes, without a socket (tests call it directly).
 pub fn router(state: AppState) -> Router {
-    let (api, doc) = routes();
+    router_for(state, Role::All)
+}
+
+/// The routes of a replica of `role`: an `ingest` replica serves health,
+/// readiness, metrics and the normalizers only.
+pub fn router_for(state: AppState, role: Role) -> Router {
+    let (api, doc) = routes(role);
+    let doc_json = serde_json::to_value(&doc).unwrap_or_default();
+    let reference = apidocs::page(&doc_json).into_string();
     let doc = Arc::new(doc);
-    api.route(
-        "/openapi.json",
-        axum::routing::get(move || {
-            let doc = doc.clone();
-            async move { Json(doc.as_ref().clone()) }
-        }),
+    let mut router = api
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async { ApiError::NotFound("No such endpoint.") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    for path in ["/apidocs", "/apidocs/"] {
+        let page = reference.clone();
+        router = router.route(path, axum::routing::get(move || async move { axum::response::Html(page) }));
+    }
+    let router = match cors_layer(&state.cors_allowed_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.layer(middleware::from_fn_with_state(state.clone(), track)).with_state(state)
+}
+
+/// CORS for the configured origins (`*` for any), or none.
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o.trim() == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| header::HeaderValue::from_str(o.trim()).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+            .expose_headers([header::LINK, header::HeaderName::from_static("x-next-cursor")]),
     )
-    .fallback(|| async { ApiError::NotFound("No such endpoint.") })
-    .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-    .layer(middleware::from_fn_with_state(state.clone(), track))
-    .with_state(state)
 }
 
 /// Counts requests by route template (never the raw path, which would let
@@ -115,16 +162,20 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationBody {
-    pub notification_id: i64,
+    /// The row id: a number; a string with `API_COMPAT=original`.
+    #[schema(value_type = i64)]
+    pub notification_id: serde_json::Value,
     pub customer_id: Option<String>,
     pub runner_id: Option<String>,
     pub order_id: Option<String>,
     /// The stored JSON document; the value as text when it was not JSON;
-    /// null for a tombstone.
+    /// null for a tombstone. With `API_COMPAT=original`, a Kafka record's
+    /// event is the original's wrapper instead.
     #[schema(value_type = Object)]
     pub event: Option<Box<RawValue>>,
     pub status: Option<String>,
-    /// The record's own time, RFC 3339 with offset.
+    /// The record's own time, RFC 3339 with offset; with
+    /// `API_COMPAT=original`, a naive UTC time with microseconds.
     pub created_at: String,
     pub source_topic: String,
     pub event_type: Option<String>,
@@ -142,23 +193,41 @@ pub struct NotificationBody {
     pub relation: Option<&'static str>,
 }
 
-impl From<Notification> for NotificationBody {
-    fn from(n: Notification) -> Self {
-        let event = match (n.event_json, n.raw_value) {
+impl NotificationBody {
+    /// The notification in the shape `compat` asks for.
+    pub fn new(n: Notification, compat: ApiCompat) -> NotificationBody {
+        let original = compat == ApiCompat::Original;
+        let document = match (n.event_json, &n.raw_value) {
             (Some(json), _) => RawValue::from_string(json).ok(),
             (None, Some(bytes)) => {
-                serde_json::to_string(&String::from_utf8_lossy(&bytes)).ok().and_then(|s| RawValue::from_string(s).ok())
+                serde_json::to_string(&String::from_utf8_lossy(bytes)).ok().and_then(|s| RawValue::from_string(s).ok())
             }
             (None, None) => None,
         };
+        let event = if original && n.kafka_offset.is_some() {
+            original_wrapper(
+                &n.source_topic,
+                &n.event_type,
+                &n.correlation_id,
+                &n.source_service,
+                n.stored_at,
+                document,
+            )
+        } else {
+            document
+        };
         NotificationBody {
-            notification_id: n.notification_id,
+            notification_id: if original {
+                serde_json::Value::String(n.notification_id.to_string())
+            } else {
+                serde_json::Value::from(n.notification_id)
+            },
             customer_id: n.customer_id,
             runner_id: n.runner_id,
             order_id: n.order_id,
             event,
             status: n.status,
-            created_at: rfc3339(n.created_at),
+            created_at: if original { naive_utc(n.created_at) } else { rfc3339(n.created_at) },
             source_topic: n.source_topic,
             event_type: n.event_type,
             correlation_id: n.correlation_id,
@@ -173,8 +242,54 @@ impl From<Notification> for NotificationBody {
     }
 }
 
+/// The original service's `event` for a Kafka record: `topic`, `event_type`,
+/// `correlation_id`, `source_service`, `timestamp` (when it was stored,
+/// naive UTC) and `payload` (the document's `payload`, else its `data`, else
+/// the whole document).
+fn original_wrapper(
+    topic: &str,
+    event_type: &Option<String>,
+    correlation_id: &Option<String>,
+    source_service: &Option<String>,
+    stored_at: DateTime<Utc>,
+    document: Option<Box<RawValue>>,
+) -> Option<Box<RawValue>> {
+    let document: serde_json::Value =
+        document.and_then(|d| serde_json::from_str(d.get()).ok()).unwrap_or(serde_json::Value::Null);
+    let payload = match &document {
+        serde_json::Value::Object(o) => o.get("payload").or_else(|| o.get("data")).cloned().unwrap_or(document.clone()),
+        _ => document.clone(),
+    };
+    let wrapper = json!({
+        "topic": topic,
+        "event_type": event_type,
+        "correlation_id": correlation_id,
+        "source_service": source_service,
+        "timestamp": naive_utc(stored_at),
+        "payload": payload,
+    });
+    RawValue::from_string(wrapper.to_string()).ok()
+}
+
+impl From<Notification> for NotificationBody {
+    fn from(n: Notification) -> Self {
+        NotificationBody::new(n, ApiCompat::Current)
+    }
+}
+
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+}
+
+/// Python's `datetime.isoformat()` of a naive UTC time, as the original
+/// service answered: microseconds, left out when they are zero.
+fn naive_utc(t: DateTime<Utc>) -> String {
+    let naive = t.naive_utc();
+    if naive.and_utc().timestamp_subsec_micros() == 0 {
+        naive.format("%Y-%m-%dT%H:%M:%S").to_string()
+    } else {
+        naive.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+    }
 }
 
 const NO_ORDER: &str = "No notifications found for this order.";
@@ -214,7 +329,7 @@ pub struct NormalizersBody {
 
 /// Each loaded module with its version, content hash, routes, load time,
 /// calls, errors and quarantine state, and the latest rejections.
-#[utoipa::path(get, path = "/normalizers", tag = "operations", responses((status = 200, body = NormalizersBody)))]
+#[utoipa::path(get, path = "/normalizers", tag = "operations", responses((status = 200, body = NormalizersBody, description = "The built-in default, live modules and rejections")))]
 async fn normalizers(State(state): State<AppState>) -> Json<NormalizersBody> {
     Json(NormalizersBody {
         builtin: crate::normalize::builtin_label(),
@@ -236,28 +351,76 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// topic, partition, offset).
 #[utoipa::path(get, path = "/order/{order_id}/latest", tag = "orders",
     params(("order_id" = String, Path, description = "The order id")),
-    responses((status = 200, body = NotificationBody), (status = 404, description = "No notifications found for this order."),
+    responses((status = 200, body = NotificationBody, description = "The order's latest notification"), (status = 404, description = "No notifications found for this order."),
               (status = 400, description = "Invalid order id")))]
 async fn order_latest(State(state): State<AppState>, ApiPath(order_id): ApiPath<String>) -> Result<Response, ApiError> {
     valid_id(&order_id, "order id")?;
     match state.db.latest_for_order(&order_id).await? {
-        Some(n) => Ok(Json(NotificationBody::from(n)).into_response()),
+        Some(n) => Ok(Json(NotificationBody::new(n, state.compat)).into_response()),
         None => Err(ApiError::NotFound(NO_ORDER)),
     }
 }
 
-/// Every notification of an order, oldest first.
+/// Every notification of an order, oldest first, as the original answered:
+/// a JSON array. At most `limit` rows (default 1000); when more exist, the
+/// `Link` (`rel="next"`) and `X-Next-Cursor` headers lead to the rest.
 #[utoipa::path(get, path = "/order/{order_id}", tag = "orders",
-    params(("order_id" = String, Path, description = "The order id")),
-    responses((status = 200, body = Vec<NotificationBody>), (status = 404, description = "No notifications found for this order."),
-              (status = 400, description = "Invalid order id")))]
-async fn order_all(State(state): State<AppState>, ApiPath(order_id): ApiPath<String>) -> Result<Response, ApiError> {
+    params(("order_id" = String, Path, description = "The order id"), RowsParams),
+    responses((status = 200, body = Vec<NotificationBody>, description = "The order's notifications, oldest first",
+               headers(("Link" = String, description = "`<url>; rel=\"next\"` when more rows exist"),
+                       ("X-Next-Cursor" = String, description = "Pass as `cursor` for the next rows"))),
+              (status = 404, description = "No notifications found for this order."),
+              (status = 400, description = "Invalid order id, limit or cursor")))]
+async fn order_all(
+    State(state): State<AppState>,
+    ApiPath(order_id): ApiPath<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     valid_id(&order_id, "order id")?;
-    let rows = state.db.for_order(&order_id).await?;
-    if rows.is_empty() {
+    let (after, limit) = rows_request(query.as_deref().unwrap_or_default())?;
+    let rows = state.db.for_order(&order_id, after, i64::from(limit) + 1).await?;
+    if rows.is_empty() && after.is_none() {
         return Err(ApiError::NotFound(NO_ORDER));
     }
-    Ok(Json(rows.into_iter().map(NotificationBody::from).collect::<Vec<_>>()).into_response())
+    Ok(rows_answer(rows, limit, &format!("/order/{}", encode_path(&order_id)), state.compat))
+}
+
+/// A JSON array of at most `limit` rows (the query fetched one more, to
+/// know whether there is a next page), with the next page's address in
+/// `Link` and its cursor in `X-Next-Cursor`.
+fn rows_answer(mut rows: Vec<Notification>, limit: u32, path: &str, compat: ApiCompat) -> Response {
+    let next = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last()
+            .map(|n| encode_cursor(Position { created_at: n.created_at, notification_id: n.notification_id }, false))
+    } else {
+        None
+    };
+    let mut response =
+        Json(rows.into_iter().map(|n| NotificationBody::new(n, compat)).collect::<Vec<_>>()).into_response();
+    if let Some(cursor) = next {
+        let link = format!("<{path}?cursor={cursor}&limit={limit}>; rel=\"next\"");
+        for (name, value) in [(header::LINK, link), (header::HeaderName::from_static("x-next-cursor"), cursor)] {
+            if let Ok(v) = header::HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, v);
+            }
+        }
+    }
+    response
+}
+
+/// Percent-encodes an id for a path segment (everything but unreserved
+/// characters), so a `Link` is a valid URL for any id.
+fn encode_path(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// An order's timeline across services.
@@ -277,7 +440,7 @@ pub struct Timeline {
 /// them, in record-time order: the status of an order across services.
 #[utoipa::path(get, path = "/order/{order_id}/timeline", tag = "queries",
     params(("order_id" = String, Path, description = "The order id")),
-    responses((status = 200, body = Timeline), (status = 404, description = "No notifications found for this order."),
+    responses((status = 200, body = Timeline, description = "The order's events and the events correlated with them"), (status = 404, description = "No notifications found for this order."),
               (status = 400, description = "Invalid order id")))]
 async fn order_timeline(
     State(state): State<AppState>,
@@ -298,27 +461,33 @@ async fn order_timeline(
         .take(TIMELINE_LIMIT as usize)
         .map(|(n, direct)| NotificationBody {
             relation: Some(if direct { "direct" } else { "correlated" }),
-            ..n.into()
+            ..NotificationBody::new(n, state.compat)
         })
         .collect();
     Ok(Json(Timeline { order_id, correlation_ids, events, truncated }).into_response())
 }
 
-/// One saga's events across all services, oldest first.
+/// One saga's events across all services, oldest first: a JSON array of at
+/// most `limit` rows (default 1000), paged like `GET /order/{order_id}`.
 #[utoipa::path(get, path = "/correlation/{correlation_id}", tag = "queries",
-    params(("correlation_id" = String, Path, description = "The correlation (saga) id")),
-    responses((status = 200, body = Vec<NotificationBody>), (status = 404, description = "No notifications found for this correlation id."),
-              (status = 400, description = "Invalid correlation id")))]
+    params(("correlation_id" = String, Path, description = "The correlation (saga) id"), RowsParams),
+    responses((status = 200, body = Vec<NotificationBody>, description = "The saga's notifications, oldest first",
+               headers(("Link" = String, description = "`<url>; rel=\"next\"` when more rows exist"),
+                       ("X-Next-Cursor" = String, description = "Pass as `cursor` for the next rows"))),
+              (status = 404, description = "No notifications found for this correlation id."),
+              (status = 400, description = "Invalid correlation id, limit or cursor")))]
 async fn correlation(
     State(state): State<AppState>,
     ApiPath(correlation_id): ApiPath<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     valid_id(&correlation_id, "correlation id")?;
-    let rows = state.db.for_correlation(&correlation_id).await?;
-    if rows.is_empty() {
+    let (after, limit) = rows_request(query.as_deref().unwrap_or_default())?;
+    let rows = state.db.for_correlation(&correlation_id, after, i64::from(limit) + 1).await?;
+    if rows.is_empty() && after.is_none() {
         return Err(ApiError::NotFound("No notifications found for this correlation id."));
     }
-    Ok(Json(rows.into_iter().map(NotificationBody::from).collect::<Vec<_>>()).into_response())
+    Ok(rows_answer(rows, limit, &format!("/correlation/{}", encode_path(&correlation_id)), state.compat))
 }
 
 /// A page of notifications.
@@ -332,7 +501,7 @@ pub struct Page {
 /// Notifications matching every given filter, in record-time order, with
 /// keyset pagination (stable while rows are being inserted).
 #[utoipa::path(get, path = "/notifications", tag = "queries", params(ListParams),
-    responses((status = 200, body = Page), (status = 400, description = "Invalid filter, limit, order or cursor")))]
+    responses((status = 200, body = Page, description = "One page of notifications"), (status = 400, description = "Invalid filter, limit, order or cursor")))]
 async fn list_notifications(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     let ListRequest { filter, after, descending, limit } = list_request(query.as_deref().unwrap_or_default())?;
     let mut rows = state.db.list(&filter, after, descending, i64::from(limit) + 1).await?;
@@ -344,8 +513,8 @@ async fn list_notifications(State(state): State<AppState>, RawQuery(query): RawQ
     } else {
         None
     };
-    Ok(Json(Page { notifications: rows.into_iter().map(NotificationBody::from).collect(), next_cursor })
-        .into_response())
+    let notifications = rows.into_iter().map(|n| NotificationBody::new(n, state.compat)).collect();
+    Ok(Json(Page { notifications, next_cursor }).into_response())
 }
 
 /// The body of `POST /send-notification`.
@@ -373,7 +542,7 @@ struct Sent {
 
 /// Stores a notification sent directly (source topic `api`).
 #[utoipa::path(post, path = "/send-notification", tag = "orders", request_body = SendNotification,
-    responses((status = 201, body = Sent), (status = 400, description = "Invalid body"),
+    responses((status = 201, body = Sent, description = "Stored; the stored notification"), (status = 400, description = "Invalid body"),
               (status = 401, description = "Missing or wrong bearer token"), (status = 413, description = "Body too large")),
     security((), ("bearer" = [])))]
 async fn send_notification(
@@ -398,8 +567,12 @@ async fn send_notification(
         }
     })?;
     let new = parse_send(&body)?;
-    let stored = state.db.insert_api(&new).await.map_err(SendError::from_db)?;
-    let body = Sent { success: true, message: "Notification created successfully", notification: stored.into() };
+    let stored = state.db.insert_api(&new, &body).await.map_err(SendError::from_db)?;
+    let body = Sent {
+        success: true,
+        message: "Notification created successfully",
+        notification: NotificationBody::new(stored, state.compat),
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 

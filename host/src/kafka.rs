@@ -183,26 +183,37 @@ pub fn to_record(message: &BorrowedMessage<'_>) -> Record {
     }
 }
 
-/// The message's headers. rdkafka panics on a header name that is not UTF-8;
-/// such a record keeps its value and gets one marker header instead of
-/// stopping the pipeline.
+/// The message's headers, in order. rdkafka panics on a header name that is
+/// not UTF-8 (it reads names as C strings and offers no byte access without
+/// FFI, which this crate forbids); each such header is replaced by one
+/// marker header, in its place, and every other header is kept exactly.
 fn headers(message: &BorrowedMessage<'_>) -> Vec<Header> {
     let Some(headers) = message.headers() else {
         return Vec::new();
     };
-    let read = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        headers.iter().map(|h| Header { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec) }).collect::<Vec<_>>()
-    }));
-    read.unwrap_or_else(|_| {
-        tracing::warn!(
-            topic = message.topic(),
-            partition = message.partition(),
-            offset = message.offset(),
-            "A header name is not UTF-8; the headers of this record are not stored."
-        );
-        vec![Header { key: "notification-host.unreadable-headers".into(), value: None }]
-    })
+    (0..headers.count())
+        .filter_map(|i| {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                headers.try_get(i).map(|h| Header { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec) })
+            })) {
+                Ok(header) => header,
+                Err(_) => {
+                    tracing::warn!(
+                        topic = message.topic(),
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        index = i,
+                        "A header name is not UTF-8; that header is stored as a marker."
+                    );
+                    Some(Header { key: UNREADABLE_HEADER.into(), value: None })
+                }
+            }
+        })
+        .collect()
 }
+
+/// Stands in for a header whose name is not UTF-8.
+pub const UNREADABLE_HEADER: &str = "notification-host.unreadable-header-name";
 
 /// Stores the offsets after the given last stored offsets per partition.
 /// Partitions no longer assigned are skipped: their new owner resumes from

@@ -62,7 +62,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let status = Arc::new(Status::default());
     let metrics = Arc::new(metrics::Metrics::default());
     let db = Db::connect_lazy(args.db.url()?, args.db.max_connections)?;
-    let consumer = Arc::new(kafka::create_consumer(&args.kafka, status.clone(), metrics.clone())?);
+    // An API-only replica has no consumer and is ready when the database is.
+    let consumer = if args.role.consumes() {
+        Some(Arc::new(kafka::create_consumer(&args.kafka, status.clone(), metrics.clone())?))
+    } else {
+        status.set_without_consumer();
+        None
+    };
 
     let shutdown = CancellationToken::new();
     shutdown::on_signal(shutdown.clone());
@@ -97,14 +103,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || m.reload()).await?;
         tokio::spawn(modules::watch(modules.clone(), args.modules.normalizers_poll_interval, shutdown.clone()));
     }
-    let app = http::router(http::AppState {
-        db: db.clone(),
-        status: status.clone(),
-        metrics: metrics.clone(),
-        modules: modules.clone(),
-        api_token: args.http.api_token.as_deref().map(Arc::from),
-        max_body_bytes: args.http.max_body_bytes,
-    });
+    let app = http::router_for(
+        http::AppState {
+            db: db.clone(),
+            status: status.clone(),
+            metrics: metrics.clone(),
+            modules: modules.clone(),
+            api_token: args.http.api_token.as_deref().map(Arc::from),
+            max_body_bytes: args.http.max_body_bytes,
+            compat: args.http.api_compat,
+            cors_allowed_origins: args.http.cors_allowed_origins.clone().into(),
+        },
+        args.role,
+    );
     let http_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await
@@ -116,6 +127,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(watch_database(db.clone(), status.clone(), shutdown.clone()));
     tokio::spawn(maintain_partitions(db.clone(), args.db.clone(), shutdown.clone()));
 
+    let Some(consumer) = consumer else {
+        tracing::info!(role = ?args.role, "Serving the API only; no consumer.");
+        shutdown.cancelled().await;
+        return finish_http(server).await;
+    };
     let routed = modules.clone();
     let normalize: pipeline::NormalizeFn = Arc::new(move |records: &[record::Record]| routed.normalize(records));
     let pipeline = pipeline::Pipeline {
@@ -140,6 +156,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if tokio::time::timeout(CONSUMER_CLOSE_TIMEOUT, closed_rx).await.is_err() {
         tracing::warn!("Leaving the consumer group did not finish in time; exiting anyway.");
     }
+    finish_http(server).await
+}
+
+/// Waits for the HTTP server's graceful shutdown.
+async fn finish_http(server: tokio::task::JoinHandle<std::io::Result<()>>) -> anyhow::Result<()> {
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::error!(%error, "HTTP server failed."),

@@ -15,6 +15,8 @@ pub struct Status {
     assigned_partitions: AtomicUsize,
     subscribed_topics: AtomicUsize,
     subscription_known: AtomicBool,
+    /// An API-only replica (`ROLE=api`): no consumer, so no assignment to wait for.
+    without_consumer: AtomicBool,
     /// Why writes are failing while the database answers, when they are: the
     /// database refuses even a last-resort row. Ingestion waits, so `/ready`
     /// must say it.
@@ -45,6 +47,11 @@ impl Status {
         self.subscription_known.store(true, Ordering::Relaxed);
     }
 
+    /// Marks an API-only replica, whose readiness is the database alone.
+    pub fn set_without_consumer(&self) {
+        self.without_consumer.store(true, Ordering::Relaxed);
+    }
+
     /// Sets or clears why writes are failing although the database answers.
     pub fn set_write_blocked(&self, reason: Option<String>) {
         if let Ok(mut slot) = self.write_blocked.lock() {
@@ -65,7 +72,9 @@ impl Status {
         if let Some(why) = self.write_blocked.lock().ok().and_then(|w| w.clone()) {
             reasons.push(format!("writes are failing and ingestion waits: {why}"));
         }
-        if !self.subscription_known.load(Ordering::Relaxed) {
+        if self.without_consumer.load(Ordering::Relaxed) {
+            // No consumer: nothing to subscribe to or be assigned.
+        } else if !self.subscription_known.load(Ordering::Relaxed) {
             reasons.push("the topic list has not been read from the broker yet".into());
         } else if self.subscribed_topics.load(Ordering::Relaxed) > 0 && !self.assigned.load(Ordering::Relaxed) {
             reasons.push("the consumer holds no assignment (joining the group or rebalancing)".into());

@@ -339,15 +339,18 @@ pub struct Notification {
     pub normalizer: Option<String>,
     pub normalizer_error: Option<String>,
     pub ingest_note: Option<String>,
+    pub stored_at: DateTime<Utc>,
 }
 
 const COLUMNS: &str = "notification_id, customer_id, runner_id, order_id, event::text AS event_json, raw_value, \
      status, created_at, source_topic, event_type, correlation_id, source_service, kafka_partition, kafka_offset, \
-     normalizer, normalizer_error, ingest_note";
+     normalizer, normalizer_error, ingest_note, stored_at";
 
-/// Record-time order with a deterministic tie-break.
-const TIME_ORDER: &str = "created_at, source_topic, kafka_partition, kafka_offset, notification_id";
-const TIME_ORDER_DESC: &str = "created_at DESC, source_topic DESC, kafka_partition DESC NULLS FIRST, kafka_offset DESC NULLS FIRST, notification_id DESC";
+/// Record-time order, ties broken by the row id (the order rows were
+/// written: within a partition, offset order). The same keyset as
+/// `GET /notifications`, so every list of rows pages with one cursor form.
+const TIME_ORDER: &str = "created_at, notification_id";
+const TIME_ORDER_DESC: &str = "created_at DESC, notification_id DESC";
 
 pub use notification_parse::request::{ListFilter, NewApiNotification, Position};
 
@@ -357,15 +360,42 @@ impl Db {
         sqlx::query_as(sqlx::AssertSqlSafe(latest_sql())).bind(order_id).fetch_optional(&self.pool).await
     }
 
-    /// Every notification of an order, oldest first.
-    pub async fn for_order(&self, order_id: &str) -> Result<Vec<Notification>, sqlx::Error> {
-        sqlx::query_as(sqlx::AssertSqlSafe(for_column_sql("order_id"))).bind(order_id).fetch_all(&self.pool).await
+    /// Notifications of an order, oldest first: at most `limit`, after
+    /// `after` when given.
+    pub async fn for_order(
+        &self,
+        order_id: &str,
+        after: Option<Position>,
+        limit: i64,
+    ) -> Result<Vec<Notification>, sqlx::Error> {
+        self.for_id("order_id", order_id, after, limit).await
     }
 
-    /// Every notification of one correlation (saga) id, oldest first.
-    pub async fn for_correlation(&self, correlation_id: &str) -> Result<Vec<Notification>, sqlx::Error> {
-        sqlx::query_as(sqlx::AssertSqlSafe(for_column_sql("correlation_id")))
-            .bind(correlation_id)
+    /// Notifications of one correlation (saga) id, oldest first: at most
+    /// `limit`, after `after` when given.
+    pub async fn for_correlation(
+        &self,
+        correlation_id: &str,
+        after: Option<Position>,
+        limit: i64,
+    ) -> Result<Vec<Notification>, sqlx::Error> {
+        self.for_id("correlation_id", correlation_id, after, limit).await
+    }
+
+    async fn for_id(
+        &self,
+        column: &str,
+        id: &str,
+        after: Option<Position>,
+        limit: i64,
+    ) -> Result<Vec<Notification>, sqlx::Error> {
+        let (created_at, notification_id) =
+            after.map_or((None, None), |p| (Some(p.created_at), Some(p.notification_id)));
+        sqlx::query_as(sqlx::AssertSqlSafe(for_column_sql(column)))
+            .bind(id)
+            .bind(created_at)
+            .bind(notification_id)
+            .bind(limit)
             .fetch_all(&self.pool)
             .await
     }
@@ -418,12 +448,28 @@ impl Db {
         let by_order = format!("EXPLAIN {}", for_column_sql("order_id"));
         plans.push((
             "order",
-            text(sqlx::query_scalar(sqlx::AssertSqlSafe(by_order)).bind(order_id).fetch_all(&self.pool).await?),
+            text(
+                sqlx::query_scalar(sqlx::AssertSqlSafe(by_order))
+                    .bind(order_id)
+                    .bind(None::<DateTime<Utc>>)
+                    .bind(None::<i64>)
+                    .bind(1001_i64)
+                    .fetch_all(&self.pool)
+                    .await?,
+            ),
         ));
         let by_corr = format!("EXPLAIN {}", for_column_sql("correlation_id"));
         plans.push((
             "correlation",
-            text(sqlx::query_scalar(sqlx::AssertSqlSafe(by_corr)).bind(correlation_id).fetch_all(&self.pool).await?),
+            text(
+                sqlx::query_scalar(sqlx::AssertSqlSafe(by_corr))
+                    .bind(correlation_id)
+                    .bind(None::<DateTime<Utc>>)
+                    .bind(None::<i64>)
+                    .bind(1001_i64)
+                    .fetch_all(&self.pool)
+                    .await?,
+            ),
         ));
         let timeline = format!("EXPLAIN {}", timeline_sql());
         plans.push((
@@ -634,25 +680,34 @@ impl Db {
         Ok(dropped)
     }
 
-    /// Stores a notification sent through the API.
-    pub async fn insert_api(&self, n: &NewApiNotification) -> Result<Notification, sqlx::Error> {
-        let raw = serde_json::to_vec(&n.event).unwrap_or_default();
+    /// Stores a notification sent through the API with the values the
+    /// original service stored: status `sent`, event type
+    /// `notification.manual`, a new UUID as correlation id, source service
+    /// `notification-service-api`, source topic `api`, and the event wrapped
+    /// as `{"message": <event>}`. `raw_value` keeps the exact request body.
+    pub async fn insert_api(&self, n: &NewApiNotification, body: &[u8]) -> Result<Notification, sqlx::Error> {
         let sql = format!(
-            "INSERT INTO notifications (customer_id, runner_id, order_id, event, created_at, source_topic, \
-             event_type, source_service, raw_value) \
-             VALUES ($1, $2, $3, $4::text::jsonb, now(), 'api', $5, 'api', $6) RETURNING {COLUMNS}"
+            "INSERT INTO notifications (customer_id, runner_id, order_id, event, status, created_at, source_topic, \
+             event_type, correlation_id, source_service, raw_value) \
+             VALUES ($1, $2, $3, jsonb_build_object('message', $4::text::jsonb), '{API_STATUS}', now(), '{API_TOPIC}', \
+             '{API_EVENT_TYPE}', gen_random_uuid()::text, '{API_SOURCE_SERVICE}', $5) RETURNING {COLUMNS}"
         );
         sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(&n.customer_id)
             .bind(&n.runner_id)
             .bind(&n.order_id)
             .bind(n.event.to_string())
-            .bind(&n.event_type)
-            .bind(raw)
+            .bind(body)
             .fetch_one(&self.pool)
             .await
     }
 }
+
+/// What the original service stored for a notification sent through the API.
+pub const API_STATUS: &str = "sent";
+pub const API_TOPIC: &str = "api";
+pub const API_EVENT_TYPE: &str = "notification.manual";
+pub const API_SOURCE_SERVICE: &str = "notification-service-api";
 
 fn first_of_month(d: NaiveDate) -> NaiveDate {
     d.with_day(1).unwrap_or(d)
@@ -732,8 +787,15 @@ fn latest_sql() -> String {
     )
 }
 
+/// Rows of one id after an optional (created_at, notification_id) position
+/// ($2, $3), at most $4.
 fn for_column_sql(column: &str) -> String {
-    format!("SELECT {COLUMNS} FROM notifications WHERE {} ORDER BY {TIME_ORDER}", id_equals(column, "$1::text"))
+    format!(
+        "SELECT {COLUMNS} FROM notifications WHERE {} \
+         AND ($2::timestamptz IS NULL OR (created_at, notification_id) > ($2, $3::int8)) \
+         ORDER BY {TIME_ORDER} LIMIT $4",
+        id_equals(column, "$1::text")
+    )
 }
 
 fn timeline_sql() -> String {

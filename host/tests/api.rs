@@ -10,7 +10,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use chrono::{DateTime, Utc};
 use http_body_util::BodyExt;
-use notification_host::http::{AppState, router};
+use notification_host::config::{ApiCompat, Role};
+use notification_host::http::{AppState, router, router_for};
 use notification_host::metrics::Metrics;
 use notification_host::normalize::Normalizer;
 use notification_host::record::Record;
@@ -47,6 +48,8 @@ impl Api {
                     notification_host::runtime::Runtime::new(Default::default()).unwrap(),
                     notification_host::modules::ModulesConfig { dir: None, quarantine_after: 10 },
                 )),
+                compat: ApiCompat::Current,
+                cors_allowed_origins: Arc::from(Vec::new()),
             },
         }
     }
@@ -144,7 +147,8 @@ fn saga_events() -> Vec<(&'static str, i32, i64, i64, &'static str)> {
             T0 + 5000,
             r#"{"type": "ORDER_ACCEPTED", "correlation_id": "order-20250404-aa", "source": "order-service", "payload": {"customerId": "cust-1", "runnerId": "run-9", "orderId": 42, "status": "ACCEPTED", "event": "{}"}}"#,
         ),
-        // Same record time as the previous one: the tie is broken by topic.
+        // Same record time as the previous one: the tie goes to the row
+        // written later.
         (
             "payment_events",
             1,
@@ -206,7 +210,7 @@ async fn latest_keeps_the_original_shape(pool: PgPool) {
     for key in KEYS {
         assert!(body.get(key).is_some(), "missing {key} in {body}");
     }
-    // Two events at T0+5s; the tie goes to the greater topic name.
+    // Two events at T0+5s; the tie goes to the row written later.
     assert_eq!(body["sourceTopic"], "payment_events");
     assert_eq!(body["eventType"], "payment.noted");
     assert_eq!(body["orderId"], "42");
@@ -456,9 +460,16 @@ async fn send_notification_stores_an_api_row(pool: PgPool) {
     for key in KEYS {
         assert!(n.get(key).is_some(), "missing {key} in {n}");
     }
+    // What the original service stored for a manual notification.
     assert_eq!(n["sourceTopic"], "api");
-    assert_eq!(n["eventType"], "ORDER_CREATED");
-    assert_eq!(n["event"]["total"], 12);
+    assert_eq!(n["eventType"], "notification.manual");
+    assert_eq!(n["status"], "sent");
+    assert_eq!(n["sourceService"], "notification-service-api");
+    assert_eq!(n["event"], json!({"message": {"type": "ORDER_CREATED", "total": 12}}));
+    assert_eq!(n["runnerId"], "r-1");
+    let correlation = n["correlationId"].as_str().unwrap();
+    assert_eq!(correlation.len(), 36, "a UUID: {correlation}");
+    assert_eq!(&correlation[14..15], "4", "a version-4 UUID: {correlation}");
     let created: DateTime<Utc> = n["createdAt"].as_str().unwrap().parse().unwrap();
     assert!((Utc::now() - created).num_seconds().abs() < 60);
     let (status, latest) = api.get("/order/o-9/latest").await;
@@ -645,4 +656,213 @@ async fn ids_thousands_of_characters_long_are_found_whole(pool: PgPool) {
     let (status, body) = api.get(&format!("/notifications?correlation_id={saga}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["notifications"].as_array().map(Vec::len), Some(2), "{body}");
+}
+
+/// The original's rules for an optional `runnerId`: absent, null, `""`,
+/// `"None"` and `"null"` are all stored as NULL; the original's 400 texts.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn send_notification_treats_optional_fields_as_the_original(pool: PgPool) {
+    let api = Api::new(pool.clone());
+    let runners = [None, Some(json!(null)), Some(json!("")), Some(json!("None")), Some(json!("null"))];
+    for (i, runner) in runners.iter().enumerate() {
+        let mut body = json!({"customerId": "c", "orderId": format!("opt-{i}"), "event": "ORDER_CREATED"});
+        if let Some(r) = runner {
+            body["runnerId"] = r.clone();
+        }
+        let (status, answer) = api.post("/send-notification", Some("application/json"), None, body.to_string()).await;
+        assert_eq!(status, StatusCode::CREATED, "{runner:?}: {answer}");
+        assert_eq!(answer["notification"]["runnerId"], Value::Null, "{runner:?}");
+        let stored: Option<String> = sqlx::query_scalar("SELECT runner_id FROM notifications WHERE order_id = $1")
+            .bind(format!("opt-{i}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, None, "{runner:?} is stored as NULL");
+    }
+    // Integer ids, as the platform's services sent them, are stored as text.
+    let body = json!({"customerId": 7, "orderId": 42, "event": {"a": 1}, "runnerId": 9});
+    let (status, answer) = api.post("/send-notification", Some("application/json"), None, body.to_string()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!((&answer["notification"]["orderId"], &answer["notification"]["runnerId"]), (&json!("42"), &json!("9")));
+
+    let cases = [
+        ("", "No data provided"),
+        ("null", "No data provided"),
+        ("{}", "No data provided"),
+        (r#"{"orderId": "o", "event": "e"}"#, "Missing required fields"),
+        (r#"{"customerId": "", "orderId": "o", "event": "e"}"#, "Missing required fields"),
+        (r#"{"customerId": "c", "orderId": "o", "event": ""}"#, "Missing required fields"),
+        (r#"{"customerId": "c", "orderId": null, "event": "e"}"#, "Missing required fields"),
+    ];
+    for (body, message) in cases {
+        let (status, answer) = api.post("/send-notification", Some("application/json"), None, body).await;
+        assert_eq!(
+            (status, answer),
+            (StatusCode::BAD_REQUEST, json!({"success": false, "message": message})),
+            "{body}"
+        );
+    }
+}
+
+/// The notification's JSON types and formats, in both shapes: what a client
+/// of the original parses.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn notification_types_and_formats_in_both_shapes(pool: PgPool) {
+    ingest(&pool, saga_events()).await;
+    let api = Api::new(pool.clone());
+    let (_, n) = api.get("/order/42/latest").await;
+    assert!(n["notificationId"].is_i64(), "{n}");
+    for key in
+        ["customerId", "runnerId", "orderId", "status", "sourceTopic", "eventType", "correlationId", "sourceService"]
+    {
+        assert!(n[key].is_string() || n[key].is_null(), "{key}: {n}");
+    }
+    assert!(n["event"].is_object());
+    let created = n["createdAt"].as_str().unwrap();
+    assert!(DateTime::parse_from_rfc3339(created).is_ok(), "{created}");
+
+    let mut original = Api::new(pool);
+    original.state.compat = ApiCompat::Original;
+    let (_, n) = original.get("/order/42/latest").await;
+    let id = n["notificationId"].as_str().expect("a string, as the original's UUID was");
+    assert!(id.parse::<i64>().is_ok());
+    assert_eq!(n["createdAt"], "2025-04-04T10:00:05", "naive UTC isoformat, no offset");
+    let event = &n["event"];
+    assert_eq!(event["topic"], "payment_events");
+    assert_eq!(event["event_type"], "payment.noted");
+    assert_eq!(event["correlation_id"], "saga-1");
+    assert_eq!(event["source_service"], "payment-service");
+    assert_eq!(event["payload"], json!({"order_id": 42, "status": "NOTED"}));
+    let stamp = event["timestamp"].as_str().unwrap();
+    assert!(chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%dT%H:%M:%S%.f").is_ok(), "{stamp}");
+    let (_, list) = original.get("/order/42").await;
+    assert!(list.as_array().unwrap().iter().all(|n| n["notificationId"].is_string()));
+}
+
+/// `GET /order/{id}` and `GET /correlation/{id}` are bounded: the body keeps
+/// the original's shape (an array), and `Link`/`X-Next-Cursor` lead to the
+/// rest, without gaps or repeats.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn order_and_correlation_answers_are_bounded_and_page(pool: PgPool) {
+    let values: Vec<String> = (0..7)
+        .map(|i| format!(r#"{{"type": "e{i}", "correlation_id": "hot", "payload": {{"order_id": "big"}}}}"#))
+        .collect();
+    ingest(
+        &pool,
+        values.iter().enumerate().map(|(i, v)| ("t", 0, i as i64, T0 + (i as i64 % 3), v.as_str())).collect(),
+    )
+    .await;
+    let api = Api::new(pool);
+    for base in ["/order/big", "/correlation/hot"] {
+        let (status, all) = api.get(base).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(all.as_array().unwrap().len(), 7, "under the default cap, the full answer");
+        let mut seen = Vec::new();
+        let mut uri = format!("{base}?limit=3");
+        loop {
+            let response =
+                router(api.state.clone()).oneshot(Request::get(&uri).body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let link = response.headers().get(header::LINK).map(|v| v.to_str().unwrap().to_owned());
+            let cursor = response.headers().get("x-next-cursor").map(|v| v.to_str().unwrap().to_owned());
+            let page: Value =
+                serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            let page = page.as_array().unwrap().clone();
+            assert!(page.len() <= 3);
+            seen.extend(page.iter().map(|n| n["eventType"].as_str().unwrap().to_owned()));
+            match (link, cursor) {
+                (Some(link), Some(cursor)) => {
+                    assert_eq!(link, format!("<{base}?cursor={cursor}&limit=3>; rel=\"next\""));
+                    uri = format!("{base}?cursor={cursor}&limit=3");
+                }
+                (None, None) => break,
+                other => panic!("Link and X-Next-Cursor come together: {other:?}"),
+            }
+        }
+        let everything: Vec<String> =
+            all.as_array().unwrap().iter().map(|n| n["eventType"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(seen, everything, "{base}: pages join to the full answer");
+        for bad in ["limit=0", "limit=10001", "cursor=nope", "page=2"] {
+            assert_eq!(api.get(&format!("{base}?{bad}")).await.0, StatusCode::BAD_REQUEST, "{base}?{bad}");
+        }
+    }
+}
+
+/// CORS for the configured origins only; none without the setting.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn cors_allows_the_configured_origins(pool: PgPool) {
+    let mut api = Api::new(pool);
+    let preflight = |origin: &str| {
+        Request::builder()
+            .method("OPTIONS")
+            .uri("/order/1")
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let allowed = |state: &AppState, origin: &'static str| {
+        let state = state.clone();
+        async move {
+            let r = router(state).oneshot(preflight(origin)).await.unwrap();
+            r.headers().get(header::ACCESS_CONTROL_ALLOW_ORIGIN).map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    assert_eq!(allowed(&api.state, "http://localhost:5173").await, None, "no CORS without the setting");
+    api.state.cors_allowed_origins = Arc::from(vec!["http://localhost:5173".to_owned()]);
+    assert_eq!(allowed(&api.state, "http://localhost:5173").await.as_deref(), Some("http://localhost:5173"));
+    assert_eq!(allowed(&api.state, "http://evil.example").await, None);
+    let response = router(api.state.clone())
+        .oneshot(Request::get("/order/1").header(header::ORIGIN, "http://localhost:5173").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "http://localhost:5173");
+}
+
+/// An ingest-only replica serves operations, not the API.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn an_ingest_replica_serves_operations_only(pool: PgPool) {
+    let api = Api::new(pool);
+    let status_of = |uri: &'static str| {
+        let app = router_for(api.state.clone(), Role::Ingest);
+        async move { app.oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap().status() }
+    };
+    assert_eq!(status_of("/health").await, StatusCode::OK);
+    assert_eq!(status_of("/metrics").await, StatusCode::OK);
+    assert_eq!(status_of("/order/1/latest").await, StatusCode::NOT_FOUND);
+    assert_eq!(status_of("/notifications").await, StatusCode::NOT_FOUND);
+}
+
+/// The served OpenAPI document passes a standard OpenAPI validator
+/// (openapi-spec-validator, installed by scripts/test), and `/apidocs/`
+/// renders a reference of every operation from it, with no external asset.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn openapi_is_valid_and_apidocs_render_it(pool: PgPool) {
+    let api = Api::new(pool);
+    let (_, doc) = api.get("/openapi.json").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys, json; from openapi_spec_validator import validate; validate(json.load(open(sys.argv[1]))); print('valid')"])
+        .arg(&file)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "the OpenAPI document is invalid (or openapi-spec-validator is missing: scripts/test installs it):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let response =
+        router(api.state.clone()).oneshot(Request::get("/apidocs/").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    let html = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            assert!(html.contains(&format!("id=\"{method}-{path}\"")), "{method} {path} missing from /apidocs/");
+        }
+    }
+    assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("<script"), "no external asset");
 }

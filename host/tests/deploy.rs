@@ -79,6 +79,13 @@ fn compose_matches_the_host() {
     assert!(volumes.iter().any(|v| v.split(':').nth(1) == Some(get("NORMALIZERS_DIR").as_str())), "{volumes:?}");
     assert!(get("DATABASE_URL").contains("@postgres:5432/"));
     assert_eq!(get("KAFKA_BOOTSTRAP_SERVERS"), "kafka:9092");
+    // Reachable as the original service was: `notification-service:3000`
+    // inside the stack, published on 3006, with the same health check.
+    assert_eq!(port, 3000, "the original service's port");
+    assert!(ports.contains(&"3006:3000"), "{ports:?}");
+    let check: Vec<&str> =
+        service["healthcheck"]["test"].as_sequence().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert_eq!(check, ["CMD", "curl", "-f", "http://localhost:3000/health"]);
     // The demo producer runs the image's saga-demo binary.
     assert_eq!(doc["services"]["demo-producer"]["entrypoint"][0].as_str(), Some("saga-demo"));
 }
@@ -120,6 +127,13 @@ fn kubernetes_matches_the_host() {
         let key = e["valueFrom"]["secretKeyRef"]["key"].as_str().unwrap();
         assert!(secret["stringData"].get(key).is_some(), "secret key {key} missing");
     }
+    // The Service answers under the original service's name and port and
+    // reaches the container's named port.
+    let service = &yaml_docs("kubernetes/service.yaml")[0];
+    assert_eq!(service["metadata"]["name"], "notification-service");
+    assert_eq!(service["spec"]["ports"][0]["port"].as_u64(), Some(3000));
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], container["ports"][0]["name"]);
+    assert_eq!(service["spec"]["selector"], deployment["spec"]["selector"]["matchLabels"]);
     // The commands the manifests run exist.
     let job = &yaml_docs("kubernetes/migrate-job.yaml")[0];
     assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["args"][0], "migrate");

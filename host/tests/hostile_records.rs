@@ -333,7 +333,7 @@ async fn check(db: &Db, cases: Vec<Case>) -> Result<(), TestCaseError> {
             prop_assert!(&r.get::<Option<String>, _>(4 + i) == want, "field {} stored whole", i);
         }
         if let Some(id) = &row.fields.correlation_id {
-            let hits = db.for_correlation(id).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let hits = db.for_correlation(id, None, 1000).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert!(
                 hits.iter().any(|n| n.kafka_offset == Some(record.offset)),
                 "found by its full correlation id"

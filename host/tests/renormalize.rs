@@ -151,14 +151,13 @@ async fn renormalize_stores_long_ids_and_survives_a_refused_row(pool: PgPool) {
     let out = String::from_utf8(out).unwrap();
     assert_eq!((examined, changed), (3, 2), "{out}");
     assert!(out.contains("no_poison") && out.contains("1 refused by PostgreSQL"), "{out}");
-    let stored: Vec<(Option<String>, Option<String>, String)> = sqlx::query_as(
-        "SELECT order_id, correlation_id, normalizer FROM notifications ORDER BY kafka_offset",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let stored: Vec<(Option<String>, Option<String>, String)> =
+        sqlx::query_as("SELECT order_id, correlation_id, normalizer FROM notifications ORDER BY kafka_offset")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     assert_eq!(stored[0], (Some("o-0".into()), Some(long.clone()), "default@1.0.0".into()));
     assert_eq!(stored[1], (None, None, "old@0.1.0".into()));
     assert_eq!(stored[2].0.as_deref(), Some("o-2"));
-    assert_eq!(db.for_correlation(&long).await.unwrap().len(), 1);
+    assert_eq!(db.for_correlation(&long, None, 1000).await.unwrap().len(), 1);
 }

@@ -206,7 +206,7 @@ async fn ids_of_any_length_are_stored_whole(pool: PgPool) {
     assert_eq!((written.inserted, written.reduced.len()), (3, 0), "{:?}", written.reduced);
     for r in &rows {
         let id = r.fields.correlation_id.clone().unwrap();
-        let found = db.for_correlation(&id).await.unwrap();
+        let found = db.for_correlation(&id, None, 1000).await.unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].correlation_id.as_ref(), Some(&id));
         let order = r.fields.order_id.clone().unwrap();

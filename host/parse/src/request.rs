@@ -127,6 +127,37 @@ pub fn list_request(query: &str) -> Result<ListRequest, Invalid> {
     Ok(ListRequest { filter, after, descending, limit })
 }
 
+/// Most rows `GET /order/{id}` and `GET /correlation/{id}` return when the
+/// request names no `limit`: far more than an order's events (tens), so an
+/// ordinary order gets the original service's full answer in one response.
+pub const DEFAULT_ROWS_PER_ID: u32 = 1000;
+/// The largest `limit` those endpoints accept.
+pub const MAX_ROWS_PER_ID: u32 = 10_000;
+
+/// The query parameters of `GET /order/{id}` and `GET /correlation/{id}`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RowsParams {
+    /// Most rows in the answer, 1 to 10,000 (default 1000). When more rows
+    /// exist, the answer carries `Link: <...>; rel="next"` and `X-Next-Cursor`.
+    limit: Option<u32>,
+    /// The `X-Next-Cursor` of the previous answer.
+    cursor: Option<String>,
+}
+
+/// Parses the query string of `GET /order/{id}` and `GET /correlation/{id}`:
+/// where to start and how many rows at most.
+pub fn rows_request(query: &str) -> Result<(Option<Position>, u32), Invalid> {
+    let p: RowsParams = serde_urlencoded::from_str(query).map_err(|e| Invalid(format!("Invalid query: {e}.")))?;
+    let limit = p.limit.unwrap_or(DEFAULT_ROWS_PER_ID);
+    if !(1..=MAX_ROWS_PER_ID).contains(&limit) {
+        return Err(Invalid(format!("limit must be between 1 and {MAX_ROWS_PER_ID}.")));
+    }
+    let after = p.cursor.as_deref().map(|c| decode_cursor(c, false)).transpose()?;
+    Ok((after, limit))
+}
+
 /// Parses an RFC 3339 timestamp given as the parameter `what`.
 pub fn parse_time(s: &str, what: &str) -> Result<DateTime<Utc>, Invalid> {
     DateTime::parse_from_rfc3339(s)
@@ -157,61 +188,81 @@ pub fn decode_cursor(cursor: &str, descending: bool) -> Result<Position, Invalid
     Ok(Position { created_at, notification_id })
 }
 
+/// The original service's answer to a request without a body (or with a
+/// body Python finds falsy: `null`, `{}`, `[]`, `""`, `0`, `false`).
+pub const NO_DATA: &str = "No data provided";
+/// The original service's answer when `customerId`, `orderId` or `event` is
+/// missing or falsy (null, empty, zero).
+pub const MISSING_FIELDS: &str = "Missing required fields";
+
 /// A notification sent through `POST /send-notification`, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewApiNotification {
     pub customer_id: String,
     pub order_id: String,
+    /// NULL for an absent runner, as the original stored `""`, `"None"` and
+    /// `"null"`.
     pub runner_id: Option<String>,
+    /// The event as sent; stored wrapped as `{"message": <event>}`.
     pub event: Value,
-    pub event_type: Option<String>,
 }
 
-/// Parses the body of `POST /send-notification`: `customerId` and `orderId`
-/// (strings, or integers as the original service's clients sent them),
-/// optional `runnerId`, and `event` (a string or an object whose `type`,
-/// `event_type` or `eventType` names it).
+/// Parses the body of `POST /send-notification` as the original service did:
+/// `customerId`, `orderId` and `event` are required and must not be falsy
+/// (missing, null, `""`, `0`, `false`, `{}` or `[]`); ids may be strings or
+/// integers; `runnerId` is optional, and absent, null, `""`, `"None"` and
+/// `"null"` all mean no runner. Where the original failed with a 500 (an id
+/// that is an object, a body that is a JSON list), this answers 400 and says
+/// why.
 pub fn parse_send(body: &[u8]) -> Result<NewApiNotification, Invalid> {
-    let not_object = || Invalid("The body must be a JSON object.".into());
-    let Value::Object(mut fields) = serde_json::from_slice(body).map_err(|_| not_object())? else {
-        return Err(not_object());
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Invalid(NO_DATA.into()));
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|_| Invalid("The body is not valid JSON.".into()))?;
+    if !truthy(&value) {
+        return Err(Invalid(NO_DATA.into()));
+    }
+    let Value::Object(mut fields) = value else {
+        return Err(Invalid("The body must be a JSON object.".into()));
     };
-    let customer_id = body_id(fields.remove("customerId"), "customerId", true)?.unwrap_or_default();
-    let order_id = body_id(fields.remove("orderId"), "orderId", true)?.unwrap_or_default();
-    let runner_id = body_id(fields.remove("runnerId"), "runnerId", false)?;
-    let event = match fields.remove("event") {
-        None | Some(Value::Null) => return Err(Invalid("event is required.".into())),
-        Some(Value::String(s)) if s.is_empty() => {
-            return Err(Invalid("event is required and must not be empty.".into()));
-        }
-        Some(e) => e,
+    let (customer, order, event) = (fields.remove("customerId"), fields.remove("orderId"), fields.remove("event"));
+    if ![&customer, &order, &event].iter().all(|v| v.as_ref().is_some_and(truthy)) {
+        return Err(Invalid(MISSING_FIELDS.into()));
+    }
+    let customer_id = body_id(customer, "customerId")?.unwrap_or_default();
+    let order_id = body_id(order, "orderId")?.unwrap_or_default();
+    let runner_id = match fields.remove("runnerId") {
+        Some(Value::String(s)) if ["", "None", "null"].contains(&s.as_str()) => None,
+        other => body_id(other, "runnerId")?,
     };
-    let event_type = match &event {
-        Value::String(s) => Some(s.clone()),
-        Value::Object(o) => ["type", "event_type", "eventType"]
-            .iter()
-            .find_map(|k| o.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)),
-        _ => None,
-    };
-    Ok(NewApiNotification { customer_id, order_id, runner_id, event, event_type })
+    Ok(NewApiNotification { customer_id, order_id, runner_id, event: event.unwrap_or_default() })
 }
 
-fn body_id(v: Option<Value>, name: &str, required: bool) -> Result<Option<String>, Invalid> {
+/// Python's truthiness of a JSON value, which the original service tested.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// An id from the body: text, or an integer written as text; None when
+/// absent or null.
+fn body_id(v: Option<Value>, name: &str) -> Result<Option<String>, Invalid> {
     let text = match v {
-        Some(Value::String(s)) if !s.is_empty() => Some(s),
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-        None | Some(Value::Null) if !required => None,
-        Some(Value::String(_)) | None | Some(Value::Null) => {
-            return Err(Invalid(format!("{name} is required and must not be empty.")));
-        }
-        Some(_) => return Err(Invalid(format!("{name} must be a string."))),
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s,
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+        Some(_) => return Err(Invalid(format!("{name} must be a string or an integer."))),
     };
-    if let Some(t) = &text
-        && (t.len() > MAX_ID_BYTES || t.contains('\0'))
-    {
+    if text.len() > MAX_ID_BYTES || text.contains('\0') {
         return Err(Invalid(format!("{name} must be at most {MAX_ID_BYTES} bytes, without NUL.")));
     }
-    Ok(text)
+    Ok(Some(text))
 }
 
 #[cfg(test)]
@@ -248,20 +299,41 @@ mod tests {
     #[test]
     fn send_body_validation() {
         assert!(parse_send(br#"{"customerId": "c", "orderId": 42, "event": "ORDER_CREATED"}"#).is_ok());
-        let n =
-            parse_send(br#"{"customerId": "c", "orderId": "o", "event": {"type": "x"}, "runnerId": null}"#).unwrap();
-        assert_eq!(n.event_type.as_deref(), Some("x"));
-        for bad in [
-            &br#"[]"#[..],
-            br#"not json"#,
-            br#"{"orderId": "o", "event": "e"}"#,
+        let n = parse_send(br#"{"customerId": "c", "orderId": "o", "event": {"type": "x"}, "runnerId": "r"}"#).unwrap();
+        assert_eq!((n.order_id.as_str(), n.runner_id.as_deref()), ("o", Some("r")));
+        for runner in [r#""""#, r#""None""#, r#""null""#, "null"] {
+            let body = format!(r#"{{"customerId": "c", "orderId": "o", "event": "x", "runnerId": {runner}}}"#);
+            assert_eq!(parse_send(body.as_bytes()).unwrap().runner_id, None, "{runner}");
+        }
+        assert_eq!(parse_send(br#"{"customerId": "c", "orderId": "o", "event": "x"}"#).unwrap().runner_id, None);
+        for no_data in [&b""[..], b"  ", b"null", b"{}", b"[]", b"\"\"", b"0", b"false"] {
+            assert_eq!(parse_send(no_data), Err(Invalid(NO_DATA.into())), "{}", String::from_utf8_lossy(no_data));
+        }
+        for missing in [
+            &br#"{"orderId": "o", "event": "e"}"#[..],
             br#"{"customerId": "", "orderId": "o", "event": "e"}"#,
+            br#"{"customerId": "c", "orderId": 0, "event": "e"}"#,
             br#"{"customerId": "c", "orderId": "o"}"#,
             br#"{"customerId": "c", "orderId": "o", "event": ""}"#,
+            br#"{"customerId": "c", "orderId": "o", "event": {}}"#,
+            br#"{"customerId": null, "orderId": "o", "event": "e"}"#,
+        ] {
+            assert_eq!(
+                parse_send(missing),
+                Err(Invalid(MISSING_FIELDS.into())),
+                "{}",
+                String::from_utf8_lossy(missing)
+            );
+        }
+        for bad in [
+            &br#"[1]"#[..],
+            br#"not json"#,
             br#"{"customerId": {"a": 1}, "orderId": "o", "event": "e"}"#,
             br#"{"customerId": "c", "orderId": 1.5, "event": "e"}"#,
+            br#"{"customerId": "c", "orderId": "o", "event": "e", "runnerId": ["r"]}"#,
         ] {
-            assert!(parse_send(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            let e = parse_send(bad).unwrap_err();
+            assert!(e.0 != NO_DATA && e.0 != MISSING_FIELDS, "{}: {e}", String::from_utf8_lossy(bad));
         }
     }
 }
