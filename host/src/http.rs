@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
+use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::json;
@@ -187,6 +188,17 @@ pub struct NotificationBody {
     pub normalizer: Option<String>,
     pub normalizer_error: Option<String>,
     pub ingest_note: Option<String>,
+    /// The record's key when it is UTF-8 text without NUL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_key: Option<String>,
+    /// The record's key in base64, when it is not such text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_key_b64: Option<String>,
+    /// The record's headers in order, repeats kept: `[{"key", "value"}]`,
+    /// with `value_b64` for a value that is not UTF-8 text.
+    #[schema(value_type = Option<Vec<Object>>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_headers: Option<Box<RawValue>>,
     /// In a timeline: `direct` (names the order) or `correlated` (shares a
     /// correlation id with one that does).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -237,9 +249,21 @@ impl NotificationBody {
             normalizer: n.normalizer,
             normalizer_error: n.normalizer_error,
             ingest_note: n.ingest_note,
+            kafka_key: n.kafka_key.as_deref().and_then(key_text).map(str::to_owned),
+            kafka_key_b64: n
+                .kafka_key
+                .as_deref()
+                .filter(|k| key_text(k).is_none())
+                .map(|k| base64::engine::general_purpose::STANDARD.encode(k)),
+            kafka_headers: n.kafka_headers.filter(|h| h != "[]").and_then(|h| RawValue::from_string(h).ok()),
             relation: None,
         }
     }
+}
+
+/// A key as text, when it is UTF-8 without NUL.
+fn key_text(key: &[u8]) -> Option<&str> {
+    std::str::from_utf8(key).ok().filter(|k| !k.contains('\0'))
 }
 
 /// The original service's `event` for a Kafka record: `topic`, `event_type`,

@@ -340,11 +340,14 @@ pub struct Notification {
     pub normalizer_error: Option<String>,
     pub ingest_note: Option<String>,
     pub stored_at: DateTime<Utc>,
+    pub kafka_key: Option<Vec<u8>>,
+    /// The headers as stored: JSON text.
+    pub kafka_headers: Option<String>,
 }
 
 const COLUMNS: &str = "notification_id, customer_id, runner_id, order_id, event::text AS event_json, raw_value, \
      status, created_at, source_topic, event_type, correlation_id, source_service, kafka_partition, kafka_offset, \
-     normalizer, normalizer_error, ingest_note, stored_at";
+     normalizer, normalizer_error, ingest_note, stored_at, kafka_key, kafka_headers::text AS kafka_headers";
 
 /// Record-time order, ties broken by the row id (the order rows were
 /// written: within a partition, offset order). The same keyset as

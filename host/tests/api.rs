@@ -866,3 +866,36 @@ async fn openapi_is_valid_and_apidocs_render_it(pool: PgPool) {
     }
     assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("<script"), "no external asset");
 }
+
+/// A record's key and headers come back faithfully: text as text, other bytes
+/// in base64, headers in order with repeats and nulls.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn key_and_headers_are_shown_faithfully(pool: PgPool) {
+    let db = Db::from_pool(pool.clone());
+    let record = |offset: i64, key: &[u8]| Record {
+        topic: "t".into(),
+        partition: 0,
+        offset,
+        timestamp: Some(T0 + offset),
+        key: Some(key.to_vec()),
+        headers: vec![
+            notification_host::record::Header { key: "h".into(), value: Some(b"v".to_vec()) },
+            notification_host::record::Header { key: "h".into(), value: None },
+            notification_host::record::Header { key: "bin".into(), value: Some(vec![0xff, 0]) },
+        ],
+        value: Some(br#"{"payload": {"order_id": "kh"}}"#.to_vec()),
+    };
+    let records = vec![record(0, b"order-1"), record(1, &[0xff, 0x00, b'k'])];
+    let normalized = Normalizer::Builtin.normalize(&records);
+    let rows: Vec<StoredRow> = records.into_iter().zip(normalized).map(|(r, n)| StoredRow::from_record(r, n)).collect();
+    db.insert(&rows).await.unwrap();
+    let (status, body) = Api::new(pool).get("/order/kh").await;
+    assert_eq!(status, StatusCode::OK);
+    let (text, binary) = (&body[0], &body[1]);
+    assert_eq!((&text["kafkaKey"], text.get("kafkaKeyB64")), (&json!("order-1"), None));
+    assert_eq!((binary.get("kafkaKey"), &binary["kafkaKeyB64"]), (None, &json!("/wBr")));
+    assert_eq!(
+        text["kafkaHeaders"],
+        json!([{"key": "h", "value": "v"}, {"key": "h", "value": null}, {"key": "bin", "value_b64": "/wA="}])
+    );
+}
