@@ -65,6 +65,9 @@ ensure_tools() {
       --locked --features "$TANSU_FEATURES" --root "$CACHE_DIR/tools" --force >&2
     echo "$TANSU_VERSION $TANSU_FEATURES" >"$built"
   fi
+  # The tests that kill or restart a broker run one of their own, also when
+  # KAFKA_BOOTSTRAP_SERVERS names an external broker.
+  export TANSU_BIN
 }
 
 build_normalizers() {
@@ -138,7 +141,7 @@ start_broker() {
     --storage-engine memory://tansu/ >"$SERVICES_DIR/broker.log" 2>&1 &
   BROKER_PID=$!
   wait_for_port "$port" 30 "the tansu broker" || { cat "$SERVICES_DIR/broker.log" >&2; return 1; }
-  export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$port" TANSU_BIN
+  export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$port"
   log "Kafka-protocol broker (tansu) on 127.0.0.1:$port"
 }
 

@@ -5,6 +5,7 @@
 //! | `notification_records_consumed_total` | counter | `topic` |
 //! | `notification_records_stored_total` | counter | `topic` (records whose row is committed; a redelivery counts again) |
 //! | `notification_normalizer_errors_total` | counter | `normalizer` |
+//! | `notification_records_redelivered_total` | counter | | records received again that were already stored (the unique key dropped them): redeliveries after a crash, restart or rebalance |
 //! | `notification_records_reduced_total` | counter | `topic`, `form` (`without_document` or `last_resort`: records PostgreSQL refused as they were, stored in a reduced form) |
 //! | `notification_write_failures_total` | counter | `kind` (`outage`, or `last_resort_refused`: the database refuses every row alike) |
 //! | `notification_batch_write_seconds` | histogram | |
@@ -68,6 +69,7 @@ pub struct Metrics {
     pub consumed: Family<TopicLabel, Counter>,
     pub stored: Family<TopicLabel, Counter>,
     pub normalizer_errors: Family<NormalizerLabel, Counter>,
+    pub redelivered: Counter,
     pub reduced: Family<ReducedLabels, Counter>,
     pub write_failures: Family<KindLabel, Counter>,
     pub batch_write_seconds: Histogram,
@@ -84,6 +86,7 @@ impl Default for Metrics {
         let consumed = Family::<TopicLabel, Counter>::default();
         let stored = Family::<TopicLabel, Counter>::default();
         let normalizer_errors = Family::<NormalizerLabel, Counter>::default();
+        let redelivered = Counter::default();
         let reduced = Family::<ReducedLabels, Counter>::default();
         let write_failures = Family::<KindLabel, Counter>::default();
         let batch_write_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
@@ -97,6 +100,11 @@ impl Default for Metrics {
         registry.register("records_consumed", "Records received from Kafka", consumed.clone());
         registry.register("records_stored", "Records whose row is committed in PostgreSQL", stored.clone());
         registry.register("normalizer_errors", "Records a normalizer module failed on", normalizer_errors.clone());
+        registry.register(
+            "records_redelivered",
+            "Records received again that were already stored (dropped by the unique key)",
+            redelivered.clone(),
+        );
         registry.register(
             "records_reduced",
             "Records PostgreSQL refused as they were, stored without their document or through the last resort",
@@ -118,6 +126,7 @@ impl Default for Metrics {
             consumed,
             stored,
             normalizer_errors,
+            redelivered,
             reduced,
             write_failures,
             batch_write_seconds,

@@ -314,6 +314,7 @@ async fn write_with_retry(
                 }
                 status.set_db_up(true);
                 status.set_write_blocked(None);
+                metrics.redelivered.inc_by((rows.len() as u64).saturating_sub(written.inserted));
                 for r in &written.reduced {
                     metrics
                         .reduced

@@ -245,6 +245,23 @@ impl Host {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The sum of a metric's samples on `/metrics` (every label set), or
+    /// None when the host does not answer.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (status, body) = http_get(self.http, "/metrics")?;
+        (status == 200).then(|| {
+            body.lines()
+                .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{')))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        })
+    }
+
+    /// Records this host received again that were already stored.
+    pub fn redelivered(&self) -> u64 {
+        self.metric("notification_records_redelivered_total").expect("the host answers /metrics") as u64
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -309,22 +326,115 @@ pub async fn wait_for_rows(pool: &PgPool, prefix: &str, count: usize, timeout: D
     }
 }
 
-/// Runs `pg_ctl` on the harness's PostgreSQL cluster (as the `postgres` user
-/// when running as root). None when the cluster is not the harness's own.
-pub fn pg_ctl(args: &[&str]) -> Option<std::process::ExitStatus> {
-    let bin = std::env::var("PG_BIN_DIR").ok()?;
-    let data = std::env::var("PG_DATA_DIR").ok()?;
-    let pg_ctl = format!("{bin}/pg_ctl");
-    let log = format!("{data}/../server.log");
-    let mut full: Vec<&str> = vec!["-D", &data, "-l", &log, "-w", "-t", "60"];
-    full.extend_from_slice(args);
-    let is_root = Command::new("id").arg("-u").output().ok().is_some_and(|o| o.stdout.starts_with(b"0"));
-    let status = if is_root {
-        Command::new("runuser").args(["-u", "postgres", "--", &pg_ctl]).args(&full).status()
+/// A PostgreSQL cluster of the test's own, in a temporary directory on a free
+/// port, which the test may stop and start: the outage test needs one it is
+/// allowed to take down, whatever `DATABASE_URL` points at. Stopped and
+/// removed when dropped.
+pub struct Postgres {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl Postgres {
+    /// Creates and starts the cluster. Fails the test when PostgreSQL's server
+    /// programs are missing (scripts/test installs them).
+    pub fn start_private() -> Postgres {
+        let bin = pg_bin_dir().expect(
+            "PostgreSQL's server programs (initdb, pg_ctl) are not installed: scripts/test installs them; \
+             this test cannot run without them",
+        );
+        let dir = std::env::temp_dir().join(unique("pg"));
+        std::fs::create_dir_all(&dir).unwrap();
+        if is_root() {
+            assert!(Command::new("chown").arg("postgres").arg(&dir).status().unwrap().success());
+        }
+        let port = free_addr().port();
+        let data = dir.join("data");
+        let initdb = bin.join("initdb");
+        let status = as_postgres(&initdb)
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "initdb failed");
+        let mut conf = std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).unwrap();
+        writeln!(
+            conf,
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nmax_connections = 100",
+            dir.display()
+        )
+        .unwrap();
+        let pg = Postgres { port, dir, bin };
+        pg.start();
+        pg
+    }
+
+    /// The URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn start(&self) {
+        assert!(self.pg_ctl(&["-w", "-t", "60", "start"]).success(), "pg_ctl start failed");
+    }
+
+    /// Stops it the way an operator or a failover would (fast: connections
+    /// are cut).
+    pub fn stop(&self) {
+        assert!(self.pg_ctl(&["-w", "-t", "60", "-m", "fast", "stop"]).success(), "pg_ctl stop failed");
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> std::process::ExitStatus {
+        as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().ok().is_some_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// A command run as the `postgres` user when this process is root (initdb
+/// refuses root).
+fn as_postgres(program: &std::path::Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
     } else {
-        Command::new(&pg_ctl).args(&full).status()
-    };
-    Some(status.unwrap())
+        Command::new(program)
+    }
+}
+
+/// PG_BIN_DIR, or the newest /usr/lib/postgresql/*/bin with initdb.
+fn pg_bin_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("PG_BIN_DIR") {
+        return Some(dir.into());
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|d| d.join("initdb").is_file())
+        .collect();
+    dirs.sort();
+    dirs.pop()
 }
 
 /// A memory figure of a process from /proc, in KiB (`VmRSS`, `VmHWM`, ...).
@@ -406,17 +516,19 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// None when TANSU_BIN is not set (the tests then run against a broker
-    /// they cannot restart).
-    pub fn start_persistent() -> Option<Broker> {
-        let bin = PathBuf::from(std::env::var_os("TANSU_BIN")?);
+    /// Fails the test when TANSU_BIN is not set (scripts/test always sets
+    /// it, also when the other tests use an external broker).
+    pub fn start_persistent() -> Broker {
+        let bin = PathBuf::from(std::env::var_os("TANSU_BIN").expect(
+            "TANSU_BIN is not set: this test runs a tansu broker of its own (scripts/test installs tansu and sets it)",
+        ));
         let dir = std::env::temp_dir().join(unique("tansu"));
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_addr().port();
         let log = dir.join("broker.log");
         let mut broker = Broker { child: None, bootstrap: format!("127.0.0.1:{port}"), dir, bin, log };
         broker.start();
-        Some(broker)
+        broker
     }
 
     /// Starts the broker (again) on the same port and data.
