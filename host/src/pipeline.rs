@@ -12,6 +12,9 @@
 //! 3. the **writer** inserts each batch in one transaction, retrying with
 //!    backoff while the database is unreachable, and stores the batch's
 //!    offsets only after the commit.
+//!
+//! Topic discovery runs beside them, in a task of its own: its metadata
+//! request may wait on a slow broker, and the poll loop must not.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -71,7 +74,12 @@ pub async fn run(pipeline: Pipeline, shutdown: CancellationToken, give_up: Cance
     let normalizer = tokio::spawn(normalize_stage(batch_rx, rows_tx, normalize, metrics.clone()));
     let writer = tokio::spawn(writer_stage(rows_rx, db, consumer.clone(), status.clone(), metrics, give_up));
 
-    poll_loop(&consumer, &kafka_config, &config, &status, batch_tx, &shutdown).await;
+    // Topic discovery runs beside the poll loop: a metadata request to a slow
+    // broker must not stop consumption while it waits.
+    let discovery =
+        tokio::spawn(discover_topics(consumer.clone(), kafka_config.clone(), status.clone(), shutdown.clone()));
+    poll_loop(&consumer, &config, batch_tx, &shutdown).await;
+    discovery.abort();
 
     // The poll loop has handed over its last batch and closed the channel;
     // the later stages drain and end.
@@ -93,11 +101,37 @@ pub async fn run(pipeline: Pipeline, shutdown: CancellationToken, give_up: Cance
     Ok(())
 }
 
+/// Lists the cluster's topics every `topic_refresh_interval` and subscribes
+/// to the wanted ones, on a blocking thread of its own, until shutdown.
+async fn discover_topics(
+    consumer: Arc<HostConsumer>,
+    kafka_config: KafkaConfig,
+    status: Arc<Status>,
+    shutdown: CancellationToken,
+) {
+    let mut topics = BTreeSet::new();
+    let mut refresh = tokio::time::interval(kafka_config.topic_refresh_interval);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = refresh.tick() => {}
+        }
+        let (c, k, current) = (consumer.clone(), kafka_config.clone(), topics.clone());
+        match tokio::task::spawn_blocking(move || kafka::refresh_subscription(&c, &k, &current)).await {
+            Ok(Ok(wanted)) => {
+                status.set_subscribed(wanted.len());
+                topics = wanted;
+            }
+            Ok(Err(error)) => tracing::warn!(error = %format!("{error:#}"), "Could not refresh the topic list."),
+            Err(error) => tracing::error!(%error, "The topic refresh task failed."),
+        }
+    }
+}
+
 async fn poll_loop(
     consumer: &Arc<HostConsumer>,
-    kafka_config: &KafkaConfig,
     config: &PipelineConfig,
-    status: &Status,
     batch_tx: mpsc::Sender<Vec<Record>>,
     shutdown: &CancellationToken,
 ) {
@@ -111,9 +145,6 @@ async fn poll_loop(
     // A full (or lingered) batch waiting for the normalize stage to take it.
     let mut pending: Option<Vec<Record>> = None;
     let mut paused = false;
-    let mut topics = BTreeSet::new();
-    let mut refresh = tokio::time::interval(kafka_config.topic_refresh_interval);
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     // When the later stages are behind, the loop stops polling: librdkafka's
     // bounded prefetch queue then holds what is fetched, and nothing is
@@ -142,17 +173,6 @@ async fn poll_loop(
                 if paused {
                     kafka::set_paused(consumer, false);
                     paused = false;
-                }
-            }
-            _ = refresh.tick() => {
-                let (c, k, current) = (consumer.clone(), kafka_config.clone(), topics.clone());
-                match tokio::task::spawn_blocking(move || kafka::refresh_subscription(&c, &k, &current)).await {
-                    Ok(Ok(wanted)) => {
-                        status.set_subscribed(wanted.len());
-                        topics = wanted;
-                    }
-                    Ok(Err(error)) => tracing::warn!(error = %format!("{error:#}"), "Could not refresh the topic list."),
-                    Err(error) => tracing::error!(%error, "The topic refresh task failed."),
                 }
             }
             () = sleep_until(linger), if linger.is_some() => {
