@@ -360,3 +360,41 @@ async fn kilobytes_long_ids_are_stored_and_stop_nothing() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(&saga));
 }
+
+/// A refusal that is not about the record (here a constraint no row can
+/// meet, as after a botched migration) is never silent: `/ready` says writes
+/// are failing and why, the metric counts it, and once the database accepts
+/// rows again the waiting record is stored and the host is ready.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_that_refuses_every_row_is_reported_not_skipped() {
+    let prefix = unique("refuse");
+    let (db_url, pool) = fresh_database("refuse").await;
+    let topic = format!("{prefix}-events");
+    create_topic(&topic, 1).await;
+    let host = Host::start(&HostOptions::new(&db_url, &prefix));
+    host.wait_ready(Duration::from_secs(60));
+    sqlx::query("ALTER TABLE notifications ADD CONSTRAINT refuse_everything CHECK (raw_value IS NULL) NOT VALID")
+        .execute(&pool)
+        .await
+        .unwrap();
+    produce(&producer(), &Out::new(&topic, r#"{"type": "t", "payload": {"order_id": "o-1"}}"#)).await;
+
+    let started = std::time::Instant::now();
+    let reason = loop {
+        if let Some((503, body)) = http_get(host.http, "/ready") {
+            if body.contains("writes are failing") {
+                break body;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "/ready never said so; log:\n{}", host.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(reason.contains("refuse_everything") && reason.contains(&topic), "{reason}");
+    assert!(host.metric("notification_write_failures_total").unwrap_or(0.0) >= 1.0);
+    assert!(stored(&pool, &prefix).await.is_empty());
+
+    sqlx::query("ALTER TABLE notifications DROP CONSTRAINT refuse_everything").execute(&pool).await.unwrap();
+    let rows = wait_for_rows(&pool, &prefix, 1, Duration::from_secs(20)).await;
+    assert_eq!(rows.len(), 1, "the waiting record is stored once the database accepts rows");
+    host.wait_ready(Duration::from_secs(20));
+}
