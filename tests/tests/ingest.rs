@@ -381,10 +381,10 @@ async fn a_database_that_refuses_every_row_is_reported_not_skipped() {
 
     let started = std::time::Instant::now();
     let reason = loop {
-        if let Some((503, body)) = http_get(host.http, "/ready") {
-            if body.contains("writes are failing") {
-                break body;
-            }
+        if let Some((503, body)) = http_get(host.http, "/ready")
+            && body.contains("writes are failing")
+        {
+            break body;
         }
         assert!(started.elapsed() < Duration::from_secs(20), "/ready never said so; log:\n{}", host.log_text());
         tokio::time::sleep(Duration::from_millis(200)).await;
