@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -621,18 +623,7 @@ async fn every_api_query_uses_an_index(pool: PgPool) {
 /// 9,000-character order id, through every read endpoint.
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn ids_thousands_of_characters_long_are_found_whole(pool: PgPool) {
-    let hex = |len: usize, seed: u64| -> String {
-        let mut x = seed;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                char::from_digit((x % 16) as u32, 16).unwrap()
-            })
-            .collect()
-    };
-    let (saga, order) = (hex(5000, 7), hex(9000, 11));
+    let (saga, order) = (common::incompressible(5000, 7), common::incompressible(9000, 11));
     let first =
         format!(r#"{{"type": "order.created", "correlation_id": "{saga}", "payload": {{"order_id": "{order}"}}}}"#);
     let second = format!(r#"{{"type": "payment.authorized", "correlation_id": "{saga}", "payload": {{}}}}"#);

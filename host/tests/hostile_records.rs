@@ -11,11 +11,14 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use common::noise;
 use notification_host::record::{Fields, Header, Normalized, Record};
 use notification_host::storage::{Db, StoredRow};
 use proptest::prelude::*;
@@ -138,23 +141,10 @@ fn case() -> impl Strategy<Value = Case> {
         })
 }
 
-/// xorshift64: deterministic noise for the long shapes.
-fn noise(seed: u64) -> impl Iterator<Item = u64> {
-    let mut x = seed | 1;
-    std::iter::repeat_with(move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    })
-}
-
 fn expand(t: &Text) -> String {
     match t {
         Text::Small(s) => s.clone(),
-        Text::Hex { len, seed } => {
-            noise(*seed).take(*len).map(|x| char::from_digit((x % 16) as u32, 16).unwrap()).collect()
-        }
+        Text::Hex { len, seed } => common::incompressible(*len, *seed),
         Text::Unicode { len, seed } => {
             noise(*seed).take(*len).map(|x| char::from_u32((x % 0x11_0000) as u32).unwrap_or('\u{FFFD}')).collect()
         }

@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use notification_host::record::{Fields, Header, Normalized, Record};
@@ -175,7 +177,7 @@ async fn an_index_refusing_a_long_id_does_not_stop_the_batch(pool: PgPool) {
     let db = Db::from_pool(pool.clone());
     sqlx::query("CREATE INDEX raw_correlation ON notifications (correlation_id)").execute(&pool).await.unwrap();
     let mut rows: Vec<StoredRow> = (0..10).map(|i| row("raw-index", i, ordinary_fields(i), None)).collect();
-    rows[3].fields.correlation_id = Some(incompressible(4000));
+    rows[3].fields.correlation_id = Some(common::incompressible(4000, 7));
     let written = db.insert(&rows).await.unwrap();
     assert_eq!(written.inserted, 10);
     assert_eq!(written.reduced.iter().map(|r| (r.offset, r.form)).collect::<Vec<_>>(), [(3, ReducedForm::LastResort)]);
@@ -189,18 +191,18 @@ async fn an_index_refusing_a_long_id_does_not_stop_the_batch(pool: PgPool) {
 async fn ids_of_any_length_are_stored_whole(pool: PgPool) {
     let db = Db::from_pool(pool.clone());
     let long = |n| Fields {
-        customer_id: Some(incompressible(n)),
-        runner_id: Some(incompressible(n)),
-        order_id: Some(incompressible(n)),
-        event_type: Some(incompressible(n)),
-        correlation_id: Some(incompressible(n)),
-        source_service: Some(incompressible(n)),
-        status: Some(incompressible(n)),
+        customer_id: Some(common::incompressible(n, 7)),
+        runner_id: Some(common::incompressible(n, 7)),
+        order_id: Some(common::incompressible(n, 7)),
+        event_type: Some(common::incompressible(n, 7)),
+        correlation_id: Some(common::incompressible(n, 7)),
+        source_service: Some(common::incompressible(n, 7)),
+        status: Some(common::incompressible(n, 7)),
     };
     let rows: Vec<StoredRow> = [4000, 9000, 100_000]
         .into_iter()
         .enumerate()
-        .map(|(i, n)| row("long-ids", i as i64, long(n), Some(incompressible(n))))
+        .map(|(i, n)| row("long-ids", i as i64, long(n), Some(common::incompressible(n, 7))))
         .collect();
     let written = db.insert(&rows).await.unwrap();
     assert_eq!((written.inserted, written.reduced.len()), (3, 0), "{:?}", written.reduced);
@@ -279,18 +281,4 @@ async fn no_index_holds_an_unbounded_value(pool: PgPool) {
     for e in expressions {
         assert!(e.contains("hashtextextended("), "{e}");
     }
-}
-
-/// `len` characters of hex from a simple generator: incompressible enough
-/// that PostgreSQL's compression does not shrink it under an index's limit.
-pub fn incompressible(len: usize) -> String {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ len as u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from_digit((x % 16) as u32, 16).unwrap_or('0')
-        })
-        .collect()
 }

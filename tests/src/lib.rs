@@ -587,3 +587,18 @@ impl Drop for Broker {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// `len` hex digits of xorshift noise from `seed`: text PostgreSQL's
+/// compression cannot shrink under an index entry's limit, like a token or a
+/// stack trace pasted into an id field.
+pub fn incompressible(len: usize, seed: u64) -> String {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x % 16) as u32, 16).unwrap_or('0')
+        })
+        .collect()
+}

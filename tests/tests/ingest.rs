@@ -293,20 +293,6 @@ fn check_reports_what_is_wrong() {
     assert!(out.contains("FAIL database") && out.contains("FAIL broker"), "{out}");
 }
 
-/// `len` hex digits from xorshift: text PostgreSQL's compression cannot
-/// shrink under an index entry's limit, like a token or a stack trace.
-fn incompressible(len: usize, seed: u64) -> String {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from_digit((x % 16) as u32, 16).unwrap()
-        })
-        .collect()
-}
-
 /// The reported stall, through the real binary and broker: records whose
 /// ids are kilobytes of incompressible text, in every field the default
 /// rules derive, are stored whole, and an ordinary record produced after

@@ -22,3 +22,22 @@ pub fn component(name: &str) -> PathBuf {
 pub fn samples(name: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/samples")).join(name)
 }
+
+/// xorshift64 noise from `seed`: deterministic, so a failing case is
+/// reproduced by its seed.
+pub fn noise(seed: u64) -> impl Iterator<Item = u64> {
+    let mut x = seed | 1;
+    std::iter::repeat_with(move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    })
+}
+
+/// `len` hex digits of noise: text PostgreSQL's compression cannot shrink
+/// under an index entry's limit, like a token or a stack trace pasted into an
+/// id field.
+pub fn incompressible(len: usize, seed: u64) -> String {
+    noise(seed).take(len).map(|x| char::from_digit((x % 16) as u32, 16).unwrap_or('0')).collect()
+}
