@@ -39,6 +39,7 @@ pub mod env {
     pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
     pub const RETENTION_DAYS: &str = "RETENTION_DAYS";
     pub const PARTITIONS_AHEAD: &str = "PARTITIONS_AHEAD";
+    pub const PARTITION_HISTORY_MONTHS: &str = "PARTITION_HISTORY_MONTHS";
     pub const MAINTENANCE_INTERVAL: &str = "MAINTENANCE_INTERVAL";
     /// The log filter, read by `tracing-subscriber`.
     pub const RUST_LOG: &str = "RUST_LOG";
@@ -73,6 +74,7 @@ pub mod env {
         MODULE_QUARANTINE_AFTER,
         RETENTION_DAYS,
         PARTITIONS_AHEAD,
+        PARTITION_HISTORY_MONTHS,
         MAINTENANCE_INTERVAL,
         RUST_LOG,
     ];
@@ -310,6 +312,15 @@ pub struct DbConfig {
     /// Monthly partitions created ahead of the current month.
     #[arg(long, env = env::PARTITIONS_AHEAD, default_value_t = 3)]
     pub partitions_ahead: u32,
+
+    /// How far back (months) the write path creates the month partition a
+    /// record needs before writing it: a new deployment that consumes a
+    /// topic's history from the earliest offset gets its past months as
+    /// partitions, not one ever-growing default partition. Records older than
+    /// this (or than the retention cutoff), or dated beyond the partitions
+    /// ahead, go to the default partition.
+    #[arg(long, env = env::PARTITION_HISTORY_MONTHS, default_value_t = 120)]
+    pub partition_history_months: u32,
 
     /// How often partitions are created ahead and expired ones dropped.
     #[arg(long, env = env::MAINTENANCE_INTERVAL, default_value = "1h", value_parser = parse_duration)]

@@ -142,6 +142,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         kafka_config: args.kafka,
         config: args.pipeline,
+        db_config: args.db.clone(),
     };
     pipeline::run(pipeline, shutdown.clone(), give_up).await?;
     shutdown.cancel();

@@ -25,12 +25,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::config::{KafkaConfig, PipelineConfig};
+use crate::config::{DbConfig, KafkaConfig, PipelineConfig};
 use crate::kafka::{self, HostConsumer};
 use crate::metrics::{KindLabel, Metrics, NormalizerLabel, ReducedLabels, TopicLabel};
 use crate::record::{Normalized, Record};
 use crate::status::Status;
-use crate::storage::{Db, StoredRow, WriteError};
+use crate::storage::{Db, KnownPartitions, StoredRow, WriteError, partition_window};
 
 /// Normalizes a batch: one answer per record, in order. CPU-bound; the
 /// pipeline calls it on a blocking thread.
@@ -61,18 +61,20 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     pub kafka_config: KafkaConfig,
     pub config: PipelineConfig,
+    /// Partitions: which months the write path creates before writing.
+    pub db_config: DbConfig,
 }
 
 /// Runs the pipeline until `shutdown` is cancelled, then writes what it holds
 /// and commits offsets, giving up on unwritten batches after `give_up` fires
 /// (they are redelivered on the next start and stored then).
 pub async fn run(pipeline: Pipeline, shutdown: CancellationToken, give_up: CancellationToken) -> anyhow::Result<()> {
-    let Pipeline { consumer, db, normalize, status, metrics, kafka_config, config } = pipeline;
+    let Pipeline { consumer, db, normalize, status, metrics, kafka_config, config, db_config } = pipeline;
     let (batch_tx, batch_rx) = mpsc::channel::<Vec<Record>>(1);
     let (rows_tx, rows_rx) = mpsc::channel::<Prepared>(1);
 
     let normalizer = tokio::spawn(normalize_stage(batch_rx, rows_tx, normalize, metrics.clone()));
-    let writer = tokio::spawn(writer_stage(rows_rx, db, consumer.clone(), status.clone(), metrics, give_up));
+    let writer = tokio::spawn(writer_stage(rows_rx, db, db_config, consumer.clone(), status.clone(), metrics, give_up));
 
     // Topic discovery runs beside the poll loop: a metadata request to a slow
     // broker must not stop consumption while it waits.
@@ -287,13 +289,31 @@ fn prepare(
 async fn writer_stage(
     mut batches: mpsc::Receiver<Prepared>,
     db: Db,
+    db_config: DbConfig,
     consumer: Arc<HostConsumer>,
     status: Arc<Status>,
     metrics: Arc<Metrics>,
     give_up: CancellationToken,
 ) -> bool {
+    let mut known = KnownPartitions::default();
     while let Some(batch) = batches.recv().await {
         let started = std::time::Instant::now();
+        let window = partition_window(
+            chrono::Utc::now(),
+            db_config.partition_history_months,
+            db_config.retention_days,
+            db_config.partitions_ahead,
+        );
+        // Only an optimisation of where rows land: a failure here never stops
+        // the batch (the rows go to the default partition), and an outage is
+        // met by the write's own retries.
+        match db.ensure_partitions_for(&mut known, &batch.rows, window).await {
+            Ok(created) if !created.is_empty() => tracing::info!(?created, "Partitions created for the batch."),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "Could not create the batch's month partitions; its rows go to the default partition.")
+            }
+        }
         let span = tracing::info_span!("batch", rows = batch.rows.len(), topics = batch.per_topic.len());
         let written = write_with_retry(&db, &batch.rows, &status, &metrics, &give_up).instrument(span).await;
         if !written {

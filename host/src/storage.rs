@@ -712,6 +712,54 @@ pub const API_TOPIC: &str = "api";
 pub const API_EVENT_TYPE: &str = "notification.manual";
 pub const API_SOURCE_SERVICE: &str = "notification-service-api";
 
+/// The months the write path creates partitions for, first days inclusive:
+/// from `history_months` back (or the retention cutoff, if later) to
+/// `ahead` months ahead of `now`.
+pub fn partition_window(
+    now: DateTime<Utc>,
+    history_months: u32,
+    retention_days: Option<u32>,
+    ahead: u32,
+) -> (NaiveDate, NaiveDate) {
+    let today = now.date_naive();
+    let history = today.checked_sub_months(chrono::Months::new(history_months)).unwrap_or(today);
+    let retained = retention_days.map(|d| today - chrono::Duration::days(i64::from(d)));
+    let from = retained.map_or(history, |r| r.max(history));
+    let to = today.checked_add_months(chrono::Months::new(ahead)).unwrap_or(today);
+    (first_of_month(from), first_of_month(to))
+}
+
+/// The month partitions this process knows exist, so that the write path
+/// asks PostgreSQL at most once per month.
+#[derive(Debug, Default)]
+pub struct KnownPartitions(std::collections::BTreeSet<NaiveDate>);
+
+impl Db {
+    /// Creates the month partitions `rows` need, within `window`, that this
+    /// process has not seen yet, before the rows are written: rows then land
+    /// in their month, not in the default partition (which retention cannot
+    /// shrink, and from which a later partition would have to move them under
+    /// a lock). Rows outside the window go to the default partition.
+    pub async fn ensure_partitions_for(
+        &self,
+        known: &mut KnownPartitions,
+        rows: &[StoredRow],
+        window: (NaiveDate, NaiveDate),
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let months: std::collections::BTreeSet<NaiveDate> = rows
+            .iter()
+            .map(|r| first_of_month(r.created_at.date_naive()))
+            .filter(|m| (window.0..=window.1).contains(m) && !known.0.contains(m))
+            .collect();
+        let mut created = Vec::new();
+        for month in months {
+            created.extend(self.ensure_partitions(month, month).await?);
+            known.0.insert(month);
+        }
+        Ok(created)
+    }
+}
+
 fn first_of_month(d: NaiveDate) -> NaiveDate {
     d.with_day(1).unwrap_or(d)
 }

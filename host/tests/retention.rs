@@ -90,6 +90,7 @@ async fn partitions_take_their_months_and_retention_drops_expired_ones(pool: PgP
         max_connections: 1,
         retention_days: Some(365),
         partitions_ahead: 3,
+        partition_history_months: 120,
         maintenance_interval: std::time::Duration::from_secs(3600),
     };
     notification_host::storage_maintenance(&db, &config, now).await.unwrap();
@@ -110,4 +111,65 @@ async fn partitions_take_their_months_and_retention_drops_expired_ones(pool: PgP
     assert!(partitions.contains(&"notifications_2027_02".to_owned()), "{partitions:?}");
     // The API reads across partitions unchanged.
     assert_eq!(db.latest_for_order("o-4").await.unwrap().unwrap().kafka_offset, Some(4));
+}
+
+/// A new deployment consuming years of history: the write path creates each
+/// month's partition before writing its rows, so history lands in monthly
+/// partitions; records older than the window, far in the future or without a
+/// timestamp go to the default partition, and a partition is asked for once.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn history_lands_in_the_month_partitions_it_needs(pool: PgPool) {
+    use notification_host::storage::{KnownPartitions, partition_window};
+    let db = Db::from_pool(pool.clone());
+    let now = at("2026-11-27T12:00:00Z");
+    let window = partition_window(now, 24, None, 3);
+    assert_eq!(window, (NaiveDate::from_ymd_opt(2024, 11, 1).unwrap(), NaiveDate::from_ymd_opt(2027, 2, 1).unwrap()));
+    // A retention cutoff later than the history bound narrows the window.
+    assert_eq!(partition_window(now, 24, Some(90), 3).0, NaiveDate::from_ymd_opt(2026, 8, 1).unwrap());
+
+    let dated = [
+        (0, Some(at("2025-01-15T10:00:00Z"))),
+        (1, Some(at("2025-01-31T23:59:59Z"))),
+        (2, Some(at("2025-06-01T00:00:00Z"))),
+        (3, Some(at("2026-11-27T11:00:00Z"))),
+        (4, Some(at("2019-03-01T00:00:00Z"))), // before the window
+        (5, Some(at("2200-06-01T00:00:00Z"))), // far future
+        (6, None),                             // no timestamp: the epoch
+    ];
+    let rows: Vec<StoredRow> = dated
+        .iter()
+        .map(|(offset, ts)| {
+            let record = Record {
+                topic: "history".into(),
+                partition: 0,
+                offset: *offset,
+                timestamp: ts.map(|t| t.timestamp_millis()),
+                key: None,
+                headers: vec![],
+                value: Some(format!(r#"{{"order_id": "h-{offset}"}}"#).into_bytes()),
+            };
+            let n = Normalizer::Builtin.normalize(std::slice::from_ref(&record)).pop().unwrap();
+            StoredRow::from_record(record, n)
+        })
+        .collect();
+    let mut known = KnownPartitions::default();
+    let created = db.ensure_partitions_for(&mut known, &rows, window).await.unwrap();
+    assert_eq!(created, ["notifications_2025_01", "notifications_2025_06", "notifications_2026_11"]);
+    db.insert(&rows).await.unwrap();
+    let placed: Vec<(i64, String)> = placement(&pool).await;
+    let want: Vec<(i64, String)> = [
+        (0, "notifications_2025_01"),
+        (1, "notifications_2025_01"),
+        (2, "notifications_2025_06"),
+        (3, "notifications_2026_11"),
+        (4, "notifications_default"),
+        (5, "notifications_default"),
+        (6, "notifications_default"),
+    ]
+    .iter()
+    .map(|(o, t)| (*o, (*t).to_owned()))
+    .collect();
+    assert_eq!(placed, want);
+    // Known months are not asked for again.
+    assert!(db.ensure_partitions_for(&mut known, &rows, window).await.unwrap().is_empty());
 }
