@@ -14,7 +14,6 @@
 //! our own interval.
 
 use std::collections::{BTreeSet, HashMap};
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use rdkafka::statistics::Statistics;
@@ -183,37 +182,12 @@ pub fn to_record(message: &BorrowedMessage<'_>) -> Record {
     }
 }
 
-/// The message's headers, in order. rdkafka panics on a header name that is
-/// not UTF-8 (it reads names as C strings and offers no byte access without
-/// FFI, which this crate forbids); each such header is replaced by one
-/// marker header, in its place, and every other header is kept exactly.
+/// The message's headers, in order, every name and value byte kept (through
+/// `notification-kafka-raw`: rdkafka's safe API panics on a name that is not
+/// UTF-8).
 fn headers(message: &BorrowedMessage<'_>) -> Vec<Header> {
-    let Some(headers) = message.headers() else {
-        return Vec::new();
-    };
-    (0..headers.count())
-        .filter_map(|i| {
-            match std::panic::catch_unwind(AssertUnwindSafe(|| {
-                headers.try_get(i).map(|h| Header { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec) })
-            })) {
-                Ok(header) => header,
-                Err(_) => {
-                    tracing::warn!(
-                        topic = message.topic(),
-                        partition = message.partition(),
-                        offset = message.offset(),
-                        index = i,
-                        "A header name is not UTF-8; that header is stored as a marker."
-                    );
-                    Some(Header { key: UNREADABLE_HEADER.into(), value: None })
-                }
-            }
-        })
-        .collect()
+    notification_kafka_raw::headers(message).into_iter().map(|(name, value)| Header::from_bytes(name, value)).collect()
 }
-
-/// Stands in for a header whose name is not UTF-8.
-pub const UNREADABLE_HEADER: &str = "notification-host.unreadable-header-name";
 
 /// Stores the offsets after the given last stored offsets per partition.
 /// Partitions no longer assigned are skipped: their new owner resumes from

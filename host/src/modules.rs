@@ -475,10 +475,7 @@ mod tests {
             offset: 0,
             timestamp: None,
             key: None,
-            headers: headers
-                .iter()
-                .map(|(k, v)| crate::record::Header { key: (*k).into(), value: Some(v.as_bytes().to_vec()) })
-                .collect(),
+            headers: headers.iter().map(|(k, v)| crate::record::Header::new(*k, Some(v.as_bytes().to_vec()))).collect(),
             value: None,
         }
     }

@@ -1076,40 +1076,56 @@ fn headers_from_json(text: &str) -> Vec<Header> {
     #[derive(serde::Deserialize)]
     struct H {
         key: String,
+        key_b64: Option<String>,
         value: Option<String>,
         value_b64: Option<String>,
     }
+    let b64 = |s: String| base64::engine::general_purpose::STANDARD.decode(s).ok();
     let parsed: Vec<H> = serde_json::from_str(text).unwrap_or_default();
     parsed
         .into_iter()
-        .map(|h| Header {
-            key: h.key,
-            value: match (h.value, h.value_b64) {
+        .map(|h| {
+            let value = match (h.value, h.value_b64) {
                 (Some(v), _) => Some(v.into_bytes()),
-                (None, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).ok(),
+                (None, Some(b)) => b64(b),
                 (None, None) => None,
-            },
+            };
+            match h.key_b64.and_then(b64) {
+                Some(name) => Header::from_bytes(name, value),
+                None => Header::new(h.key, value),
+            }
         })
         .collect()
 }
 
-/// Headers as a JSON array in their original order. A value that is not
-/// NUL-free UTF-8 is given as base64 under `value_b64`.
+/// Headers as a JSON array in their original order, every byte kept: a value
+/// that is not NUL-free UTF-8 is given as base64 under `value_b64`, and a
+/// name that is not (its text in `key` then has U+FFFD for what it cannot
+/// show) also under `key_b64`.
 fn headers_json(headers: &[Header]) -> String {
     let items: Vec<serde_json::Value> = headers
         .iter()
         .map(|h| {
-            let key = h.key.replace('\0', "\u{FFFD}");
+            let mut item = serde_json::Map::new();
+            item.insert("key".into(), h.key.replace('\0', "\u{FFFD}").into());
+            let exact_name = h.key_bytes.clone().or_else(|| h.key.contains('\0').then(|| h.key.clone().into_bytes()));
+            if let Some(name) = exact_name {
+                item.insert("key_b64".into(), base64::engine::general_purpose::STANDARD.encode(name).into());
+            }
             match h.value.as_deref() {
-                None => serde_json::json!({ "key": key, "value": null }),
+                None => {
+                    item.insert("value".into(), serde_json::Value::Null);
+                }
                 Some(v) => match std::str::from_utf8(v) {
-                    Ok(s) if !s.contains('\0') => serde_json::json!({ "key": key, "value": s }),
-                    _ => serde_json::json!({
-                        "key": key,
-                        "value_b64": base64::engine::general_purpose::STANDARD.encode(v),
-                    }),
+                    Ok(s) if !s.contains('\0') => {
+                        item.insert("value".into(), s.into());
+                    }
+                    _ => {
+                        item.insert("value_b64".into(), base64::engine::general_purpose::STANDARD.encode(v).into());
+                    }
                 },
             }
+            serde_json::Value::Object(item)
         })
         .collect();
     serde_json::Value::Array(items).to_string()
@@ -1136,11 +1152,7 @@ mod tests {
 
     /// A repeated name, a null value and a binary value.
     fn mixed_headers() -> Vec<Header> {
-        vec![
-            Header { key: "a".into(), value: Some(b"1".to_vec()) },
-            Header { key: "a".into(), value: None },
-            Header { key: "bin".into(), value: Some(vec![0xff, 0]) },
-        ]
+        vec![Header::new("a", Some(b"1".to_vec())), Header::new("a", None), Header::new("bin", Some(vec![0xff, 0]))]
     }
 
     #[test]
@@ -1156,6 +1168,17 @@ mod tests {
     fn headers_round_trip() {
         let h = mixed_headers();
         assert_eq!(headers_from_json(&headers_json(&h)), h);
+    }
+
+    #[test]
+    fn header_names_that_are_not_text_keep_their_bytes() {
+        let h = vec![Header::from_bytes(vec![0xff, b'n', 0xfe], Some(b"v".to_vec())), Header::new("with\0nul", None)];
+        let json = headers_json(&h);
+        assert_eq!(
+            json,
+            r#"[{"key":"�n�","key_b64":"/27+","value":"v"},{"key":"with�nul","key_b64":"d2l0aABudWw=","value":null}]"#
+        );
+        assert_eq!(headers_from_json(&json), h);
     }
 
     #[test]

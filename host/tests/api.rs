@@ -870,9 +870,9 @@ async fn key_and_headers_are_shown_faithfully(pool: PgPool) {
         timestamp: Some(T0 + offset),
         key: Some(key.to_vec()),
         headers: vec![
-            notification_host::record::Header { key: "h".into(), value: Some(b"v".to_vec()) },
-            notification_host::record::Header { key: "h".into(), value: None },
-            notification_host::record::Header { key: "bin".into(), value: Some(vec![0xff, 0]) },
+            notification_host::record::Header::new("h", Some(b"v".to_vec())),
+            notification_host::record::Header::new("h", None),
+            notification_host::record::Header::new("bin", Some(vec![0xff, 0])),
         ],
         value: Some(br#"{"payload": {"order_id": "kh"}}"#.to_vec()),
     };

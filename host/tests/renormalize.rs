@@ -21,7 +21,7 @@ fn record(topic: &str, offset: i64, value: &str) -> Record {
         offset,
         timestamp: Some(1_743_760_800_000 + offset),
         key: Some(b"k".to_vec()),
-        headers: vec![Header { key: "bin".into(), value: Some(vec![0xff]) }],
+        headers: vec![Header::new("bin", Some(vec![0xff]))],
         value: Some(value.as_bytes().to_vec()),
     }
 }

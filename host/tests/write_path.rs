@@ -25,7 +25,7 @@ fn record(topic: &str, offset: i64, value: &[u8]) -> Record {
         offset,
         timestamp: Some(T0 + offset),
         key: Some(vec![0xff, 0, b'k']),
-        headers: vec![Header { key: "h".into(), value: Some(vec![1, 2, 0xfe]) }],
+        headers: vec![Header::new("h", Some(vec![1, 2, 0xfe]))],
         value: Some(value.to_vec()),
     }
 }

@@ -115,7 +115,8 @@ pub struct Out {
     pub partition: Option<i32>,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Names and values as bytes: a name need not be UTF-8.
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     pub timestamp: Option<i64>,
 }
 
@@ -150,7 +151,10 @@ pub async fn produce(producer: &FutureProducer, out: &Out) -> Coordinates {
     if !out.headers.is_empty() {
         let mut headers = OwnedHeaders::new();
         for (key, value) in &out.headers {
-            headers = headers.insert(Header { key, value: value.as_deref() });
+            headers = match std::str::from_utf8(key) {
+                Ok(key) => headers.insert(Header { key, value: value.as_deref() }),
+                Err(_) => notification_kafka_raw::add_header(headers, key, value.as_deref()).unwrap(),
+            };
         }
         record = record.headers(headers);
     }

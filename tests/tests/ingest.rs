@@ -37,6 +37,9 @@ fn bad_values(topic: &str) -> Vec<(Out, Option<bool>)> {
         ("producer".into(), Some(b"payment-service".to_vec())),
         ("producer".into(), None),
         ("bin".into(), Some(vec![0xde, 0xad, 0x00])),
+        // A name that is not UTF-8: kept byte for byte, as is every other header.
+        (vec![0xff, b'n', 0xfe], Some(b"after".to_vec())),
+        ("last".into(), None),
     ];
     with_meta.timestamp = Some(1_743_760_800_123);
     let mut far_future = Out::new(topic, r#"{"order_id": "future"}"#);
@@ -89,7 +92,7 @@ async fn every_topic_every_shape_stored_exactly_once() {
             partition: None,
             key: sample.record.key.clone(),
             value: sample.record.value.clone(),
-            headers: sample.record.headers.iter().map(|h| (h.key.clone(), h.value.clone())).collect(),
+            headers: sample.record.headers.iter().map(|h| (h.key.clone().into_bytes(), h.value.clone())).collect(),
             timestamp: Some(1_743_760_800_000 + i as i64),
         };
         let c = produce(&producer, &out).await;
@@ -180,7 +183,7 @@ async fn every_topic_every_shape_stored_exactly_once() {
     let meta = db_rows.iter().find(|r| r.get::<Option<Vec<u8>>, _>(4) == Some(vec![0xff, 0x00, b'k'])).unwrap();
     assert_eq!(
         meta.get::<String, _>(17),
-        r#"[{"key": "producer", "value": "payment-service"}, {"key": "producer", "value": null}, {"key": "bin", "value_b64": "3q0A"}]"#
+        r#"[{"key": "producer", "value": "payment-service"}, {"key": "producer", "value": null}, {"key": "bin", "value_b64": "3q0A"}, {"key": "�n�", "value": "after", "key_b64": "/27+"}, {"key": "last", "value": null}]"#
     );
 }
 

@@ -6,8 +6,31 @@ pub use normalizer_rules::Fields;
 /// One Kafka record header. Kafka allows repeated names and null values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// The name as text (lossy, with U+FFFD, when its bytes are not UTF-8).
     pub key: String,
     pub value: Option<Vec<u8>>,
+    /// The name's exact bytes, when they are not UTF-8 (a producer may send
+    /// any bytes); None when `key` is exact.
+    pub key_bytes: Option<Vec<u8>>,
+}
+
+impl Header {
+    /// A header whose name is text.
+    pub fn new(key: impl Into<String>, value: Option<Vec<u8>>) -> Header {
+        Header { key: key.into(), value, key_bytes: None }
+    }
+
+    /// A header from a name's bytes: `key` is exact when they are UTF-8,
+    /// otherwise `key_bytes` keeps them.
+    pub fn from_bytes(name: Vec<u8>, value: Option<Vec<u8>>) -> Header {
+        match String::from_utf8(name) {
+            Ok(key) => Header::new(key, value),
+            Err(e) => {
+                let bytes = e.into_bytes();
+                Header { key: String::from_utf8_lossy(&bytes).into_owned(), value, key_bytes: Some(bytes) }
+            }
+        }
+    }
 }
 
 /// A Kafka record, owned, exactly as the broker delivered it.

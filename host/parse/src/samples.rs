@@ -114,8 +114,8 @@ fn parse_headers(raw: &str) -> Result<Vec<Header>, String> {
         return map
             .into_iter()
             .map(|(key, v)| match v {
-                serde_json::Value::String(s) => Ok(Header { key, value: Some(s.into_bytes()) }),
-                serde_json::Value::Null => Ok(Header { key, value: None }),
+                serde_json::Value::String(s) => Ok(Header::new(key, Some(s.into_bytes()))),
+                serde_json::Value::Null => Ok(Header::new(key, None)),
                 _ => Err(format!("header {key:?} must be a string or null")),
             })
             .collect();
@@ -127,7 +127,7 @@ fn parse_headers(raw: &str) -> Result<Vec<Header>, String> {
         return flat
             .chunks(2)
             .map(|pair| match &pair[0] {
-                Some(key) => Ok(Header { key: key.clone(), value: pair[1].clone().map(String::into_bytes) }),
+                Some(key) => Ok(Header::new(key.clone(), pair[1].clone().map(String::into_bytes))),
                 None => Err("a header name cannot be null".to_string()),
             })
             .collect();
