@@ -398,3 +398,19 @@ async fn a_database_that_refuses_every_row_is_reported_not_skipped() {
     assert_eq!(rows.len(), 1, "the waiting record is stored once the database accepts rows");
     host.wait_ready(Duration::from_secs(20));
 }
+
+/// `ROLE=api`: no consumer (the broker here is unreachable), ready as soon as
+/// the database answers, and the API serves what other replicas stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_replica_serves_without_a_broker() {
+    let prefix = unique("apirole");
+    let (db_url, _pool) = fresh_database("apirole").await;
+    let mut options = HostOptions::new(&db_url, &prefix);
+    options.env.push(("ROLE".into(), "api".into()));
+    options.env.push(("KAFKA_BOOTSTRAP_SERVERS".into(), "127.0.0.1:1".into()));
+    let host = Host::start(&options);
+    host.wait_ready(Duration::from_secs(30));
+    let (status, body) = http_get(host.http, "/order/none/latest").unwrap();
+    assert_eq!((status, body.as_str()), (404, r#"{"error":"No notifications found for this order."}"#));
+    assert!(host.log_text().contains("Serving the API only"), "{}", host.log_text());
+}
