@@ -37,18 +37,18 @@ pub async fn run(args: &RenormalizeArgs, db: &Db, out: &mut dyn Write) -> anyhow
     loop {
         let page = db.stored_records(args.topic.as_deref(), (args.from_offset, args.to_offset), after, PAGE).await?;
         let Some(last) = page.last() else { break };
-        after = last.0;
+        after = last.notification_id;
         examined += page.len() as u64;
         let m = modules.clone();
         let page = tokio::task::spawn_blocking(move || {
-            let records: Vec<_> = page.iter().map(|(_, r, _, _)| r.clone()).collect();
+            let records: Vec<_> = page.iter().map(|s| s.record.clone()).collect();
             let normalized = m.normalize(&records);
             page.into_iter()
                 .zip(normalized)
-                .filter_map(|((id, record, old_fields, old_normalizer), n)| {
-                    let row = StoredRow::from_record(record, n);
-                    let same = row.fields == old_fields && row.normalizer == old_normalizer;
-                    (!same).then_some((id, row))
+                .filter_map(|(stored, n)| {
+                    let row = StoredRow::from_record(stored.record, n);
+                    let same = row.fields == stored.fields && row.normalizer == stored.normalizer;
+                    (!same).then_some((stored.notification_id, row))
                 })
                 .collect::<Vec<_>>()
         })

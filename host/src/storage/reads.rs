@@ -1,0 +1,275 @@
+//! The API's queries: one order, one correlation id, a timeline, filtered
+//! pages, and the plans PostgreSQL chooses for them.
+
+use chrono::{DateTime, Utc};
+
+use super::Db;
+
+/// A stored notification as the API reads it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Notification {
+    pub notification_id: i64,
+    pub customer_id: Option<String>,
+    pub runner_id: Option<String>,
+    pub order_id: Option<String>,
+    /// The JSON document as text (never parsed on the way out).
+    pub event_json: Option<String>,
+    pub raw_value: Option<Vec<u8>>,
+    pub status: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub source_topic: String,
+    pub event_type: Option<String>,
+    pub correlation_id: Option<String>,
+    pub source_service: Option<String>,
+    pub kafka_partition: Option<i32>,
+    pub kafka_offset: Option<i64>,
+    pub normalizer: Option<String>,
+    pub normalizer_error: Option<String>,
+    pub ingest_note: Option<String>,
+    pub stored_at: DateTime<Utc>,
+    pub kafka_key: Option<Vec<u8>>,
+    /// The headers as stored: JSON text.
+    pub kafka_headers: Option<String>,
+}
+
+pub(super) const COLUMNS: &str = "notification_id, customer_id, runner_id, order_id, event::text AS event_json, raw_value, \
+     status, created_at, source_topic, event_type, correlation_id, source_service, kafka_partition, kafka_offset, \
+     normalizer, normalizer_error, ingest_note, stored_at, kafka_key, kafka_headers::text AS kafka_headers";
+
+/// Record-time order, ties broken by the row id (the order rows were
+/// written: within a partition, offset order). The same keyset as
+/// `GET /notifications`, so every list of rows pages with one cursor form.
+const TIME_ORDER: &str = "created_at, notification_id";
+const TIME_ORDER_DESC: &str = "created_at DESC, notification_id DESC";
+
+pub use notification_parse::request::{ListFilter, NewApiNotification, Position};
+
+impl Db {
+    /// The latest notification of an order by record time.
+    pub async fn latest_for_order(&self, order_id: &str) -> Result<Option<Notification>, sqlx::Error> {
+        sqlx::query_as(sqlx::AssertSqlSafe(latest_sql())).bind(order_id).fetch_optional(&self.pool).await
+    }
+
+    /// Notifications of an order, oldest first: at most `limit`, after
+    /// `after` when given.
+    pub async fn for_order(
+        &self,
+        order_id: &str,
+        after: Option<Position>,
+        limit: i64,
+    ) -> Result<Vec<Notification>, sqlx::Error> {
+        self.for_id("order_id", order_id, after, limit).await
+    }
+
+    /// Notifications of one correlation (saga) id, oldest first: at most
+    /// `limit`, after `after` when given.
+    pub async fn for_correlation(
+        &self,
+        correlation_id: &str,
+        after: Option<Position>,
+        limit: i64,
+    ) -> Result<Vec<Notification>, sqlx::Error> {
+        self.for_id("correlation_id", correlation_id, after, limit).await
+    }
+
+    async fn for_id(
+        &self,
+        column: &str,
+        id: &str,
+        after: Option<Position>,
+        limit: i64,
+    ) -> Result<Vec<Notification>, sqlx::Error> {
+        let (created_at, notification_id) =
+            after.map_or((None, None), |p| (Some(p.created_at), Some(p.notification_id)));
+        sqlx::query_as(sqlx::AssertSqlSafe(for_column_sql(column)))
+            .bind(id)
+            .bind(created_at)
+            .bind(notification_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// An order's own notifications plus every notification that shares a
+    /// correlation id with one of them, oldest first, at most `limit`. The
+    /// flag says whether a row names the order itself.
+    pub async fn timeline(&self, order_id: &str, limit: i64) -> Result<Vec<(Notification, bool)>, sqlx::Error> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            n: Notification,
+            direct: bool,
+        }
+        let sql = timeline_sql();
+        let rows: Vec<Row> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(order_id).bind(limit).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|r| (r.n, r.direct)).collect())
+    }
+
+    /// One page of notifications matching `filter`, in (created_at, id)
+    /// order, after `after` when given. Keyset pagination: rows inserted
+    /// meanwhile never shift a page, so no row is skipped or repeated.
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+        after: Option<Position>,
+        descending: bool,
+        limit: i64,
+    ) -> Result<Vec<Notification>, sqlx::Error> {
+        list_query("", filter, after, descending, limit).build_query_as().fetch_all(&self.pool).await
+    }
+
+    /// The plans PostgreSQL chooses for the API's queries, by query name, as
+    /// `EXPLAIN` text. The benchmark prints them and the tests assert that each
+    /// one is served by an index.
+    pub async fn explain_api_queries(
+        &self,
+        order_id: &str,
+        correlation_id: &str,
+        filter: &ListFilter,
+    ) -> Result<Vec<(&'static str, String)>, sqlx::Error> {
+        let text = |rows: Vec<String>| rows.join("\n");
+        let mut plans = Vec::new();
+        let latest = format!("EXPLAIN {}", latest_sql());
+        plans.push((
+            "latest",
+            text(sqlx::query_scalar(sqlx::AssertSqlSafe(latest)).bind(order_id).fetch_all(&self.pool).await?),
+        ));
+        let by_order = format!("EXPLAIN {}", for_column_sql("order_id"));
+        plans.push((
+            "order",
+            text(
+                sqlx::query_scalar(sqlx::AssertSqlSafe(by_order))
+                    .bind(order_id)
+                    .bind(None::<DateTime<Utc>>)
+                    .bind(None::<i64>)
+                    .bind(1001_i64)
+                    .fetch_all(&self.pool)
+                    .await?,
+            ),
+        ));
+        let by_corr = format!("EXPLAIN {}", for_column_sql("correlation_id"));
+        plans.push((
+            "correlation",
+            text(
+                sqlx::query_scalar(sqlx::AssertSqlSafe(by_corr))
+                    .bind(correlation_id)
+                    .bind(None::<DateTime<Utc>>)
+                    .bind(None::<i64>)
+                    .bind(1001_i64)
+                    .fetch_all(&self.pool)
+                    .await?,
+            ),
+        ));
+        let timeline = format!("EXPLAIN {}", timeline_sql());
+        plans.push((
+            "timeline",
+            text(
+                sqlx::query_scalar(sqlx::AssertSqlSafe(timeline))
+                    .bind(order_id)
+                    .bind(5001_i64)
+                    .fetch_all(&self.pool)
+                    .await?,
+            ),
+        ));
+        let list = list_query("EXPLAIN ", filter, None, true, 101).build_query_scalar().fetch_all(&self.pool).await?;
+        plans.push(("list", text(list)));
+        Ok(plans)
+    }
+}
+
+/// The query of [`Db::list`], optionally prefixed (with `EXPLAIN`).
+fn list_query(
+    prefix: &str,
+    filter: &ListFilter,
+    after: Option<Position>,
+    descending: bool,
+    limit: i64,
+) -> sqlx::QueryBuilder<sqlx::Postgres> {
+    let mut qb: sqlx::QueryBuilder<sqlx::Postgres> =
+        sqlx::QueryBuilder::new(format!("{prefix}SELECT {COLUMNS} FROM notifications WHERE true"));
+    let equals = [
+        ("customer_id", &filter.customer_id),
+        ("runner_id", &filter.runner_id),
+        ("order_id", &filter.order_id),
+        ("correlation_id", &filter.correlation_id),
+        ("event_type", &filter.event_type),
+        ("source_topic", &filter.source_topic),
+        ("source_service", &filter.source_service),
+    ];
+    for (column, value) in equals {
+        if let Some(value) = value {
+            if HASHED_ID_COLUMNS.contains(&column) {
+                qb.push(format!(" AND hashtextextended({column}, 0) = hashtextextended("))
+                    .push_bind(value.clone())
+                    .push(", 0)");
+            }
+            qb.push(format!(" AND {column} = ")).push_bind(value.clone());
+        }
+    }
+    if let Some(since) = filter.since {
+        qb.push(" AND created_at >= ").push_bind(since);
+    }
+    if let Some(until) = filter.until {
+        qb.push(" AND created_at < ").push_bind(until);
+    }
+    if let Some(p) = after {
+        qb.push(if descending {
+            " AND (created_at, notification_id) < ("
+        } else {
+            " AND (created_at, notification_id) > ("
+        });
+        qb.push_bind(p.created_at).push(", ").push_bind(p.notification_id).push(")");
+    }
+    qb.push(if descending {
+        " ORDER BY created_at DESC, notification_id DESC LIMIT "
+    } else {
+        " ORDER BY created_at, notification_id LIMIT "
+    });
+    qb.push_bind(limit);
+    qb
+}
+
+/// The id columns whose indexes hold a hash of the value (migration 0002):
+/// a query finds candidates by the hash and keeps the exact matches.
+const HASHED_ID_COLUMNS: [&str; 4] = ["order_id", "customer_id", "runner_id", "correlation_id"];
+
+/// `column` equals the text `param`, in the form the hash index serves.
+fn id_equals(column: &str, param: &str) -> String {
+    debug_assert!(HASHED_ID_COLUMNS.contains(&column.rsplit('.').next().unwrap_or(column)));
+    format!("hashtextextended({column}, 0) = hashtextextended({param}, 0) AND {column} = {param}")
+}
+
+fn latest_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM notifications WHERE {} ORDER BY {TIME_ORDER_DESC} LIMIT 1",
+        id_equals("order_id", "$1::text")
+    )
+}
+
+/// Rows of one id after an optional (created_at, notification_id) position
+/// ($2, $3), at most $4.
+fn for_column_sql(column: &str) -> String {
+    format!(
+        "SELECT {COLUMNS} FROM notifications WHERE {} \
+         AND ($2::timestamptz IS NULL OR (created_at, notification_id) > ($2, $3::int8)) \
+         ORDER BY {TIME_ORDER} LIMIT $4",
+        id_equals(column, "$1::text")
+    )
+}
+
+fn timeline_sql() -> String {
+    format!(
+        "WITH direct AS (SELECT {COLUMNS} FROM notifications WHERE {by_order}), \
+         sagas AS (SELECT DISTINCT correlation_id FROM direct WHERE correlation_id IS NOT NULL) \
+         SELECT * FROM ( \
+           SELECT *, true AS direct FROM direct \
+           UNION ALL \
+           SELECT n.*, false AS direct FROM sagas s CROSS JOIN LATERAL ( \
+             SELECT {COLUMNS} FROM notifications \
+             WHERE {by_saga} AND order_id IS DISTINCT FROM $1::text) n \
+         ) t ORDER BY {TIME_ORDER} LIMIT $2",
+        by_order = id_equals("order_id", "$1::text"),
+        by_saga = id_equals("correlation_id", "s.correlation_id"),
+    )
+}

@@ -1,0 +1,262 @@
+//! The write path: a batch of rows in one statement, and every row
+//! PostgreSQL refuses found and stored in a reduced form, so that one record
+//! never stops the log. Also the API's insert.
+
+use super::reads::{COLUMNS, NewApiNotification, Notification};
+use super::{Db, StoredRow};
+
+/// Why a batch could not be written. Never a property of one record: every
+/// record PostgreSQL refuses is stored through the last resort instead, so
+/// what is left is a database that is down or refuses every row alike. The
+/// records it held are not lost, only delayed: the writer retries.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The database is unreachable or cannot work now (connection lost,
+    /// shutting down, out of disk, a deadlock): wait and retry.
+    #[error("the database is unavailable: {0}")]
+    Outage(#[source] sqlx::Error),
+    /// PostgreSQL refused even the last-resort row, which holds nothing a
+    /// record controls: the cause is the database (a dropped table, lost
+    /// privileges, a read-only server), not the data.
+    #[error("PostgreSQL refused even the last-resort row of {topic}/{partition}@{offset}: {reason}")]
+    LastResortRefused { topic: String, partition: i32, offset: i64, reason: String },
+}
+
+/// What writing a batch took: rows that were new, and the records that had
+/// to be stored in a reduced form because PostgreSQL refused a value.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub inserted: u64,
+    pub reduced: Vec<Reduced>,
+}
+
+/// A record stored in a reduced form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reduced {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub form: ReducedForm,
+}
+
+/// How much of a refused record's row was kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReducedForm {
+    /// Everything but the JSON document.
+    WithoutDocument,
+    /// The exact bytes and coordinates only ([`StoredRow::last_resort`]).
+    LastResort,
+}
+
+impl ReducedForm {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReducedForm::WithoutDocument => "without_document",
+            ReducedForm::LastResort => "last_resort",
+        }
+    }
+}
+
+/// Why one statement failed.
+enum Failure {
+    /// Retry later, as it is.
+    Outage(sqlx::Error),
+    /// PostgreSQL refused something in the rows; the reason, for the note.
+    Refused(String),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Failure {
+        if is_outage(&e) { Failure::Outage(e) } else { Failure::Refused(database_reason(&e)) }
+    }
+}
+
+impl Db {
+    /// Writes `rows`, skipping rows already stored (a redelivery), and
+    /// stores every record whatever PostgreSQL thinks of its values.
+    ///
+    /// The batch is one statement. When PostgreSQL refuses it for a reason
+    /// other than an outage, the refused rows are found by halving the batch
+    /// (a few statements for one bad row in a thousand, not a thousand), and
+    /// each refused row is stored again in a reduced form: first without its
+    /// JSON document, then through the last resort ([`StoredRow::last_resort`]),
+    /// a row holding only the record's exact bytes, its Kafka coordinates and
+    /// a note saying what was dropped and why. Nothing in that row comes from
+    /// a normalizer or a JSON parser, and no index covers a value a producer
+    /// controls beyond Kafka's own limits, so PostgreSQL has nothing in it to
+    /// refuse; if it refuses anyway the cause is the database, not the record,
+    /// and the caller retries.
+    pub async fn insert(&self, rows: &[StoredRow]) -> Result<Written, WriteError> {
+        let mut written = Written::default();
+        if rows.is_empty() {
+            return Ok(written);
+        }
+        // Slices still to write, last first; a refused slice is halved.
+        let mut todo = vec![rows];
+        while let Some(slice) = todo.pop() {
+            match self.insert_batch(slice).await.map_err(Failure::from) {
+                Ok(n) => written.inserted += n,
+                Err(Failure::Outage(e)) => return Err(WriteError::Outage(e)),
+                Err(Failure::Refused(reason)) => match slice {
+                    [row] => {
+                        let (inserted, form) = self.insert_reduced(row, reason).await?;
+                        written.inserted += inserted;
+                        written.reduced.push(Reduced {
+                            topic: row.source_topic.clone(),
+                            partition: row.kafka_partition.unwrap_or_default(),
+                            offset: row.kafka_offset.unwrap_or_default(),
+                            form,
+                        });
+                    }
+                    _ => {
+                        if slice.len() == rows.len() {
+                            tracing::warn!(rows = rows.len(), %reason, "PostgreSQL refused a value; finding the refused rows.");
+                        }
+                        let (first, second) = slice.split_at(slice.len() / 2);
+                        todo.push(second);
+                        todo.push(first);
+                    }
+                },
+            }
+        }
+        Ok(written)
+    }
+
+    /// Stores one row PostgreSQL refused as it was.
+    async fn insert_reduced(&self, row: &StoredRow, reason: String) -> Result<(u64, ReducedForm), WriteError> {
+        let (topic, partition, offset) =
+            (&row.source_topic, row.kafka_partition.unwrap_or_default(), row.kafka_offset.unwrap_or_default());
+        let mut reasons = vec![reason];
+        if row.event.is_some() {
+            let mut without = row.clone();
+            without.event = None;
+            without.add_note(format!("PostgreSQL refused the row; stored without its JSON document: {}", reasons[0]));
+            match self.insert_batch(std::slice::from_ref(&without)).await.map_err(Failure::from) {
+                Ok(inserted) => {
+                    tracing::warn!(%topic, partition, offset, reason = %reasons[0], "PostgreSQL refused the row; stored it without its JSON document.");
+                    return Ok((inserted, ReducedForm::WithoutDocument));
+                }
+                Err(Failure::Outage(e)) => return Err(WriteError::Outage(e)),
+                Err(Failure::Refused(reason)) => reasons.push(reason),
+            }
+        }
+        let reason = reasons.join("; then ");
+        let last = row.last_resort(&reason);
+        match self.insert_batch(std::slice::from_ref(&last)).await.map_err(Failure::from) {
+            Ok(inserted) => {
+                tracing::warn!(%topic, partition, offset, %reason, "PostgreSQL refused the row; stored the record through the last resort.");
+                Ok((inserted, ReducedForm::LastResort))
+            }
+            Err(Failure::Outage(e)) => Err(WriteError::Outage(e)),
+            Err(Failure::Refused(refused)) => {
+                Err(WriteError::LastResortRefused { topic: topic.clone(), partition, offset, reason: refused })
+            }
+        }
+    }
+
+    async fn insert_batch(&self, rows: &[StoredRow]) -> Result<u64, sqlx::Error> {
+        let result = sqlx::query(INSERT_SQL)
+            .bind(col(rows, |r| r.fields.customer_id.clone()))
+            .bind(col(rows, |r| r.fields.runner_id.clone()))
+            .bind(col(rows, |r| r.fields.order_id.clone()))
+            .bind(col(rows, |r| r.event.clone()))
+            .bind(col(rows, |r| r.fields.status.clone()))
+            .bind(col(rows, |r| r.created_at))
+            .bind(col(rows, |r| r.source_topic.clone()))
+            .bind(col(rows, |r| r.fields.event_type.clone()))
+            .bind(col(rows, |r| r.fields.correlation_id.clone()))
+            .bind(col(rows, |r| r.fields.source_service.clone()))
+            .bind(col(rows, |r| r.kafka_partition))
+            .bind(col(rows, |r| r.kafka_offset))
+            .bind(col(rows, |r| r.kafka_key.clone()))
+            .bind(col(rows, |r| r.kafka_headers.clone()))
+            .bind(col(rows, |r| r.kafka_timestamp))
+            .bind(col(rows, |r| r.raw_value.clone()))
+            .bind(col(rows, |r| r.ingest_note.clone()))
+            .bind(col(rows, |r| r.normalizer.clone()))
+            .bind(col(rows, |r| r.normalizer_error.clone()))
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+}
+
+/// One array per column keeps the statement text constant (so PostgreSQL
+/// prepares it once) whatever the batch size.
+const INSERT_SQL: &str = "INSERT INTO notifications (customer_id, runner_id, order_id, event, status, created_at, \
+     source_topic, event_type, correlation_id, source_service, kafka_partition, kafka_offset, kafka_key, \
+     kafka_headers, kafka_timestamp, raw_value, ingest_note, normalizer, normalizer_error) \
+     SELECT c1, c2, c3, c4::jsonb, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14::jsonb, c15, c16, c17, c18, c19 \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[], \
+     $8::text[], $9::text[], $10::text[], $11::int4[], $12::int8[], $13::bytea[], $14::text[], \
+     $15::timestamptz[], $16::bytea[], $17::text[], $18::text[], $19::text[]) \
+     AS t(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19) \
+     ON CONFLICT ON CONSTRAINT notifications_kafka_record DO NOTHING";
+
+fn col<T>(rows: &[StoredRow], f: impl Fn(&StoredRow) -> T) -> Vec<T> {
+    rows.iter().map(f).collect()
+}
+
+/// An error that says the database cannot work now, whatever the rows: the
+/// connection or pool failed, or PostgreSQL reports a connection exception
+/// (SQLSTATE class 08), insufficient resources (53: disk full, out of memory,
+/// too many connections), operator intervention (57: shutting down), a system
+/// error (58), a transaction rolled back by a deadlock or serialization
+/// failure (40), a read-only transaction (25, a server that became a standby),
+/// an object in use (55: a lock timeout), or an unknown database (3D) or
+/// failed authentication (28).
+///
+/// Everything else is treated as a refusal of the rows, which the write path
+/// resolves by storing them in a reduced form. Mistaking an outage for a
+/// refusal costs a few statements and ends in a retry (the last resort is
+/// refused too); mistaking a refusal for an outage would retry one bad record
+/// forever, so the list of outages is the one kept short.
+pub(super) fn is_outage(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            ["08", "53", "57", "58", "40", "25", "55", "3D", "28"].iter().any(|class| code.starts_with(class))
+        }
+        // Encoding a value the driver itself refuses is about the row.
+        sqlx::Error::Encode(_) | sqlx::Error::InvalidArgument(_) => false,
+        _ => true,
+    }
+}
+
+pub(super) fn database_reason(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => format!("{} ({})", db.message(), db.code().unwrap_or_default()),
+        other => other.to_string(),
+    }
+}
+
+impl Db {
+    /// Stores a notification sent through the API with the values the
+    /// original service stored: status `sent`, event type
+    /// `notification.manual`, a new UUID as correlation id, source service
+    /// `notification-service-api`, source topic `api`, and the event wrapped
+    /// as `{"message": <event>}`. `raw_value` keeps the exact request body.
+    pub async fn insert_api(&self, n: &NewApiNotification, body: &[u8]) -> Result<Notification, sqlx::Error> {
+        let sql = format!(
+            "INSERT INTO notifications (customer_id, runner_id, order_id, event, status, created_at, source_topic, \
+             event_type, correlation_id, source_service, raw_value) \
+             VALUES ($1, $2, $3, jsonb_build_object('message', $4::text::jsonb), '{API_STATUS}', now(), '{API_TOPIC}', \
+             '{API_EVENT_TYPE}', gen_random_uuid()::text, '{API_SOURCE_SERVICE}', $5) RETURNING {COLUMNS}"
+        );
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&n.customer_id)
+            .bind(&n.runner_id)
+            .bind(&n.order_id)
+            .bind(n.event.to_string())
+            .bind(body)
+            .fetch_one(&self.pool)
+            .await
+    }
+}
+
+/// What the original service stored for a notification sent through the API.
+pub const API_STATUS: &str = "sent";
+pub const API_TOPIC: &str = "api";
+pub const API_EVENT_TYPE: &str = "notification.manual";
+pub const API_SOURCE_SERVICE: &str = "notification-service-api";
