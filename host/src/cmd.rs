@@ -1,5 +1,7 @@
-//! The host's one-shot commands (`serve` lives in [`crate::pipeline`]).
+//! The host's commands, one file each: `serve` (the default), `migrate`,
+//! `check`, `normalize` and `renormalize`.
 
 pub mod check;
 pub mod normalize;
 pub mod renormalize;
+pub mod serve;

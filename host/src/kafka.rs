@@ -138,6 +138,21 @@ pub fn create_consumer(
         .context("failed to create the Kafka consumer (check KAFKA_BOOTSTRAP_SERVERS and KAFKA_OPTIONS)")
 }
 
+/// Asks the broker for its topics with the consumer's settings (`check`):
+/// how many there are and how many the host would consume. Blocking.
+pub fn probe(config: &KafkaConfig) -> anyhow::Result<(usize, usize)> {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.bootstrap_servers).set("group.id", &config.group_id);
+    for (k, v) in &config.options {
+        client.set(k, v);
+    }
+    let consumer: BaseConsumer = client.create().context("failed to create a Kafka client")?;
+    let metadata =
+        consumer.fetch_metadata(None, Duration::from_secs(10)).context("failed to list the cluster's topics")?;
+    let wanted = metadata.topics().iter().filter(|t| config.wants_topic(t.name())).count();
+    Ok((metadata.topics().len(), wanted))
+}
+
 /// Lists the cluster's topics and subscribes to the wanted ones when that set
 /// changed. Blocking (a metadata request): call it off the async workers.
 /// Returns the wanted topics.

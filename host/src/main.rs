@@ -20,8 +20,12 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }),
         Some(Command::Check) => block_on(notification_host::cmd::check::run(&cli.serve, &mut std::io::stdout())),
-        Some(Command::Migrate) => block_on(notification_host::migrate(&cli.serve)).map(|()| ExitCode::SUCCESS),
-        Some(Command::Serve) | None => block_on(notification_host::serve(cli.serve)).map(|()| ExitCode::SUCCESS),
+        Some(Command::Migrate) => {
+            block_on(notification_host::cmd::serve::migrate(&cli.serve)).map(|()| ExitCode::SUCCESS)
+        }
+        Some(Command::Serve) | None => {
+            block_on(notification_host::cmd::serve::serve(cli.serve)).map(|()| ExitCode::SUCCESS)
+        }
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error:#}");

@@ -40,6 +40,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::config::ModulesArgs;
 use crate::normalize::{LoadedModule, Normalizer, builtin, builtin_fields, builtin_label};
 use crate::record::{Normalized, Record};
 use crate::runtime::{Breaker, Runtime};
@@ -194,6 +195,26 @@ impl Modules {
             rejections: Mutex::new(BTreeMap::new()),
             reload_lock: Mutex::new(()),
         }
+    }
+
+    /// The one way the commands assemble the modules: the sandbox limits and
+    /// directory `args` configure, loaded once. `quarantine` is false for a
+    /// one-shot command (`check`, `renormalize`), which judges every record.
+    /// A configured directory that does not exist is an error.
+    pub async fn load(args: &ModulesArgs, quarantine: bool) -> anyhow::Result<Arc<Modules>> {
+        let config = ModulesConfig {
+            dir: args.normalizers_dir.clone(),
+            quarantine_after: if quarantine { args.module_quarantine_after.max(1) } else { u64::MAX },
+        };
+        if let Some(dir) = &config.dir {
+            anyhow::ensure!(dir.is_dir(), "NORMALIZERS_DIR {} is not a directory", dir.display());
+        }
+        let modules = Arc::new(Modules::new(Runtime::new(args.limits())?, config));
+        if modules.dir().is_some() {
+            let m = modules.clone();
+            tokio::task::spawn_blocking(move || m.reload()).await?;
+        }
+        Ok(modules)
     }
 
     pub fn dir(&self) -> Option<&Path> {

@@ -33,7 +33,7 @@ mod renormalize;
 mod rows;
 mod write;
 
-pub use partitions::{KnownPartitions, partition_window};
+pub use partitions::{KnownPartitions, maintain_partitions, maintenance, partition_window};
 pub use reads::{ListFilter, NewApiNotification, Notification, Position};
 pub use renormalize::StoredRecord;
 pub use rows::{MAX_NOTE_BYTES, StoredRow};

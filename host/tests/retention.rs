@@ -93,7 +93,7 @@ async fn partitions_take_their_months_and_retention_drops_expired_ones(pool: PgP
         partition_history_months: 120,
         maintenance_interval: std::time::Duration::from_secs(3600),
     };
-    notification_host::storage_maintenance(&db, &config, now).await.unwrap();
+    notification_host::storage::maintenance(&db, &config, now).await.unwrap();
     let left: Vec<i64> = placement(&pool).await.into_iter().map(|(o, _)| o).collect();
     assert_eq!(left, vec![2, 4, 5], "the expired partition and the far-past row are gone; live rows stay");
     let partitions: Vec<String> = sqlx::query_scalar(

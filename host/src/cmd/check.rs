@@ -6,11 +6,8 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-
 use crate::config::ServeArgs;
-use crate::modules::{Modules, ModulesConfig};
-use crate::runtime::Runtime;
+use crate::modules::Modules;
 use crate::storage::Db;
 
 /// Runs every check, writing one line per check to `out`.
@@ -32,19 +29,7 @@ pub async fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
     }
 
     let kafka = args.kafka.clone();
-    let broker = tokio::task::spawn_blocking(move || -> anyhow::Result<(usize, usize)> {
-        let mut config = rdkafka::ClientConfig::new();
-        config.set("bootstrap.servers", &kafka.bootstrap_servers).set("group.id", &kafka.group_id);
-        for (k, v) in &kafka.options {
-            config.set(k, v);
-        }
-        let consumer: BaseConsumer = config.create()?;
-        let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
-        let topics = metadata.topics().len();
-        let wanted = metadata.topics().iter().filter(|t| kafka.wants_topic(t.name())).count();
-        Ok((topics, wanted))
-    })
-    .await?;
+    let broker = tokio::task::spawn_blocking(move || crate::kafka::probe(&kafka)).await?;
     match broker {
         Ok((topics, wanted)) => report(true, "broker", format!("{topics} topics, {wanted} to consume"))?,
         Err(e) => report(false, "broker", format!("{e:#}"))?,
@@ -53,16 +38,8 @@ pub async fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
     match &args.modules.normalizers_dir {
         None => report(true, "modules", "no NORMALIZERS_DIR: every record uses the built-in default".into())?,
         Some(dir) if !dir.is_dir() => report(false, "modules", format!("{} is not a directory", dir.display()))?,
-        Some(dir) => {
-            let modules = Modules::new(
-                Runtime::new(args.modules.limits())?,
-                ModulesConfig { dir: Some(dir.clone()), quarantine_after: args.modules.module_quarantine_after },
-            );
-            let modules = tokio::task::spawn_blocking(move || {
-                modules.reload();
-                modules
-            })
-            .await?;
+        Some(_) => {
+            let modules = Modules::load(&args.modules, false).await?;
             let live: Vec<String> = modules.list().iter().map(|m| format!("{}@{}", m.name, m.version)).collect();
             let rejected = modules.rejections();
             report(true, "modules", format!("{} live: {}", live.len(), live.join(", ")))?;

@@ -9,11 +9,9 @@
 //! the fields it had and is listed with the reason; the rest go on.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use crate::config::RenormalizeArgs;
-use crate::modules::{Modules, ModulesConfig};
-use crate::runtime::Runtime;
+use crate::modules::Modules;
 use crate::storage::{Db, StoredRow};
 
 const PAGE: i64 = 1000;
@@ -21,14 +19,7 @@ const PAGE: i64 = 1000;
 /// Runs the command; returns (rows examined, rows changed). Rows PostgreSQL
 /// refused are written to `out` and not counted as changed.
 pub async fn run(args: &RenormalizeArgs, db: &Db, out: &mut dyn Write) -> anyhow::Result<(u64, u64)> {
-    let modules = Arc::new(Modules::new(
-        Runtime::new(args.serve.modules.limits())?,
-        ModulesConfig { dir: args.serve.modules.normalizers_dir.clone(), quarantine_after: u64::MAX },
-    ));
-    {
-        let m = modules.clone();
-        tokio::task::spawn_blocking(move || m.reload()).await?;
-    }
+    let modules = Modules::load(&args.serve.modules, false).await?;
     if let Some(r) = modules.rejections().first() {
         anyhow::bail!("module {} is rejected ({}); fix it before renormalizing", r.manifest, r.reason);
     }

@@ -2,8 +2,10 @@
 //! a batch needs; expired ones dropped by retention.
 
 use chrono::{DateTime, Datelike as _, NaiveDate, Utc};
+use tokio_util::sync::CancellationToken;
 
 use super::{Db, StoredRow};
+use crate::config::DbConfig;
 
 impl Db {
     /// Creates the monthly partitions from `from` to `to` (inclusive months)
@@ -135,4 +137,39 @@ fn first_of_month(d: NaiveDate) -> NaiveDate {
 fn next_month(d: NaiveDate) -> NaiveDate {
     let d = first_of_month(d);
     d.checked_add_months(chrono::Months::new(1)).unwrap_or(d)
+}
+
+/// Creates monthly partitions ahead and drops expired ones, at start and
+/// every `maintenance_interval`.
+pub async fn maintain_partitions(db: Db, config: DbConfig, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(config.maintenance_interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(error) = maintenance(&db, &config, chrono::Utc::now()).await {
+            tracing::warn!(error = %format!("{error:#}"), "Partition maintenance failed; retrying at the next interval.");
+        }
+    }
+}
+
+/// One maintenance pass: partitions from the retention start (or the current
+/// month) to `partitions_ahead` months ahead, then retention.
+pub async fn maintenance(db: &Db, config: &DbConfig, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
+    let today = now.date_naive();
+    let cutoff = config.retention_days.map(|d| now - chrono::Duration::days(i64::from(d)));
+    let from = cutoff.map_or(today, |c| c.date_naive().max(today - chrono::Duration::days(3660)));
+    let to = today.checked_add_months(chrono::Months::new(config.partitions_ahead)).unwrap_or(today);
+    let created = db.ensure_partitions(from, to).await?;
+    if !created.is_empty() {
+        tracing::info!(?created, "Partitions created.");
+    }
+    if let Some(cutoff) = cutoff {
+        let dropped = db.drop_expired(cutoff).await?;
+        if !dropped.is_empty() {
+            tracing::info!(?dropped, %cutoff, "Expired partitions dropped.");
+        }
+    }
+    Ok(())
 }
