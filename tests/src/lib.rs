@@ -59,53 +59,86 @@ fn with_database(url: &str, name: &str) -> String {
     }
 }
 
-pub async fn create_topic(name: &str, partitions: i32) {
-    create_topic_at(&bootstrap_servers(), name, partitions).await;
+/// A Kafka-protocol broker the tests talk to: the shared one
+/// (`KAFKA_BOOTSTRAP_SERVERS`, see [`Kafka::shared`]) or a test's own
+/// ([`Broker::kafka`]). Topics, producers and steady load go through it, so
+/// the same helpers serve every broker.
+#[derive(Debug, Clone)]
+pub struct Kafka {
+    pub bootstrap: String,
 }
 
-/// Creates a topic on the broker at `bootstrap`.
-pub async fn create_topic_at(bootstrap: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
-    let results = admin
-        .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await
-        .unwrap();
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+impl Kafka {
+    /// The broker scripts/test starts (or the one it was given).
+    pub fn shared() -> Kafka {
+        Kafka { bootstrap: bootstrap_servers() }
     }
-}
 
-pub fn producer() -> FutureProducer {
-    producer_config().set("linger.ms", "5").create().unwrap()
-}
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().unwrap();
+        let results = admin
+            .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+            .await
+            .unwrap();
+        for r in results {
+            r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+        }
+    }
 
-/// A producer that sends every record in its own record batch.
-///
-/// The fault tests make consumers resume mid-stream (restarts, rebalances,
-/// pause/resume). tansu 0.6.0 answers a fetch at an offset that is the last
-/// record of a multi-record batch starting from the *next* batch, so that one
-/// record is never delivered to any consumer (seen here: a fetch at 528
-/// returned 529, 530, ... while a fetch at 527 returned 527, 528, ...). One
-/// record per batch keeps that broker defect out of what these tests measure;
-/// against Apache Kafka either producer works.
-pub fn unbatched_producer() -> FutureProducer {
-    unbatched_producer_at(&bootstrap_servers())
-}
+    pub fn producer(&self) -> FutureProducer {
+        self.producer_config().set("linger.ms", "5").create().unwrap()
+    }
 
-/// [`unbatched_producer`] for the broker at `bootstrap`.
-pub fn unbatched_producer_at(bootstrap: &str) -> FutureProducer {
-    producer_config_at(bootstrap).set("linger.ms", "0").set("batch.num.messages", "1").create().unwrap()
-}
+    /// A producer that sends every record in its own record batch.
+    ///
+    /// The fault tests make consumers resume mid-stream (restarts, rebalances,
+    /// pause/resume). tansu 0.6.0 answers a fetch at an offset that is the last
+    /// record of a multi-record batch starting from the *next* batch, so that one
+    /// record is never delivered to any consumer (seen here: a fetch at 528
+    /// returned 529, 530, ... while a fetch at 527 returned 527, 528, ...). One
+    /// record per batch keeps that broker defect out of what these tests measure;
+    /// against Apache Kafka either producer works.
+    pub fn unbatched_producer(&self) -> FutureProducer {
+        self.producer_config().set("linger.ms", "0").set("batch.num.messages", "1").create().unwrap()
+    }
 
-fn producer_config() -> ClientConfig {
-    producer_config_at(&bootstrap_servers())
-}
+    fn producer_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("message.max.bytes", "4000000")
+            .set("message.timeout.ms", "60000");
+        config
+    }
 
-fn producer_config_at(bootstrap: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap).set("message.max.bytes", "4000000").set("message.timeout.ms", "60000");
-    config
+    /// Produces `count` records spread over `topics` at about `per_second`
+    /// (one record per batch), returning their coordinates.
+    pub async fn produce_steadily(self, topics: Vec<String>, count: usize, per_second: u64) -> Vec<Coordinates> {
+        let producer = self.unbatched_producer();
+        let mut produced = Vec::with_capacity(count);
+        let mut pending = Vec::new();
+        let start = Instant::now();
+        for i in 0..count {
+            let topic = topics[i % topics.len()].clone();
+            let value = format!(
+                r#"{{"type": "order.status_updated", "correlation_id": "saga-{i}", "source": "order-service", "payload": {{"order_id": {i}, "status": "ACCEPTED"}}}}"#
+            );
+            let p = producer.clone();
+            pending.push(tokio::spawn(async move { produce(&p, &Out::new(&topic, value)).await }));
+            if pending.len() >= 50 {
+                for h in pending.drain(..) {
+                    produced.push(h.await.unwrap());
+                }
+            }
+            let due = start + Duration::from_micros(1_000_000 * (i as u64 + 1) / per_second.max(1));
+            tokio::time::sleep_until(due.into()).await;
+        }
+        for h in pending {
+            produced.push(h.await.unwrap());
+        }
+        produced
+    }
 }
 
 /// A record to produce.
@@ -464,44 +497,6 @@ pub fn jitter(max: u64) -> u64 {
     u64::from(nanos) % max.max(1)
 }
 
-/// Produces `count` records spread over `topics` at about `per_second`,
-/// returning their coordinates.
-pub async fn produce_steadily(topics: Vec<String>, count: usize, per_second: u64) -> Vec<Coordinates> {
-    produce_steadily_at(bootstrap_servers(), topics, count, per_second).await
-}
-
-/// [`produce_steadily`] to the broker at `bootstrap`.
-pub async fn produce_steadily_at(
-    bootstrap: String,
-    topics: Vec<String>,
-    count: usize,
-    per_second: u64,
-) -> Vec<Coordinates> {
-    let producer = unbatched_producer_at(&bootstrap);
-    let mut produced = Vec::with_capacity(count);
-    let mut pending = Vec::new();
-    let start = Instant::now();
-    for i in 0..count {
-        let topic = topics[i % topics.len()].clone();
-        let value = format!(
-            r#"{{"type": "order.status_updated", "correlation_id": "saga-{i}", "source": "order-service", "payload": {{"order_id": {i}, "status": "ACCEPTED"}}}}"#
-        );
-        let p = producer.clone();
-        pending.push(tokio::spawn(async move { produce(&p, &Out::new(&topic, value)).await }));
-        if pending.len() >= 50 {
-            for h in pending.drain(..) {
-                produced.push(h.await.unwrap());
-            }
-        }
-        let due = start + Duration::from_micros(1_000_000 * (i as u64 + 1) / per_second.max(1));
-        tokio::time::sleep_until(due.into()).await;
-    }
-    for h in pending {
-        produced.push(h.await.unwrap());
-    }
-    produced
-}
-
 /// A fault-suite size from the environment (scripts/faults sets the full
 /// sizes; scripts/test runs the defaults).
 pub fn fault_param(name: &str, default: u64) -> u64 {
@@ -555,6 +550,11 @@ impl Broker {
             assert!(start.elapsed() < Duration::from_secs(30), "broker did not listen; log:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Topics, producers and load on this broker.
+    pub fn kafka(&self) -> Kafka {
+        Kafka { bootstrap: self.bootstrap.clone() }
     }
 
     /// SIGKILLs the broker.

@@ -14,7 +14,7 @@ async fn broker_restarts_under_load_lose_nothing() {
     let (db_url, pool) = fresh_database("brk").await;
     let topics: Vec<String> = (0..3).map(|i| format!("{prefix}-topic-{i}")).collect();
     for t in &topics {
-        create_topic_at(&broker.bootstrap, t, 2).await;
+        broker.kafka().create_topic(t, 2).await;
     }
     let mut options = HostOptions::new(&db_url, &prefix);
     options.env.push(("KAFKA_BOOTSTRAP_SERVERS".into(), broker.bootstrap.clone()));
@@ -27,8 +27,7 @@ async fn broker_restarts_under_load_lose_nothing() {
     let down = Duration::from_secs(fault_param("FAULT_BROKER_DOWN_SECS", 5));
     let rate = fault_param("FAULT_RATE", 200);
     let seconds = restarts * (down.as_secs() + 6) + 8;
-    let producing =
-        tokio::spawn(produce_steadily_at(broker.bootstrap.clone(), topics.clone(), (seconds * rate) as usize, rate));
+    let producing = tokio::spawn(broker.kafka().produce_steadily(topics.clone(), (seconds * rate) as usize, rate));
     let started = Instant::now();
     for _ in 0..restarts {
         tokio::time::sleep(Duration::from_millis(4000 + jitter(2000))).await;

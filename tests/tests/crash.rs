@@ -24,7 +24,7 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
     .map(|t| format!("{prefix}_{t}"))
     .collect();
     for t in &topics {
-        create_topic(t, 3).await;
+        Kafka::shared().create_topic(t, 3).await;
     }
     let mut options = HostOptions::new(&db_url, &prefix);
     options.env.push(("BATCH_SIZE".into(), "200".into()));
@@ -38,7 +38,7 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
     let max_kills = fault_param("FAULT_KILLS", 5);
     let rate = fault_param("FAULT_RATE", 500);
     let started = std::time::Instant::now();
-    let producing = tokio::spawn(produce_steadily(topics.clone(), records, rate));
+    let producing = tokio::spawn(Kafka::shared().produce_steadily(topics.clone(), records, rate));
     let mut kills = 0;
     let mut last_count = 0;
     // Records the hosts received again (their own counter, read just before

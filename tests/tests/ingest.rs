@@ -75,12 +75,12 @@ async fn every_topic_every_shape_stored_exactly_once() {
         (format!("{prefix}-bad-values"), 1),
     ];
     for (t, p) in &topics {
-        create_topic(t, *p).await;
+        Kafka::shared().create_topic(t, *p).await;
     }
     let host = Host::start(&HostOptions::new(&db_url, &prefix));
     host.wait_ready(Duration::from_secs(60));
 
-    let producer = producer();
+    let producer = Kafka::shared().producer();
     let mut expected: BTreeMap<Coordinates, Expect> = BTreeMap::new();
     let golden: Vec<samples::Sample> =
         std::fs::read_to_string(SAMPLES).unwrap().lines().map(|l| samples::parse_line(l).unwrap()).collect();
@@ -113,7 +113,7 @@ async fn every_topic_every_shape_stored_exactly_once() {
     }
     // A topic created while the host runs is picked up.
     let late = format!("{prefix}_late_topic");
-    create_topic(&late, 2).await;
+    Kafka::shared().create_topic(&late, 2).await;
     for i in 0..20 {
         let out = Out { partition: Some(i % 2), ..Out::new(&late, format!(r#"{{"order_id": "late-{i}"}}"#)) };
         let c = produce(&producer, &out).await;
@@ -192,13 +192,13 @@ async fn sigterm_writes_what_it_holds_and_exits_promptly() {
     let prefix = unique("term");
     let (db_url, pool) = fresh_database("term").await;
     let topic = format!("{prefix}-events");
-    create_topic(&topic, 2).await;
+    Kafka::shared().create_topic(&topic, 2).await;
     let mut options = HostOptions::new(&db_url, &prefix);
     // A long linger: records sit in the batch until shutdown flushes them.
     options.env.push(("BATCH_LINGER".into(), "60s".into()));
     let mut host = Host::start(&options);
     host.wait_ready(Duration::from_secs(60));
-    let producer = producer();
+    let producer = Kafka::shared().producer();
     for i in 0..50 {
         produce(&producer, &Out::new(&topic, format!(r#"{{"order_id": "t-{i}"}}"#))).await;
     }
@@ -316,11 +316,11 @@ async fn kilobytes_long_ids_are_stored_and_stop_nothing() {
     let prefix = unique("long");
     let (db_url, pool) = fresh_database("long").await;
     let (hostile, ordinary) = (format!("{prefix}-hostile"), format!("{prefix}-ordinary"));
-    create_topic(&hostile, 1).await;
-    create_topic(&ordinary, 1).await;
+    Kafka::shared().create_topic(&hostile, 1).await;
+    Kafka::shared().create_topic(&ordinary, 1).await;
     let host = Host::start(&HostOptions::new(&db_url, &prefix));
     host.wait_ready(Duration::from_secs(60));
-    let producer = producer();
+    let producer = Kafka::shared().producer();
 
     let saga = incompressible(4000, 1);
     let mut values = vec![serde_json::json!({"type": "t", "correlation_id": saga})];
@@ -370,14 +370,14 @@ async fn a_database_that_refuses_every_row_is_reported_not_skipped() {
     let prefix = unique("refuse");
     let (db_url, pool) = fresh_database("refuse").await;
     let topic = format!("{prefix}-events");
-    create_topic(&topic, 1).await;
+    Kafka::shared().create_topic(&topic, 1).await;
     let host = Host::start(&HostOptions::new(&db_url, &prefix));
     host.wait_ready(Duration::from_secs(60));
     sqlx::query("ALTER TABLE notifications ADD CONSTRAINT refuse_everything CHECK (raw_value IS NULL) NOT VALID")
         .execute(&pool)
         .await
         .unwrap();
-    produce(&producer(), &Out::new(&topic, r#"{"type": "t", "payload": {"order_id": "o-1"}}"#)).await;
+    produce(&Kafka::shared().producer(), &Out::new(&topic, r#"{"type": "t", "payload": {"order_id": "o-1"}}"#)).await;
 
     let started = std::time::Instant::now();
     let reason = loop {

@@ -70,14 +70,14 @@ fn authorize_payment(i: usize) -> String {
 async fn install_replace_remove_while_records_flow() {
     let prefix = unique("mod");
     let topic = format!("{prefix}_payment_commands");
-    create_topic(&topic, 2).await;
+    Kafka::shared().create_topic(&topic, 2).await;
     let (db_url, pool) = fresh_database("modules").await;
     let dir = tempfile_dir(&prefix);
     let mut options = HostOptions::new(&db_url, &prefix);
     options.env.push(("NORMALIZERS_DIR".into(), dir.display().to_string()));
     let host = Host::start(&options);
     host.wait_ready(Duration::from_secs(60));
-    let producer = unbatched_producer();
+    let producer = Kafka::shared().unbatched_producer();
     let mut expected: Vec<(Coordinates, &str)> = Vec::new();
     let mut n = 0;
 
@@ -152,19 +152,19 @@ async fn misbehaving_modules_are_contained() {
     let fixtures = ["trap", "spin", "memory_hog", "huge_output"];
     for f in fixtures {
         let topic = format!("{prefix}-{f}");
-        create_topic(&topic, 1).await;
+        Kafka::shared().create_topic(&topic, 1).await;
         std::fs::copy(wasm(&format!("fixture_{f}")), dir.join(format!("{f}.wasm"))).unwrap();
         put(&dir, &format!("{f}.toml"), manifest(f, "0.1.0", &format!("{f}.wasm"), &topic, None).as_bytes());
     }
     let good = format!("{prefix}-good");
-    create_topic(&good, 2).await;
+    Kafka::shared().create_topic(&good, 2).await;
     let mut options = HostOptions::new(&db_url, &prefix);
     options.env.push(("NORMALIZERS_DIR".into(), dir.display().to_string()));
     let host = Host::start(&options);
     host.wait_ready(Duration::from_secs(60));
     wait_for(&host, "fixtures loaded", |n| versions(n).len() == 4);
 
-    let producer = producer();
+    let producer = Kafka::shared().producer();
     let mut total = 0;
     for round in 0..3 {
         for f in fixtures {

@@ -16,7 +16,7 @@ async fn database_outage_under_load_loses_nothing() {
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&db_url).await.unwrap();
     let topics: Vec<String> = (0..3).map(|i| format!("{prefix}-topic-{i}")).collect();
     for t in &topics {
-        create_topic(t, 2).await;
+        Kafka::shared().create_topic(t, 2).await;
     }
     let mut options = HostOptions::new(&db_url, &prefix);
     options.env.push(("BATCH_SIZE".into(), "100".into()));
@@ -27,7 +27,7 @@ async fn database_outage_under_load_loses_nothing() {
     let outage = Duration::from_secs(fault_param("FAULT_OUTAGE_SECS", 22));
     // Produce for the outage plus 18 s around it.
     let count = (outage.as_secs() + 18) * 125;
-    let producing = tokio::spawn(produce_steadily(topics.clone(), count as usize, 125));
+    let producing = tokio::spawn(Kafka::shared().produce_steadily(topics.clone(), count as usize, 125));
     tokio::time::sleep(Duration::from_secs(5)).await;
     postgres.stop();
     let stopped_at = Instant::now();

@@ -13,7 +13,7 @@ async fn hosts_joining_leaving_and_dying_lose_and_duplicate_nothing() {
     let (db_url, pool) = fresh_database("rebalance").await;
     let topics: Vec<String> = (0..4).map(|i| format!("{prefix}-t{i}")).collect();
     for t in &topics {
-        create_topic(t, 3).await;
+        Kafka::shared().create_topic(t, 3).await;
     }
     let mut options = HostOptions::new(&db_url, &prefix);
     options.env.push(("BATCH_SIZE".into(), "100".into()));
@@ -22,7 +22,7 @@ async fn hosts_joining_leaving_and_dying_lose_and_duplicate_nothing() {
     first.wait_ready(Duration::from_secs(60));
 
     const RECORDS: usize = 12_000;
-    let producing = tokio::spawn(produce_steadily(topics.clone(), RECORDS, 500)); // ~24 s
+    let producing = tokio::spawn(Kafka::shared().produce_steadily(topics.clone(), RECORDS, 500)); // ~24 s
     tokio::time::sleep(Duration::from_secs(4)).await;
     let mut second = Host::start(&options);
     tokio::time::sleep(Duration::from_secs(8)).await;

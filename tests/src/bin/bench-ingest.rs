@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use chrono::Utc;
-use notification_e2e::{Out, create_topic, free_addr, http_get, produce, rss_peak_kib};
+use notification_e2e::{Kafka, Out, free_addr, http_get, produce, rss_peak_kib};
 use notification_host::normalize::{LoadedModule, Normalizer};
 use notification_host::record::Record;
 use notification_host::runtime::{Limits, Runtime};
@@ -173,7 +173,7 @@ async fn preload(servers: &str, records: &[Record]) -> anyhow::Result<Duration> 
     let mut seen = std::collections::BTreeSet::new();
     for r in records {
         if seen.insert(r.topic.clone()) {
-            create_topic(&r.topic, 3).await;
+            Kafka::shared().create_topic(&r.topic, 3).await;
         }
     }
     let producer: FutureProducer = ClientConfig::new()
@@ -432,7 +432,7 @@ fn micro(a: &Args, records: &[Record]) -> anyhow::Result<(f64, f64)> {
 async fn latency(a: &Args, admin_url: &str, servers: &str) -> anyhow::Result<(f64, f64, usize)> {
     let prefix = format!("lat{}", std::process::id());
     let topic = format!("{prefix}_order_events");
-    create_topic(&topic, 3).await;
+    Kafka::shared().create_topic(&topic, 3).await;
     let db = fresh_db(admin_url, "bench_latency", &a.host_bin).await?;
     let http = free_addr();
     let mut child = start_host(a, &db, &prefix, None, http)?;
