@@ -28,6 +28,17 @@
 //!   the `notification-parse` crate, which also parses the API's requests so
 //!   that all of it can be fuzzed without the runtime, Kafka or the database.
 
+//!
+//! # Words
+//!
+//! A *normalizer* answers for a record with the ids it finds: the *built-in
+//! default* (native rules) or a *module* ([`normalize::Module`]: a
+//! [`runtime::Component`] with its `name@version` and manifest settings).
+//! [`modules::Modules`] is the set of modules with their routes, the one
+//! thing the pipeline asks; a record no module takes gets the built-in
+//! default, and a record its module fails on gets
+//! [`normalize::fallback`].
+
 pub mod cmd;
 pub mod config;
 pub mod http;

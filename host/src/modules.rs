@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::ModulesArgs;
-use crate::normalize::{LoadedModule, Normalizer, builtin, builtin_fields, builtin_label};
+use crate::normalize::{Module, Normalizer, builtin, fallback};
 use crate::record::{Normalized, Record};
 use crate::runtime::{Breaker, Runtime};
 use crate::samples;
@@ -132,7 +132,7 @@ pub struct Entry {
     hash: String,
     loaded_at: DateTime<Utc>,
     route: Route,
-    module: Arc<LoadedModule>,
+    module: Arc<Module>,
     stats: ModuleStats,
 }
 
@@ -355,8 +355,8 @@ impl Modules {
 
         let route = Route::new(&manifest.rules)?;
         let module = self.runtime.load(&bytes).map_err(|e| e.to_string())?;
-        let loaded = Arc::new(LoadedModule {
-            module,
+        let loaded = Arc::new(Module {
+            component: module,
             label: format!("{}@{}", manifest.name, manifest.version),
             fallback: manifest.fallback,
         });
@@ -384,7 +384,7 @@ enum Prepared {
 const SAMPLE_FAILURES_SHOWN: usize = 5;
 
 /// Runs a module's golden samples; every line must parse and match.
-fn check_samples(module: &LoadedModule, text: &str) -> Result<(), String> {
+fn check_samples(module: &Module, text: &str) -> Result<(), String> {
     let mut parsed = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         parsed.push((i + 1, samples::parse_line(line).map_err(|e| format!("samples line {}: {e}", i + 1))?));
@@ -416,15 +416,10 @@ fn check_samples(module: &LoadedModule, text: &str) -> Result<(), String> {
     }
 }
 
-/// What a quarantined module's records get: the built-in default's fields,
-/// under the module's label, with the quarantine noted.
+/// What a quarantined module's records get: the fallback, with the
+/// quarantine as the reason.
 fn quarantined(label: &str, records: &[&Record]) -> impl Iterator<Item = Normalized> {
-    let note = format!("{label} is quarantined after repeated failures; fields from {}", builtin_label());
-    records.iter().map(move |r| Normalized {
-        fields: builtin_fields(r),
-        normalizer: label.to_owned(),
-        error: Some(note.clone()),
-    })
+    records.iter().map(move |r| fallback(r, label, format!("{label} is quarantined after repeated failures")))
 }
 
 /// Runs one module over its records, minding the circuit breaker: the module

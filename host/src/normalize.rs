@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::record::{Fields, Normalized, Record};
-use crate::runtime::{Breaker, CallError, Module};
+use crate::runtime::{Breaker, CallError, Component};
 
 /// `name@version` of the built-in default rules.
 pub fn builtin_label() -> String {
@@ -24,18 +24,29 @@ pub fn builtin_fields(record: &Record) -> Fields {
     normalizer_rules::normalize(record.value.as_deref())
 }
 
+/// What a record gets when its module does not answer for it (the module
+/// failed on it, or is quarantined): the built-in default's fields, under the
+/// module's name, with why. The one place a module's failure becomes a row.
+pub fn fallback(record: &Record, module: &str, why: impl std::fmt::Display) -> Normalized {
+    Normalized {
+        fields: builtin_fields(record),
+        normalizer: module.to_owned(),
+        error: Some(format!("{why}; fields from {}", builtin_label())),
+    }
+}
+
 /// A normalizer the pipeline can run.
 #[derive(Clone)]
 pub enum Normalizer {
     /// The built-in default rules, native.
     Builtin,
     /// A WASM component.
-    Module(Arc<LoadedModule>),
+    Module(Arc<Module>),
 }
 
-/// A loaded component together with how it is named and used.
-pub struct LoadedModule {
-    pub module: Module,
+/// A normalizer module: a component together with how it is named and used.
+pub struct Module {
+    pub component: Component,
     /// `name@version`, as recorded on every row it produces.
     pub label: String,
     /// Fill the fields the module leaves empty from the built-in default.
@@ -69,12 +80,12 @@ impl Normalizer {
     }
 }
 
-impl LoadedModule {
+impl Module {
     /// Runs the module over `records` until `breaker` trips; each answer
     /// comes with the module's failure, if any (the fields then come from the
     /// built-in default). The answers end early if the breaker trips.
     pub fn normalize(&self, records: &[&Record], breaker: &mut Breaker) -> Vec<(Normalized, Option<CallError>)> {
-        self.module
+        self.component
             .normalize(records, breaker)
             .into_iter()
             .zip(records)
@@ -85,14 +96,7 @@ impl LoadedModule {
                     }
                     (Normalized { fields, normalizer: self.label.clone(), error: None }, None)
                 }
-                Err(error) => {
-                    let normalized = Normalized {
-                        fields: builtin_fields(record),
-                        normalizer: self.label.clone(),
-                        error: Some(format!("{error}; fields from {}", builtin_label())),
-                    };
-                    (normalized, Some(error))
-                }
+                Err(error) => (fallback(record, &self.label, &error), Some(error)),
             })
             .collect()
     }

@@ -28,13 +28,10 @@ use tracing::Instrument as _;
 use crate::config::{DbConfig, KafkaConfig, PipelineConfig};
 use crate::kafka::{self, HostConsumer};
 use crate::metrics::{KindLabel, Metrics, NormalizerLabel, ReducedLabels, TopicLabel};
-use crate::record::{Normalized, Record};
+use crate::modules::Modules;
+use crate::record::Record;
 use crate::status::Status;
 use crate::storage::{Db, KnownPartitions, StoredRow, WriteError, partition_window};
-
-/// Normalizes a batch: one answer per record, in order. CPU-bound; the
-/// pipeline calls it on a blocking thread.
-pub type NormalizeFn = Arc<dyn Fn(&[Record]) -> Vec<Normalized> + Send + Sync>;
 
 /// How long the poll loop waits on a stalled writer before it pauses its
 /// partitions to keep polling (and so its group membership).
@@ -56,7 +53,9 @@ struct Prepared {
 pub struct Pipeline {
     pub consumer: Arc<HostConsumer>,
     pub db: Db,
-    pub normalize: NormalizeFn,
+    /// The normalizers: each record goes to the module its route picks, or
+    /// to the built-in default.
+    pub modules: Arc<Modules>,
     pub status: Arc<Status>,
     pub metrics: Arc<Metrics>,
     pub kafka_config: KafkaConfig,
@@ -69,11 +68,11 @@ pub struct Pipeline {
 /// and commits offsets, giving up on unwritten batches after `give_up` fires
 /// (they are redelivered on the next start and stored then).
 pub async fn run(pipeline: Pipeline, shutdown: CancellationToken, give_up: CancellationToken) -> anyhow::Result<()> {
-    let Pipeline { consumer, db, normalize, status, metrics, kafka_config, config, db_config } = pipeline;
+    let Pipeline { consumer, db, modules, status, metrics, kafka_config, config, db_config } = pipeline;
     let (batch_tx, batch_rx) = mpsc::channel::<Vec<Record>>(1);
     let (rows_tx, rows_rx) = mpsc::channel::<Prepared>(1);
 
-    let normalizer = tokio::spawn(normalize_stage(batch_rx, rows_tx, normalize, metrics.clone()));
+    let normalizer = tokio::spawn(normalize_stage(batch_rx, rows_tx, modules, metrics.clone()));
     let writer = tokio::spawn(writer_stage(rows_rx, db, db_config, consumer.clone(), status.clone(), metrics, give_up));
 
     // Topic discovery runs beside the poll loop: a metadata request to a slow
@@ -230,13 +229,13 @@ async fn sleep_until(deadline: Option<Instant>) {
 async fn normalize_stage(
     mut batches: mpsc::Receiver<Vec<Record>>,
     rows: mpsc::Sender<Prepared>,
-    normalize: NormalizeFn,
+    modules: Arc<Modules>,
     metrics: Arc<Metrics>,
 ) {
     while let Some(records) = batches.recv().await {
-        let normalize = normalize.clone();
+        let modules = modules.clone();
         let metrics = metrics.clone();
-        let prepared = tokio::task::spawn_blocking(move || prepare(records, &*normalize, &metrics)).await;
+        let prepared = tokio::task::spawn_blocking(move || prepare(records, &modules, &metrics)).await;
         match prepared {
             Ok(prepared) => {
                 if rows.send(prepared).await.is_err() {
@@ -253,12 +252,8 @@ async fn normalize_stage(
     }
 }
 
-fn prepare(
-    records: Vec<Record>,
-    normalize: &(dyn Fn(&[Record]) -> Vec<Normalized> + Send + Sync),
-    metrics: &Metrics,
-) -> Prepared {
-    let normalized = normalize(&records);
+fn prepare(records: Vec<Record>, modules: &Modules, metrics: &Metrics) -> Prepared {
+    let normalized = modules.normalize(&records);
     debug_assert_eq!(normalized.len(), records.len());
     let mut last_offsets: HashMap<(String, i32), i64> = HashMap::new();
     let mut per_topic: HashMap<String, u64> = HashMap::new();

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component as WasmComponent, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -155,20 +155,20 @@ impl Runtime {
 
     /// Compiles a component from bytes and checks that it implements this
     /// host's contract. CPU-heavy: call it off the async runtime's workers.
-    pub fn load(&self, bytes: &[u8]) -> Result<Module, LoadError> {
-        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+    pub fn load(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+        let component = WasmComponent::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(format!("{e:#}")))?;
         let pre = bindings::NormalizerPre::new(pre).map_err(|_| {
             LoadError::Contract(format!("it does not export notification:normalizer/normalize@{CONTRACT_VERSION}"))
         })?;
-        let mut module = Module { pre, limits: self.limits, engine: self.engine.clone(), descriptor: None };
+        let mut module = Component { pre, limits: self.limits, engine: self.engine.clone(), descriptor: None };
         let descriptor = module.describe().map_err(|e| LoadError::Describe(e.to_string()))?;
         module.descriptor = Some(descriptor);
         Ok(module)
     }
 
     /// Reads and loads a component file.
-    pub fn load_file(&self, path: &Path) -> anyhow::Result<Module> {
+    pub fn load_file(&self, path: &Path) -> anyhow::Result<Component> {
         let bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
         self.load(&bytes).with_context(|| format!("failed to load {}", path.display()))
     }
@@ -260,7 +260,7 @@ impl Breaker {
 
 /// A loaded, pre-instantiated normalizer component.
 #[derive(Clone)]
-pub struct Module {
+pub struct Component {
     pre: bindings::NormalizerPre<StoreState>,
     limits: Limits,
     engine: Engine,
@@ -273,7 +273,7 @@ struct Instance {
     bindings: bindings::Normalizer,
 }
 
-impl Module {
+impl Component {
     /// The name and version the component reported when it was loaded.
     pub fn descriptor(&self) -> Option<&Descriptor> {
         self.descriptor.as_ref()

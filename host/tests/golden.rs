@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::sync::Arc;
 
-use notification_host::normalize::{LoadedModule, Normalizer};
+use notification_host::normalize::{Module, Normalizer};
 use notification_host::record::Record;
 use notification_host::runtime::{Limits, Runtime};
 use notification_host::samples;
@@ -18,7 +18,11 @@ fn default_component() -> Normalizer {
     let runtime = Runtime::new(Limits::default()).unwrap();
     let module = runtime.load_file(&common::component("normalizer_default")).unwrap();
     let d = module.descriptor().unwrap().clone();
-    Normalizer::Module(Arc::new(LoadedModule { module, label: format!("{}@{}", d.name, d.version), fallback: false }))
+    Normalizer::Module(Arc::new(Module {
+        component: module,
+        label: format!("{}@{}", d.name, d.version),
+        fallback: false,
+    }))
 }
 
 fn golden_samples() -> Vec<samples::Sample> {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::config::NormalizeArgs;
-use crate::normalize::{LoadedModule, Normalizer};
+use crate::normalize::{Module, Normalizer};
 use crate::record::Normalized;
 use crate::runtime::{Limits, Runtime};
 use crate::samples::{self, OutputLine, Sample};
@@ -26,7 +26,7 @@ pub fn run(args: &NormalizeArgs, out: &mut dyn Write, report: &mut dyn Write) ->
                 Some(d) => format!("{}@{}", d.name, d.version),
                 None => path.display().to_string(),
             };
-            Normalizer::Module(Arc::new(LoadedModule { module, label, fallback: false }))
+            Normalizer::Module(Arc::new(Module { component: module, label, fallback: false }))
         }
         None => Normalizer::Builtin,
     };

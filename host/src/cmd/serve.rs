@@ -12,7 +12,7 @@ use crate::config::ServeArgs;
 use crate::status::Status;
 use crate::storage::Db;
 use crate::storage::maintain_partitions;
-use crate::{http, kafka, metrics, modules, pipeline, record, shutdown};
+use crate::{http, kafka, metrics, modules, pipeline, shutdown};
 
 /// How long shutdown waits for the consumer to leave its group.
 const CONSUMER_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -91,12 +91,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.cancelled().await;
         return finish_http(server).await;
     };
-    let routed = modules.clone();
-    let normalize: pipeline::NormalizeFn = Arc::new(move |records: &[record::Record]| routed.normalize(records));
     let pipeline = pipeline::Pipeline {
         consumer: consumer.clone(),
         db,
-        normalize,
+        modules,
         status,
         metrics,
         kafka_config: args.kafka,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use chrono::Utc;
 use notification_e2e::{Kafka, Out, free_addr, http_get, produce, rss_peak_kib};
-use notification_host::normalize::{LoadedModule, Normalizer};
+use notification_host::normalize::{Module, Normalizer};
 use notification_host::record::Record;
 use notification_host::runtime::{Limits, Runtime};
 use notification_host::storage::StoredRow;
@@ -418,8 +418,11 @@ fn micro(a: &Args, records: &[Record]) -> anyhow::Result<(f64, f64)> {
     let native = started.elapsed().as_secs_f64() * 1e6 / sample.len() as f64;
     let runtime = Runtime::new(Limits::default())?;
     let module = runtime.load_file(&a.wasm_dir.join("normalizer_default.wasm"))?;
-    let wasm =
-        Normalizer::Module(Arc::new(LoadedModule { module, label: "default-component@1.0.0".into(), fallback: false }));
+    let wasm = Normalizer::Module(Arc::new(Module {
+        component: module,
+        label: "default-component@1.0.0".into(),
+        fallback: false,
+    }));
     wasm.normalize(&sample[..1000]); // warm up
     let started = Instant::now();
     for chunk in sample.chunks(1000) {
