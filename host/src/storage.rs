@@ -19,13 +19,13 @@
 //!
 //! # Layout
 //!
-//! - [`rows`]: a record and its normalizer's answer turned into a row, and
+//! - `rows`: a record and its normalizer's answer turned into a row, and
 //!   the last-resort row for a record PostgreSQL refuses.
-//! - [`write`]: the write path (batches, refused rows, the API's insert).
-//! - [`reads`]: the API's queries.
-//! - [`partitions`]: monthly partitions, created ahead and on demand, and
+//! - `write`: the write path (batches, refused rows, the API's insert).
+//! - `reads`: the API's queries.
+//! - `partitions`: monthly partitions, created ahead and on demand, and
 //!   retention.
-//! - [`renormalize`]: reading stored records back and rewriting their fields.
+//! - `renormalize`: reading stored records back and rewriting their fields.
 
 mod partitions;
 mod reads;
