@@ -75,12 +75,16 @@ impl Kafka {
     }
 
     pub async fn create_topic(&self, name: &str, partitions: i32) {
+        self.create_topics(&[name.to_owned()], partitions).await;
+    }
+
+    /// Creates every topic in one request.
+    pub async fn create_topics(&self, names: &[String], partitions: i32) {
         let admin: AdminClient<DefaultClientContext> =
             ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().unwrap();
-        let results = admin
-            .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
-            .await
-            .unwrap();
+        let topics: Vec<NewTopic<'_>> =
+            names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1))).collect();
+        let results = admin.create_topics(&topics, &AdminOptions::new()).await.unwrap();
         for r in results {
             r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
         }
