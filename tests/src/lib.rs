@@ -231,6 +231,9 @@ pub struct HostOptions {
     pub group_id: String,
     pub topic_include: String,
     pub env: Vec<(String, String)>,
+    /// The binary to run; [`host_binary`] when None (a benchmark names its
+    /// release build).
+    pub binary: Option<PathBuf>,
 }
 
 impl HostOptions {
@@ -240,6 +243,7 @@ impl HostOptions {
             group_id: unique("group"),
             topic_include: format!("{topic_prefix}.*"),
             env: vec![],
+            binary: None,
         }
     }
 }
@@ -249,7 +253,7 @@ impl Host {
         let http = free_addr();
         let log = std::env::temp_dir().join(format!("{}.log", unique("host")));
         let file = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(host_binary());
+        let mut cmd = Command::new(options.binary.clone().unwrap_or_else(host_binary));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", std::env::var("E2E_HOST_LOG").unwrap_or_else(|_| "info".into()))

@@ -9,16 +9,20 @@
 //!    for every topic, and the `campus-delivery` component.
 //! 4. Per-record normalize cost, native vs WASM, measured in-process.
 //! 5. End-to-end latency (produce → row stored) at a steady 5,000 records/s.
+//!
+//! Like the tests, it reads `DATABASE_URL` and `KAFKA_BOOTSTRAP_SERVERS`
+//! (scripts/bench exports the throwaway services' addresses) and uses the
+//! same harness (`notification-e2e`) for databases, topics and the host.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use chrono::Utc;
-use notification_e2e::{Kafka, Out, free_addr, http_get, produce, rss_peak_kib};
+use notification_e2e::{Host, HostOptions, Kafka, Out, fresh_database, produce, rss_peak_kib};
 use notification_host::normalize::{Module, Normalizer};
 use notification_host::record::Record;
 use notification_host::runtime::{Limits, Runtime};
@@ -40,7 +44,6 @@ const TOPICS: [&str; 8] = [
 ];
 
 struct Args {
-    database_url: String,
     host_bin: PathBuf,
     wasm_dir: PathBuf,
     modules_src: PathBuf,
@@ -48,18 +51,12 @@ struct Args {
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut a = Args {
-        database_url: String::new(),
-        host_bin: PathBuf::new(),
-        wasm_dir: PathBuf::new(),
-        modules_src: PathBuf::new(),
-        records: 1_000_000,
-    };
+    let mut a =
+        Args { host_bin: PathBuf::new(), wasm_dir: PathBuf::new(), modules_src: PathBuf::new(), records: 1_000_000 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--database-url" => a.database_url = value,
             "--host-bin" => a.host_bin = value.into(),
             "--wasm-dir" => a.wasm_dir = value.into(),
             "--modules-src" => a.modules_src = value.into(),
@@ -67,8 +64,10 @@ fn args() -> anyhow::Result<Args> {
             other => bail!("unknown flag {other}"),
         }
     }
-    if a.database_url.is_empty() || a.host_bin.as_os_str().is_empty() {
-        bail!("usage: bench-ingest --database-url URL --host-bin PATH --wasm-dir DIR --modules-src DIR [--records N]");
+    if a.host_bin.as_os_str().is_empty() {
+        bail!(
+            "usage: bench-ingest --host-bin PATH --wasm-dir DIR --modules-src DIR [--records N] (with DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS set)"
+        );
     }
     Ok(a)
 }
@@ -209,14 +208,11 @@ async fn preload(servers: &str, records: &[Record]) -> anyhow::Result<Duration> 
     Ok(started.elapsed())
 }
 
-async fn fresh_db(admin_url: &str, name: &str, host_bin: &Path) -> anyhow::Result<String> {
-    let mut admin = PgConnection::connect(admin_url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&mut admin).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
-    let url = match admin_url.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => bail!("DATABASE_URL has no database name"),
-    };
+/// A fresh database (the harness's) with the host's schema applied by the
+/// binary under test.
+async fn fresh_db(name: &str, host_bin: &Path) -> anyhow::Result<String> {
+    let (url, pool) = fresh_database(name).await;
+    pool.close().await;
     let status = Command::new(host_bin).arg("migrate").env("DATABASE_URL", &url).env("RUST_LOG", "warn").status()?;
     anyhow::ensure!(status.success(), "migrate failed");
     Ok(url)
@@ -320,51 +316,33 @@ struct Drain {
     peak_rss_kib: u64,
 }
 
-fn start_host(
-    a: &Args,
-    db_url: &str,
-    prefix: &str,
-    modules: Option<&Path>,
-    http: std::net::SocketAddr,
-) -> anyhow::Result<Child> {
-    let mut cmd = Command::new(&a.host_bin);
-    cmd.env("DATABASE_URL", db_url)
-        .env("KAFKA_GROUP_ID", format!("bench-{prefix}-{}", Utc::now().timestamp_millis()))
-        .env("TOPIC_INCLUDE", format!("{prefix}_.*"))
-        .env("TOPIC_REFRESH_INTERVAL", "1s")
-        .env("HTTP_ADDR", http.to_string())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+/// The host under test, through the harness's [`Host`], with the settings
+/// of a production run (default batch linger, warnings only).
+fn start_host(a: &Args, db_url: &str, prefix: &str, modules: Option<&Path>) -> Host {
+    let mut options = HostOptions::new(db_url, &format!("{prefix}_"));
+    options.binary = Some(a.host_bin.clone());
+    options.env.push(("RUST_LOG".into(), "warn".into()));
+    options.env.push(("BATCH_LINGER".into(), "100ms".into()));
     if let Some(m) = modules {
-        cmd.env("NORMALIZERS_DIR", m);
+        options.env.push(("NORMALIZERS_DIR".into(), m.display().to_string()));
     }
-    Ok(cmd.spawn()?)
-}
-
-fn stored_count(http: std::net::SocketAddr) -> u64 {
-    let Some((200, text)) = http_get(http, "/metrics") else { return 0 };
-    text.lines()
-        .filter(|l| l.starts_with("notification_records_stored_total{"))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum::<f64>() as u64
+    Host::start(&options)
 }
 
 async fn drain(a: &Args, db_url: &str, prefix: &str, modules: Option<&Path>, n: usize) -> anyhow::Result<Drain> {
-    let http = free_addr();
     let started = Instant::now();
-    let mut child = start_host(a, db_url, prefix, modules, http)?;
+    let mut host = start_host(a, db_url, prefix, modules);
     let mut first: Option<Instant> = None;
     loop {
-        let stored = stored_count(http);
+        let stored = host.metric("notification_records_stored_total").unwrap_or(0.0) as u64;
         if stored > 0 && first.is_none() {
             first = Some(Instant::now());
         }
         if stored >= n as u64 {
             break;
         }
-        if let Some(status) = child.try_wait()? {
-            bail!("the host exited: {status}");
+        if let Some(status) = host.child.try_wait()? {
+            bail!("the host exited: {status}; log:\n{}", host.log_text());
         }
         if started.elapsed() > Duration::from_secs(1800) {
             bail!("not drained after 30 minutes ({stored} of {n})");
@@ -372,9 +350,8 @@ async fn drain(a: &Args, db_url: &str, prefix: &str, modules: Option<&Path>, n: 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let done = Instant::now();
-    let peak = rss_peak_kib(child.id()).unwrap_or(0);
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    child.wait()?;
+    let peak = rss_peak_kib(host.child.id()).unwrap_or(0);
+    host.terminate(Duration::from_secs(30));
     let pool = PgPoolOptions::new().max_connections(1).connect(db_url).await?;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications").fetch_one(&pool).await?;
     anyhow::ensure!(rows as usize == n, "{rows} rows stored for {n} records");
@@ -432,16 +409,13 @@ fn micro(a: &Args, records: &[Record]) -> anyhow::Result<(f64, f64)> {
     Ok((native, wasm_us))
 }
 
-async fn latency(a: &Args, admin_url: &str, servers: &str) -> anyhow::Result<(f64, f64, usize)> {
+async fn latency(a: &Args, servers: &str) -> anyhow::Result<(f64, f64, usize)> {
     let prefix = format!("lat{}", std::process::id());
     let topic = format!("{prefix}_order_events");
     Kafka::shared().create_topic(&topic, 3).await;
-    let db = fresh_db(admin_url, "bench_latency", &a.host_bin).await?;
-    let http = free_addr();
-    let mut child = start_host(a, &db, &prefix, None, http)?;
-    while http_get(http, "/ready").is_none_or(|(s, _)| s != 200) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let db = fresh_db("bench_latency", &a.host_bin).await?;
+    let mut host = start_host(a, &db, &prefix, None);
+    host.wait_ready(Duration::from_secs(60));
     let producer: FutureProducer =
         ClientConfig::new().set("bootstrap.servers", servers).set("linger.ms", "5").create()?;
     let (rate, seconds) = (5000u64, 20u64);
@@ -469,8 +443,7 @@ async fn latency(a: &Args, admin_url: &str, servers: &str) -> anyhow::Result<(f6
     )
     .fetch_one(&pool)
     .await?;
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    child.wait()?;
+    host.terminate(Duration::from_secs(30));
     Ok((p50, p99, total as usize))
 }
 
@@ -486,7 +459,7 @@ async fn main() -> anyhow::Result<()> {
     let took = preload(&servers, &records).await?;
     println!("preloaded in {:.1} s ({:.0} records/s)", took.as_secs_f64(), a.records as f64 / took.as_secs_f64());
 
-    let url = fresh_db(&a.database_url, "bench_baseline", &a.host_bin).await?;
+    let url = fresh_db("bench_baseline", &a.host_bin).await?;
     let (copy_took, copied) = baseline(&url, &records).await?;
     anyhow::ensure!(copied as usize == a.records, "COPY stored {copied} rows");
     let baseline_rate = a.records as f64 / copy_took.as_secs_f64();
@@ -502,12 +475,12 @@ async fn main() -> anyhow::Result<()> {
         ("campus-delivery component (WASM)", Some("campus")),
     ] {
         let dir = modules.map(|m| module_dir(&a, m)).transpose()?;
-        let db = fresh_db(&a.database_url, "bench_drain", &a.host_bin).await?;
+        let db = fresh_db("bench_drain", &a.host_bin).await?;
         println!("draining with the {name}");
         let d = drain(&a, &db, &prefix, dir.as_deref(), a.records).await?;
         results.push((name, d));
     }
-    let (p50, p99, n) = latency(&a, &a.database_url, &servers).await?;
+    let (p50, p99, n) = latency(&a, &servers).await?;
 
     println!(
         "\n{} records, 8 topics x 3 partitions; commit {}",
