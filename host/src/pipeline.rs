@@ -366,25 +366,24 @@ async fn write_with_retry(
             }
             Err(error) => {
                 failures += 1;
+                let log = failures == 1 || failures.is_multiple_of(20);
                 let kind = match &error {
                     WriteError::Outage(_) => {
                         status.set_db_up(false);
+                        if log {
+                            tracing::warn!(%error, failures, "Database write failed; retrying with backoff.");
+                        }
                         "outage"
                     }
                     WriteError::LastResortRefused { .. } => {
                         status.set_write_blocked(Some(error.to_string()));
+                        if log {
+                            tracing::error!(%error, failures, "The database refuses every row alike; ingestion waits and retries with backoff.");
+                        }
                         "last_resort_refused"
                     }
                 };
                 metrics.write_failures.get_or_create(&KindLabel { kind }).inc();
-                if failures == 1 || failures.is_multiple_of(20) {
-                    match kind {
-                        "outage" => tracing::warn!(%error, failures, "Database write failed; retrying with backoff."),
-                        _ => {
-                            tracing::error!(%error, failures, "The database refuses every row alike; ingestion waits and retries with backoff.")
-                        }
-                    }
-                }
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = give_up.cancelled() => return false,
