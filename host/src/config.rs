@@ -36,6 +36,7 @@ pub mod env {
     pub const MODULE_DEADLINE: &str = "MODULE_DEADLINE";
     pub const MODULE_MAX_OUTPUT: &str = "MODULE_MAX_OUTPUT";
     pub const MODULE_QUARANTINE_AFTER: &str = "MODULE_QUARANTINE_AFTER";
+    pub const MODULE_QUARANTINE_COOLDOWN: &str = "MODULE_QUARANTINE_COOLDOWN";
     pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
     pub const RETENTION_DAYS: &str = "RETENTION_DAYS";
     pub const PARTITIONS_AHEAD: &str = "PARTITIONS_AHEAD";
@@ -72,6 +73,7 @@ pub mod env {
         MODULE_DEADLINE,
         MODULE_MAX_OUTPUT,
         MODULE_QUARANTINE_AFTER,
+        MODULE_QUARANTINE_COOLDOWN,
         RETENTION_DAYS,
         PARTITIONS_AHEAD,
         PARTITION_HISTORY_MONTHS,
@@ -206,7 +208,10 @@ pub struct ModulesArgs {
     #[arg(long, env = env::MODULE_MEMORY_LIMIT, default_value_t = 64 << 20)]
     pub module_memory_limit: usize,
 
-    /// CPU time one call into a module may take.
+    /// Wall-clock time one call into a module may take (enforced by an epoch
+    /// that advances every millisecond, so time the process spends waiting
+    /// for a CPU counts too; a starved host can fail a healthy module, which
+    /// the quarantine's trial batches then bring back).
     #[arg(long, env = env::MODULE_DEADLINE, default_value = "50ms", value_parser = parse_duration)]
     pub module_deadline: Duration,
 
@@ -214,10 +219,14 @@ pub struct ModulesArgs {
     #[arg(long, env = env::MODULE_MAX_OUTPUT, default_value_t = 64 << 10)]
     pub module_max_output: usize,
 
-    /// Failures in a row after which a module is quarantined until a new
-    /// version of it is loaded.
+    /// Failures in a row after which a module is quarantined: its records
+    /// get the built-in default's fields until it passes a trial batch.
     #[arg(long, env = env::MODULE_QUARANTINE_AFTER, default_value_t = 10)]
     pub module_quarantine_after: u64,
+
+    /// How long a quarantined module waits before its next trial batch.
+    #[arg(long, env = env::MODULE_QUARANTINE_COOLDOWN, default_value = "30s", value_parser = parse_duration)]
+    pub module_quarantine_cooldown: Duration,
 }
 
 impl ModulesArgs {

@@ -24,14 +24,20 @@
 //!
 //! A module that fails (trap, deadline, memory, output size) on
 //! `quarantine_after` records in a row is quarantined: its records get the
-//! built-in default's fields until a new version of it is loaded.
+//! built-in default's fields. The breaker is half-open: after
+//! `quarantine_cooldown` the next batch for the module is a trial, and a
+//! trial that does not trip the breaker again brings the module back (a
+//! short burst of failures, such as CPU starvation running past the
+//! wall-clock deadline, does not switch a good module off for good). A trial
+//! that trips it starts a new cooldown. A new version starts closed.
 
 mod watcher;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
@@ -120,7 +126,12 @@ pub struct ModuleStats {
     calls: AtomicU64,
     errors: AtomicU64,
     consecutive_failures: AtomicU64,
-    quarantined: AtomicBool,
+    /// When the module was quarantined (or last failed its trial); None
+    /// while the breaker is closed.
+    quarantined_at: Mutex<Option<Instant>>,
+    /// Quarantines and recoveries, for `GET /normalizers`.
+    quarantines: AtomicU64,
+    recoveries: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -156,6 +167,8 @@ pub struct ModulesConfig {
     pub dir: Option<PathBuf>,
     /// Failures in a row that quarantine a module.
     pub quarantine_after: u64,
+    /// How long a quarantined module waits before a trial batch.
+    pub quarantine_cooldown: Duration,
 }
 
 /// The module registry: the normalizer the pipeline calls.
@@ -183,6 +196,9 @@ pub struct ModuleInfo {
     pub calls: u64,
     pub errors: u64,
     pub quarantined: bool,
+    /// Times the breaker opened, and times a trial batch closed it again.
+    pub quarantines: u64,
+    pub recoveries: u64,
     pub last_error: Option<String>,
 }
 
@@ -205,6 +221,7 @@ impl Modules {
         let config = ModulesConfig {
             dir: args.normalizers_dir.clone(),
             quarantine_after: if quarantine { args.module_quarantine_after.max(1) } else { u64::MAX },
+            quarantine_cooldown: args.module_quarantine_cooldown,
         };
         if let Some(dir) = &config.dir {
             anyhow::ensure!(dir.is_dir(), "NORMALIZERS_DIR {} is not a directory", dir.display());
@@ -237,7 +254,7 @@ impl Modules {
             let batch: Vec<&Record> = indices.iter().map(|&i| &records[i]).collect();
             let answers = match module {
                 None => batch.iter().map(|r| builtin(r)).collect(),
-                Some(m) => run(&registry.entries[m], &batch, self.config.quarantine_after),
+                Some(m) => run(&registry.entries[m], &batch, &self.config),
             };
             for (i, n) in indices.into_iter().zip(answers) {
                 out[i] = Some(n);
@@ -424,14 +441,21 @@ fn quarantined(label: &str, records: &[&Record]) -> impl Iterator<Item = Normali
 
 /// Runs one module over its records, minding the circuit breaker: the module
 /// stops being called as soon as it has failed `quarantine_after` records in
-/// a row, even in the middle of a batch.
-fn run(entry: &Entry, batch: &[&Record], quarantine_after: u64) -> Vec<Normalized> {
+/// a row, even in the middle of a batch. A quarantined module is not called
+/// until its cooldown has passed; then this batch is its trial.
+fn run(entry: &Entry, batch: &[&Record], config: &ModulesConfig) -> Vec<Normalized> {
     let stats = &entry.stats;
     let label = &entry.module.label;
-    if stats.quarantined.load(Ordering::Relaxed) {
-        return quarantined(label, batch).collect();
-    }
-    let mut breaker = Breaker::new(stats.consecutive_failures.load(Ordering::Relaxed), quarantine_after);
+    let since = stats.quarantined_at.lock().ok().and_then(|q| *q);
+    let trial = match since {
+        Some(at) if at.elapsed() < config.quarantine_cooldown => return quarantined(label, batch).collect(),
+        Some(_) => true,
+        None => false,
+    };
+    // A trial starts from zero failures: it has the full limit to prove
+    // itself on this batch.
+    let start = if trial { 0 } else { stats.consecutive_failures.load(Ordering::Relaxed) };
+    let mut breaker = Breaker::new(start, config.quarantine_after);
     let answers = entry.module.normalize(batch, &mut breaker);
     stats.calls.fetch_add(answers.len() as u64, Ordering::Relaxed);
     let mut out = Vec::with_capacity(batch.len());
@@ -450,15 +474,33 @@ fn run(entry: &Entry, batch: &[&Record], quarantine_after: u64) -> Vec<Normalize
     }
     stats.consecutive_failures.store(breaker.in_a_row(), Ordering::Relaxed);
     if breaker.tripped() {
-        if !stats.quarantined.swap(true, Ordering::Relaxed) {
+        let was_closed = !trial;
+        if let Ok(mut q) = stats.quarantined_at.lock() {
+            *q = Some(Instant::now());
+        }
+        if was_closed {
+            stats.quarantines.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
                 module = %label,
                 failures = breaker.in_a_row(),
                 error = last_error.as_deref().unwrap_or_default(),
-                "Normalizer module quarantined; its records get the built-in default's fields until a new version is loaded."
+                cooldown = ?config.quarantine_cooldown,
+                "Normalizer module quarantined; its records get the built-in default's fields, and it gets a trial batch after the cooldown."
+            );
+        } else {
+            tracing::warn!(
+                module = %label,
+                error = last_error.as_deref().unwrap_or_default(),
+                "Normalizer module failed its trial batch; quarantined for another cooldown."
             );
         }
         out.extend(quarantined(label, &batch[out.len()..]));
+    } else if trial {
+        if let Ok(mut q) = stats.quarantined_at.lock() {
+            *q = None;
+        }
+        stats.recoveries.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(module = %label, records = batch.len(), "Normalizer module passed its trial batch; it is live again.");
     }
     out
 }
@@ -475,7 +517,9 @@ fn info(e: &Entry) -> ModuleInfo {
         loaded_at: e.loaded_at,
         calls: e.stats.calls.load(Ordering::Relaxed),
         errors: e.stats.errors.load(Ordering::Relaxed),
-        quarantined: e.stats.quarantined.load(Ordering::Relaxed),
+        quarantined: e.stats.quarantined_at.lock().ok().is_some_and(|q| q.is_some()),
+        quarantines: e.stats.quarantines.load(Ordering::Relaxed),
+        recoveries: e.stats.recoveries.load(Ordering::Relaxed),
         last_error: e.stats.last_error.lock().ok().and_then(|l| l.clone()),
     }
 }

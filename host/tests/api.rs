@@ -48,7 +48,11 @@ impl Api {
                 max_body_bytes: 1 << 20,
                 modules: Arc::new(notification_host::modules::Modules::new(
                     notification_host::runtime::Runtime::new(Default::default()).unwrap(),
-                    notification_host::modules::ModulesConfig { dir: None, quarantine_after: 10 },
+                    notification_host::modules::ModulesConfig {
+                        dir: None,
+                        quarantine_after: 10,
+                        quarantine_cooldown: std::time::Duration::from_secs(30),
+                    },
                 )),
                 compat: ApiCompat::Current,
                 cors_allowed_origins: Arc::from(Vec::new()),

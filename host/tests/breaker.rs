@@ -1,6 +1,7 @@
 //! The circuit breaker stops calling a failing module in the middle of a
 //! batch: a module that spins on every record costs its failure limit in
-//! deadlines, not one deadline per record of the batch.
+//! deadlines, not one deadline per record of the batch. It is half-open: after
+//! the cooldown a trial batch brings a recovered module back.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -27,6 +28,10 @@ fn record(topic: &str, offset: i64) -> Record {
 }
 
 fn modules_with(fixture: &str, topics: &str) -> (Modules, tempfile::TempDir) {
+    modules_with_cooldown(fixture, topics, Duration::from_secs(3600))
+}
+
+fn modules_with_cooldown(fixture: &str, topics: &str, cooldown: Duration) -> (Modules, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(common::component(&format!("fixture_{fixture}")), dir.path().join("m.wasm")).unwrap();
     std::fs::write(
@@ -38,7 +43,11 @@ fn modules_with(fixture: &str, topics: &str) -> (Modules, tempfile::TempDir) {
     .unwrap();
     let modules = Modules::new(
         Runtime::new(Limits::default()).unwrap(),
-        ModulesConfig { dir: Some(dir.path().to_path_buf()), quarantine_after: QUARANTINE_AFTER },
+        ModulesConfig {
+            dir: Some(dir.path().to_path_buf()),
+            quarantine_after: QUARANTINE_AFTER,
+            quarantine_cooldown: cooldown,
+        },
     );
     modules.reload();
     assert_eq!(modules.list().len(), 1, "rejected: {:?}", modules.rejections());
@@ -100,4 +109,64 @@ fn failures_spread_over_batches_add_up() {
     assert_eq!(info.calls, QUARANTINE_AFTER);
     assert!(answers[..2].iter().all(|n| n.error.as_deref().unwrap().contains("trapped")), "{answers:?}");
     assert!(answers[2..].iter().all(|n| n.error.as_deref().unwrap().contains("quarantined")), "{answers:?}");
+}
+
+fn valued(offset: i64, value: &str) -> Record {
+    Record { value: Some(value.as_bytes().to_vec()), ..record("f", offset) }
+}
+
+/// A good module hit by a burst of failures is quarantined, stays off during
+/// the cooldown, and comes back when a trial batch after it succeeds; a trial
+/// that fails starts a new cooldown.
+#[test]
+fn a_quarantined_module_comes_back_after_a_good_trial() {
+    let cooldown = Duration::from_millis(300);
+    let (modules, _dir) = modules_with_cooldown("flaky", "f", cooldown);
+    let burst: Vec<Record> = (0..20).map(|i| valued(i, r#"{"trap": true}"#)).collect();
+    let good: Vec<Record> = (0..5).map(|i| valued(100 + i, r#"{"order_id": "o"}"#)).collect();
+
+    modules.normalize(&burst);
+    let info = &modules.list()[0];
+    assert!(info.quarantined && info.quarantines == 1, "{info:?}");
+    assert_eq!(info.calls, QUARANTINE_AFTER);
+
+    // During the cooldown: not called, the default's fields.
+    let answers = modules.normalize(&good);
+    assert!(answers.iter().all(|n| n.error.as_deref().unwrap_or_default().contains("quarantined")), "{answers:?}");
+    assert_eq!(modules.list()[0].calls, QUARANTINE_AFTER);
+
+    // A failing trial: another cooldown.
+    std::thread::sleep(cooldown + Duration::from_millis(50));
+    modules.normalize(&burst);
+    let info = &modules.list()[0];
+    assert!(info.quarantined && info.recoveries == 0, "{info:?}");
+    assert_eq!(info.calls, 2 * QUARANTINE_AFTER, "the trial called the module until the breaker tripped again");
+    assert_eq!(modules.normalize(&good)[0].event_type_or_error(), "quarantined");
+
+    // A good trial: live again, answering itself.
+    std::thread::sleep(cooldown + Duration::from_millis(50));
+    let answers = modules.normalize(&good);
+    assert!(
+        answers.iter().all(|n| n.error.is_none() && n.fields.event_type.as_deref() == Some("flaky.ok")),
+        "{answers:?}"
+    );
+    let info = &modules.list()[0];
+    assert!(!info.quarantined && info.recoveries == 1 && info.quarantines == 1, "{info:?}");
+    // And stays live: the next batch is an ordinary call.
+    assert!(modules.normalize(&good).iter().all(|n| n.normalizer == "flaky@0.1.0" && n.error.is_none()));
+}
+
+trait Outcome {
+    fn event_type_or_error(&self) -> &str;
+}
+
+impl Outcome for notification_host::record::Normalized {
+    /// "quarantined" when the record got the fallback for a quarantine.
+    fn event_type_or_error(&self) -> &str {
+        match &self.error {
+            Some(e) if e.contains("quarantined") => "quarantined",
+            Some(e) => e,
+            None => self.fields.event_type.as_deref().unwrap_or_default(),
+        }
+    }
 }
