@@ -44,7 +44,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 pub struct Limits {
     /// Linear memory a module instance may grow to, in bytes.
     pub memory_bytes: usize,
-    /// CPU time one call may take before it is interrupted.
+    /// Wall-clock time one call may take before it is interrupted (counted
+    /// by the epoch ticker, so waiting for a CPU counts too).
     pub deadline: Duration,
     /// Total size of the strings one record's answer may carry, in bytes.
     pub max_output_bytes: usize,
@@ -70,7 +71,7 @@ pub enum CallError {
     /// the record and refused it.
     #[error("module refused the record: {0}")]
     Refused(String),
-    /// The module ran past its CPU deadline.
+    /// The module ran past its (wall-clock) deadline.
     #[error("module exceeded its {0:?} deadline")]
     Timeout(Duration),
     /// The module trapped (a panic, an out-of-bounds access, or memory growth
