@@ -368,6 +368,7 @@ async fn normalizers(State(state): State<AppState>) -> Json<NormalizersBody> {
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.database_up.set(i64::from(state.status.db_up()));
+    state.modules.refresh_metrics();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.encode()).into_response()
 }
 

@@ -8,6 +8,11 @@
 //! | `notification_records_redelivered_total` | counter | | records received again that were already stored (the unique key dropped them): redeliveries after a crash, restart or rebalance |
 //! | `notification_records_reduced_total` | counter | `topic`, `form` (`without_document` or `last_resort`: records PostgreSQL refused as they were, stored in a reduced form) |
 //! | `notification_write_failures_total` | counter | `kind` (`outage`, or `last_resort_refused`: the database refuses every row alike) |
+//! | `notification_module_records_total` | counter | `module`, `version` (records given to the module) |
+//! | `notification_module_failures_total` | counter | `module`, `version`, `kind` (`refused`, `timeout`, `trap`, `output_too_large`, `contract`) |
+//! | `notification_module_call_seconds` | histogram | `module`, `version` (the time the module spent on one batch of its records, retries included) |
+//! | `notification_module_quarantined` | gauge | `module`, `version` (1 while quarantined; live versions only) |
+//! | `notification_module_info` | gauge | `module`, `version`, `hash` (1 for each live module version on this replica) |
 //! | `notification_batch_write_seconds` | histogram | |
 //! | `notification_batch_records` | histogram | |
 //! | `notification_consumer_lag` | gauge | `topic`, `partition` |
@@ -52,6 +57,26 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModuleLabels {
+    pub module: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModuleFailureLabels {
+    pub module: String,
+    pub version: String,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModuleInfoLabels {
+    pub module: String,
+    pub version: String,
+    pub hash: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: String,
     pub method: String,
@@ -72,6 +97,11 @@ pub struct Metrics {
     pub redelivered: Counter,
     pub reduced: Family<ReducedLabels, Counter>,
     pub write_failures: Family<KindLabel, Counter>,
+    pub module_records: Family<ModuleLabels, Counter>,
+    pub module_failures: Family<ModuleFailureLabels, Counter>,
+    pub module_call_seconds: Family<ModuleLabels, Histogram>,
+    pub module_quarantined: Family<ModuleLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    pub module_info: Family<ModuleInfoLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub batch_write_seconds: Histogram,
     pub batch_records: Histogram,
     pub consumer_lag: Family<PartitionLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
@@ -89,6 +119,13 @@ impl Default for Metrics {
         let redelivered = Counter::default();
         let reduced = Family::<ReducedLabels, Counter>::default();
         let write_failures = Family::<KindLabel, Counter>::default();
+        let module_records = Family::<ModuleLabels, Counter>::default();
+        let module_failures = Family::<ModuleFailureLabels, Counter>::default();
+        let module_call_seconds = Family::<ModuleLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+        });
+        let module_quarantined = Family::default();
+        let module_info = Family::default();
         let batch_write_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let batch_records = Histogram::new(exponential_buckets(1.0, 4.0, 10));
         let consumer_lag = Family::default();
@@ -111,6 +148,19 @@ impl Default for Metrics {
             reduced.clone(),
         );
         registry.register("write_failures", "Failed batch writes, retried, by kind", write_failures.clone());
+        registry.register("module_records", "Records given to a normalizer module", module_records.clone());
+        registry.register("module_failures", "Records a normalizer module failed on, by kind", module_failures.clone());
+        registry.register(
+            "module_call_seconds",
+            "Time a normalizer module spent on one batch of its records",
+            module_call_seconds.clone(),
+        );
+        registry.register(
+            "module_quarantined",
+            "1 while a live module version is quarantined",
+            module_quarantined.clone(),
+        );
+        registry.register("module_info", "1 for each live module version on this replica", module_info.clone());
         registry.register(
             "batch_write_seconds",
             "Time to write one batch, retries included",
@@ -129,6 +179,11 @@ impl Default for Metrics {
             redelivered,
             reduced,
             write_failures,
+            module_records,
+            module_failures,
+            module_call_seconds,
+            module_quarantined,
+            module_info,
             batch_write_seconds,
             batch_records,
             consumer_lag,

@@ -47,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::ModulesArgs;
+use crate::metrics::{Metrics, ModuleFailureLabels, ModuleInfoLabels, ModuleLabels};
 use crate::normalize::{Module, Normalizer, builtin, fallback};
 use crate::record::{Normalized, Record};
 use crate::runtime::{Breaker, Runtime};
@@ -175,6 +176,8 @@ pub struct ModulesConfig {
 pub struct Modules {
     runtime: Runtime,
     config: ModulesConfig,
+    /// Per module version: records, failures by kind, time, quarantine.
+    metrics: Arc<Metrics>,
     current: ArcSwap<Registry>,
     rejections: Mutex<BTreeMap<String, Rejection>>,
     /// Serializes reloads (the watcher and the poller may both ask).
@@ -204,9 +207,15 @@ pub struct ModuleInfo {
 
 impl Modules {
     pub fn new(runtime: Runtime, config: ModulesConfig) -> Modules {
+        Modules::with_metrics(runtime, config, Arc::new(Metrics::default()))
+    }
+
+    /// Modules that report to `metrics` (the host's `/metrics`).
+    pub fn with_metrics(runtime: Runtime, config: ModulesConfig, metrics: Arc<Metrics>) -> Modules {
         Modules {
             runtime,
             config,
+            metrics,
             current: ArcSwap::from_pointee(Registry::default()),
             rejections: Mutex::new(BTreeMap::new()),
             reload_lock: Mutex::new(()),
@@ -217,7 +226,7 @@ impl Modules {
     /// directory `args` configure, loaded once. `quarantine` is false for a
     /// one-shot command (`check`, `renormalize`), which judges every record.
     /// A configured directory that does not exist is an error.
-    pub async fn load(args: &ModulesArgs, quarantine: bool) -> anyhow::Result<Arc<Modules>> {
+    pub async fn load(args: &ModulesArgs, quarantine: bool, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Modules>> {
         let config = ModulesConfig {
             dir: args.normalizers_dir.clone(),
             quarantine_after: if quarantine { args.module_quarantine_after.max(1) } else { u64::MAX },
@@ -226,7 +235,7 @@ impl Modules {
         if let Some(dir) = &config.dir {
             anyhow::ensure!(dir.is_dir(), "NORMALIZERS_DIR {} is not a directory", dir.display());
         }
-        let modules = Arc::new(Modules::new(Runtime::new(args.limits())?, config));
+        let modules = Arc::new(Modules::with_metrics(Runtime::new(args.limits())?, config, metrics));
         if modules.dir().is_some() {
             let m = modules.clone();
             tokio::task::spawn_blocking(move || m.reload()).await?;
@@ -254,7 +263,7 @@ impl Modules {
             let batch: Vec<&Record> = indices.iter().map(|&i| &records[i]).collect();
             let answers = match module {
                 None => batch.iter().map(|r| builtin(r)).collect(),
-                Some(m) => run(&registry.entries[m], &batch, &self.config),
+                Some(m) => run(&registry.entries[m], &batch, &self.config, &self.metrics),
             };
             for (i, n) in indices.into_iter().zip(answers) {
                 out[i] = Some(n);
@@ -269,6 +278,22 @@ impl Modules {
     }
 
     /// The latest rejection per manifest that is not live at its newest content.
+    /// Sets the per-version gauges of `/metrics` from the live modules: one
+    /// `module_info` series per live version (a replaced version's series is
+    /// gone), and whether it is quarantined.
+    pub fn refresh_metrics(&self) {
+        self.metrics.module_info.clear();
+        self.metrics.module_quarantined.clear();
+        for m in self.list() {
+            let labels = ModuleLabels { module: m.name.clone(), version: m.version.clone() };
+            self.metrics.module_quarantined.get_or_create(&labels).set(i64::from(m.quarantined));
+            self.metrics
+                .module_info
+                .get_or_create(&ModuleInfoLabels { module: m.name, version: m.version, hash: m.hash })
+                .set(1);
+        }
+    }
+
     pub fn rejections(&self) -> Vec<Rejection> {
         self.rejections.lock().map(|r| r.values().cloned().collect()).unwrap_or_default()
     }
@@ -443,7 +468,7 @@ fn quarantined(label: &str, records: &[&Record]) -> impl Iterator<Item = Normali
 /// stops being called as soon as it has failed `quarantine_after` records in
 /// a row, even in the middle of a batch. A quarantined module is not called
 /// until its cooldown has passed; then this batch is its trial.
-fn run(entry: &Entry, batch: &[&Record], config: &ModulesConfig) -> Vec<Normalized> {
+fn run(entry: &Entry, batch: &[&Record], config: &ModulesConfig, metrics: &Metrics) -> Vec<Normalized> {
     let stats = &entry.stats;
     let label = &entry.module.label;
     let since = stats.quarantined_at.lock().ok().and_then(|q| *q);
@@ -456,13 +481,25 @@ fn run(entry: &Entry, batch: &[&Record], config: &ModulesConfig) -> Vec<Normaliz
     // itself on this batch.
     let start = if trial { 0 } else { stats.consecutive_failures.load(Ordering::Relaxed) };
     let mut breaker = Breaker::new(start, config.quarantine_after);
+    let started = Instant::now();
     let answers = entry.module.normalize(batch, &mut breaker);
+    let labels = ModuleLabels { module: entry.manifest.name.clone(), version: entry.manifest.version.clone() };
+    metrics.module_call_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    metrics.module_records.get_or_create(&labels).inc_by(answers.len() as u64);
     stats.calls.fetch_add(answers.len() as u64, Ordering::Relaxed);
     let mut out = Vec::with_capacity(batch.len());
     let mut last_error = None;
     for (normalized, error) in answers {
         if let Some(e) = error {
             stats.errors.fetch_add(1, Ordering::Relaxed);
+            metrics
+                .module_failures
+                .get_or_create(&ModuleFailureLabels {
+                    module: labels.module.clone(),
+                    version: labels.version.clone(),
+                    kind: e.kind(),
+                })
+                .inc();
             last_error = Some(e.to_string());
         }
         out.push(normalized);

@@ -86,6 +86,19 @@ pub enum CallError {
     Contract(String),
 }
 
+impl CallError {
+    /// A short name of the cause, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Refused(_) => "refused",
+            CallError::Timeout(_) => "timeout",
+            CallError::Trap(_) => "trap",
+            CallError::OutputTooLarge(..) => "output_too_large",
+            CallError::Contract(_) => "contract",
+        }
+    }
+}
+
 /// The clocks a module sees: time stands still at the Unix epoch. The
 /// contract gives a module everything it may depend on (the record carries
 /// its own timestamp); a clock would only make answers differ between runs.

@@ -9,6 +9,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use notification_host::metrics::Metrics;
 use notification_host::modules::{Modules, ModulesConfig};
 use notification_host::record::Record;
 use notification_host::runtime::{Limits, Runtime};
@@ -41,13 +44,14 @@ fn modules_with_cooldown(fixture: &str, topics: &str, cooldown: Duration) -> (Mo
         ),
     )
     .unwrap();
-    let modules = Modules::new(
+    let modules = Modules::with_metrics(
         Runtime::new(Limits::default()).unwrap(),
         ModulesConfig {
             dir: Some(dir.path().to_path_buf()),
             quarantine_after: QUARANTINE_AFTER,
             quarantine_cooldown: cooldown,
         },
+        Arc::new(Metrics::default()),
     );
     modules.reload();
     assert_eq!(modules.list().len(), 1, "rejected: {:?}", modules.rejections());
@@ -168,5 +172,45 @@ impl Outcome for notification_host::record::Normalized {
             Some(e) => e,
             None => self.fields.event_type.as_deref().unwrap_or_default(),
         }
+    }
+}
+
+/// `/metrics` per module version: records, failures by kind, time, and the
+/// quarantine and version gauges of the live modules.
+#[test]
+fn module_metrics_by_version() {
+    let metrics = Arc::new(Metrics::default());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(common::component("fixture_flaky"), dir.path().join("m.wasm")).unwrap();
+    std::fs::write(
+        dir.path().join("m.toml"),
+        "name = \"flaky\"\nversion = \"0.1.0\"\ncomponent = \"m.wasm\"\n[match]\ntopics = [\"f\"]\n",
+    )
+    .unwrap();
+    let modules = Modules::with_metrics(
+        Runtime::new(Limits::default()).unwrap(),
+        ModulesConfig {
+            dir: Some(dir.path().to_path_buf()),
+            quarantine_after: QUARANTINE_AFTER,
+            quarantine_cooldown: Duration::from_secs(3600),
+        },
+        metrics.clone(),
+    );
+    modules.reload();
+    let good: Vec<Record> = (0..5).map(|i| valued(i, r#"{"order_id": "o"}"#)).collect();
+    let burst: Vec<Record> = (0..20).map(|i| valued(100 + i, r#"{"trap": true}"#)).collect();
+    modules.normalize(&good);
+    modules.normalize(&burst);
+    modules.refresh_metrics();
+    let text = metrics.encode();
+    let hash = &modules.list()[0].hash;
+    for line in [
+        r#"notification_module_records_total{module="flaky",version="0.1.0"} 15"#.to_owned(),
+        r#"notification_module_failures_total{module="flaky",version="0.1.0",kind="trap"} 10"#.to_owned(),
+        r#"notification_module_call_seconds_count{module="flaky",version="0.1.0"} 2"#.to_owned(),
+        r#"notification_module_quarantined{module="flaky",version="0.1.0"} 1"#.to_owned(),
+        format!(r#"notification_module_info{{module="flaky",version="0.1.0",hash="{hash}"}} 1"#),
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
     }
 }

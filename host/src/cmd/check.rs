@@ -39,7 +39,7 @@ pub async fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
         None => report(true, "modules", "no NORMALIZERS_DIR: every record uses the built-in default".into())?,
         Some(dir) if !dir.is_dir() => report(false, "modules", format!("{} is not a directory", dir.display()))?,
         Some(_) => {
-            let modules = Modules::load(&args.modules, false).await?;
+            let modules = Modules::load(&args.modules, false, Default::default()).await?;
             let live: Vec<String> = modules.list().iter().map(|m| format!("{}@{}", m.name, m.version)).collect();
             let rejected = modules.rejections();
             report(true, "modules", format!("{} live: {}", live.len(), live.join(", ")))?;

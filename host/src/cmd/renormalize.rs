@@ -19,7 +19,7 @@ const PAGE: i64 = 1000;
 /// Runs the command; returns (rows examined, rows changed). Rows PostgreSQL
 /// refused are written to `out` and not counted as changed.
 pub async fn run(args: &RenormalizeArgs, db: &Db, out: &mut dyn Write) -> anyhow::Result<(u64, u64)> {
-    let modules = Modules::load(&args.serve.modules, false).await?;
+    let modules = Modules::load(&args.serve.modules, false, Default::default()).await?;
     if let Some(r) = modules.rejections().first() {
         anyhow::bail!("module {} is rejected ({}); fix it before renormalizing", r.manifest, r.reason);
     }

@@ -58,7 +58,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("failed to listen on {}", args.http.http_addr))?;
     let bound = listener.local_addr().context("failed to read the HTTP listener's address")?;
     tracing::info!(addr = %bound, "HTTP server listening.");
-    let modules = modules::Modules::load(&args.modules, true).await?;
+    let modules = modules::Modules::load(&args.modules, true, metrics.clone()).await?;
     if modules.dir().is_some() {
         tokio::spawn(modules::watch(modules.clone(), args.modules.normalizers_poll_interval, shutdown.clone()));
     }
