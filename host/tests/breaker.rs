@@ -35,6 +35,15 @@ fn modules_with(fixture: &str, topics: &str) -> (Modules, tempfile::TempDir) {
 }
 
 fn modules_with_cooldown(fixture: &str, topics: &str, cooldown: Duration) -> (Modules, tempfile::TempDir) {
+    modules_reporting(fixture, topics, cooldown, Arc::new(Metrics::default()))
+}
+
+fn modules_reporting(
+    fixture: &str,
+    topics: &str,
+    cooldown: Duration,
+    metrics: Arc<Metrics>,
+) -> (Modules, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(common::component(&format!("fixture_{fixture}")), dir.path().join("m.wasm")).unwrap();
     std::fs::write(
@@ -51,7 +60,7 @@ fn modules_with_cooldown(fixture: &str, topics: &str, cooldown: Duration) -> (Mo
             quarantine_after: QUARANTINE_AFTER,
             quarantine_cooldown: cooldown,
         },
-        Arc::new(Metrics::default()),
+        metrics,
     );
     modules.reload();
     assert_eq!(modules.list().len(), 1, "rejected: {:?}", modules.rejections());
@@ -180,23 +189,7 @@ impl Outcome for notification_host::record::Normalized {
 #[test]
 fn module_metrics_by_version() {
     let metrics = Arc::new(Metrics::default());
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(common::component("fixture_flaky"), dir.path().join("m.wasm")).unwrap();
-    std::fs::write(
-        dir.path().join("m.toml"),
-        "name = \"flaky\"\nversion = \"0.1.0\"\ncomponent = \"m.wasm\"\n[match]\ntopics = [\"f\"]\n",
-    )
-    .unwrap();
-    let modules = Modules::with_metrics(
-        Runtime::new(Limits::default()).unwrap(),
-        ModulesConfig {
-            dir: Some(dir.path().to_path_buf()),
-            quarantine_after: QUARANTINE_AFTER,
-            quarantine_cooldown: Duration::from_secs(3600),
-        },
-        metrics.clone(),
-    );
-    modules.reload();
+    let (modules, _dir) = modules_reporting("flaky", "f", Duration::from_secs(3600), metrics.clone());
     let good: Vec<Record> = (0..5).map(|i| valued(i, r#"{"order_id": "o"}"#)).collect();
     let burst: Vec<Record> = (0..20).map(|i| valued(100 + i, r#"{"trap": true}"#)).collect();
     modules.normalize(&good);
