@@ -135,32 +135,17 @@ impl Db {
             "latest",
             text(sqlx::query_scalar(sqlx::AssertSqlSafe(latest)).bind(order_id).fetch_all(&self.pool).await?),
         ));
-        let by_order = format!("EXPLAIN {}", for_column_sql("order_id"));
-        plans.push((
-            "order",
-            text(
-                sqlx::query_scalar(sqlx::AssertSqlSafe(by_order))
-                    .bind(order_id)
-                    .bind(None::<DateTime<Utc>>)
-                    .bind(None::<i64>)
-                    .bind(1001_i64)
-                    .fetch_all(&self.pool)
-                    .await?,
-            ),
-        ));
-        let by_corr = format!("EXPLAIN {}", for_column_sql("correlation_id"));
-        plans.push((
-            "correlation",
-            text(
-                sqlx::query_scalar(sqlx::AssertSqlSafe(by_corr))
-                    .bind(correlation_id)
-                    .bind(None::<DateTime<Utc>>)
-                    .bind(None::<i64>)
-                    .bind(1001_i64)
-                    .fetch_all(&self.pool)
-                    .await?,
-            ),
-        ));
+        for (name, column, id) in [("order", "order_id", order_id), ("correlation", "correlation_id", correlation_id)] {
+            let sql = format!("EXPLAIN {}", for_column_sql(column));
+            let plan = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .bind(None::<DateTime<Utc>>)
+                .bind(None::<i64>)
+                .bind(1001_i64)
+                .fetch_all(&self.pool)
+                .await?;
+            plans.push((name, text(plan)));
+        }
         let timeline = format!("EXPLAIN {}", timeline_sql());
         plans.push((
             "timeline",
