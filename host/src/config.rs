@@ -229,18 +229,6 @@ pub struct ModulesArgs {
     pub module_quarantine_cooldown: Duration,
 }
 
-impl ModulesArgs {
-    /// The sandbox limits for module calls.
-    pub fn limits(&self) -> crate::runtime::Limits {
-        crate::runtime::Limits {
-            memory_bytes: self.module_memory_limit,
-            deadline: self.module_deadline,
-            max_output_bytes: self.module_max_output,
-            ..crate::runtime::Limits::default()
-        }
-    }
-}
-
 /// Where and how to consume.
 #[derive(Debug, Clone, Args)]
 pub struct KafkaConfig {

@@ -50,7 +50,7 @@ use crate::config::ModulesArgs;
 use crate::metrics::{Metrics, ModuleFailureLabels, ModuleInfoLabels, ModuleLabels};
 use crate::normalize::{Module, Normalizer, builtin, fallback};
 use crate::record::{Normalized, Record};
-use crate::runtime::{Breaker, Runtime};
+use crate::runtime::{Breaker, Limits, Runtime};
 use crate::samples;
 pub use watcher::watch;
 
@@ -235,7 +235,13 @@ impl Modules {
         if let Some(dir) = &config.dir {
             anyhow::ensure!(dir.is_dir(), "NORMALIZERS_DIR {} is not a directory", dir.display());
         }
-        let modules = Arc::new(Modules::with_metrics(Runtime::new(args.limits())?, config, metrics));
+        let limits = Limits {
+            memory_bytes: args.module_memory_limit,
+            deadline: args.module_deadline,
+            max_output_bytes: args.module_max_output,
+            ..Limits::default()
+        };
+        let modules = Arc::new(Modules::with_metrics(Runtime::new(limits)?, config, metrics));
         if modules.dir().is_some() {
             let m = modules.clone();
             tokio::task::spawn_blocking(move || m.reload()).await?;
