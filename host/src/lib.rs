@@ -17,17 +17,16 @@
 //!   purpose (rows from records, the write path, the API's reads,
 //!   partitions, renormalize).
 //! - [`kafka`]: rdkafka only. The consumer group, topic discovery, offsets.
-//! - [`metrics`], [`status`], [`shutdown`]: what the layers above report to
-//!   `/metrics` and `/ready`, and the signal that stops them.
-//! - [`config`]: the one `Cli`/`ServeArgs`, parsed once from flags and the
-//!   environment; a leaf.
 //! - [`runtime`]: wasmtime only. Loads normalizer components and runs them in
-//!   a sandbox with memory and CPU limits.
+//!   a sandbox with memory and time limits.
+//! - [`metrics`], [`status`], [`shutdown`] and [`config`]: leaves. What the
+//!   layers above report to `/metrics` and `/ready`, the signal that stops
+//!   them, and the one `Cli`/`ServeArgs` parsed once from flags and the
+//!   environment.
 //! - [`record`] and [`samples`]: the domain types every part shares (a Kafka
 //!   record, the fields a normalizer found) and the sample-line format, from
 //!   the `notification-parse` crate, which also parses the API's requests so
 //!   that all of it can be fuzzed without the runtime, Kafka or the database.
-
 //!
 //! # Words
 //!
