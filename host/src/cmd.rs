@@ -1,7 +1,10 @@
 //! The host's commands, one file each: `serve` (the default), `migrate`,
-//! `check`, `normalize` and `renormalize`.
+//! `check`, `normalize`, `renormalize`, and for module authors `new` and
+//! `capture`.
 
+pub mod capture;
 pub mod check;
+pub mod new;
 pub mod normalize;
 pub mod renormalize;
 pub mod serve;

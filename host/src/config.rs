@@ -35,6 +35,8 @@ pub mod env {
     pub const MODULE_MEMORY_LIMIT: &str = "MODULE_MEMORY_LIMIT";
     pub const MODULE_DEADLINE: &str = "MODULE_DEADLINE";
     pub const MODULE_MAX_OUTPUT: &str = "MODULE_MAX_OUTPUT";
+    pub const MODULE_MEMORY_MAX: &str = "MODULE_MEMORY_MAX";
+    pub const MODULE_DEADLINE_MAX: &str = "MODULE_DEADLINE_MAX";
     pub const MODULE_QUARANTINE_AFTER: &str = "MODULE_QUARANTINE_AFTER";
     pub const MODULE_QUARANTINE_COOLDOWN: &str = "MODULE_QUARANTINE_COOLDOWN";
     pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
@@ -72,6 +74,8 @@ pub mod env {
         MODULE_MEMORY_LIMIT,
         MODULE_DEADLINE,
         MODULE_MAX_OUTPUT,
+        MODULE_MEMORY_MAX,
+        MODULE_DEADLINE_MAX,
         MODULE_QUARANTINE_AFTER,
         MODULE_QUARANTINE_COOLDOWN,
         RETENTION_DAYS,
@@ -114,16 +118,87 @@ pub enum Command {
     /// Run a normalizer over sample records (JSON lines) and print what it
     /// finds, one JSON line per input; checks `expected` fields when given.
     Normalize(NormalizeArgs),
+    /// Create a normalizer project (Rust, Python or JavaScript) in a new
+    /// folder, outside any checkout: contract, manifest, samples, build.
+    New(NewArgs),
+    /// Read records from a live topic and print them as sample lines for
+    /// `normalize` (key, headers, exact value: text, or base64 when it is
+    /// not UTF-8).
+    Capture(CaptureArgs),
+}
+
+/// A normalizer project's language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Language {
+    Rust,
+    Python,
+    Js,
+}
+
+/// Arguments of `new`.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The module's name: lowercase letters, digits and hyphens.
+    pub name: String,
+    /// The language of the module.
+    #[arg(long, value_enum)]
+    pub lang: Language,
+    /// The folder to create (default: ./<name>); it must not exist.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// Arguments of `capture`.
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// The topic to read.
+    #[arg(long)]
+    pub topic: String,
+    /// How many records to write at most.
+    #[arg(long, default_value_t = 10)]
+    pub count: usize,
+    /// Only records with this key (its UTF-8 text).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Read from each partition's first record instead of its last `count`.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Give up waiting for records after this long.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Write to this file (appending) instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
 }
 
 /// Arguments of `normalize`.
 #[derive(Debug, Args)]
 pub struct NormalizeArgs {
-    /// A normalizer component (.wasm) to run instead of the built-in default.
-    #[arg(long)]
+    /// A bare normalizer component (.wasm) to run instead of the built-in
+    /// default, without a manifest (no routing, no fallback, default limits).
+    #[arg(long, conflicts_with_all = ["manifest", "dir"])]
     pub module: Option<PathBuf>,
-    /// Sample file (JSON lines); standard input when absent or `-`.
+    /// A module manifest (.toml): judged exactly as the live host judges it
+    /// at load (contract, limits, samples gate), each sample's routing shown.
+    #[arg(long, conflicts_with = "dir")]
+    pub manifest: Option<PathBuf>,
+    /// A whole modules directory (what `NORMALIZERS_DIR` would hold).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Write each sample's observed fields as its `expected` ones (with
+    /// --manifest or --dir), showing what changed, then judge again.
+    #[arg(long)]
+    pub bless: bool,
+    /// Run again whenever a file beside the manifests changes.
+    #[arg(long)]
+    pub watch: bool,
+    /// Sample file (JSON lines); standard input when absent or `-`. With
+    /// --manifest or --dir, its records go through the modules' routing.
     pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub modules: ModulesArgs,
 }
 
 /// Arguments of `renormalize`.
@@ -204,9 +279,14 @@ pub struct ModulesArgs {
     #[arg(long, env = env::NORMALIZERS_POLL_INTERVAL, default_value = "1s", value_parser = parse_duration)]
     pub normalizers_poll_interval: Duration,
 
-    /// Linear memory one module instance may use, in bytes.
+    /// Linear memory one module instance may use, in bytes, unless its
+    /// manifest sets its own (`[limits] memory_mib`).
     #[arg(long, env = env::MODULE_MEMORY_LIMIT, default_value_t = 64 << 20)]
     pub module_memory_limit: usize,
+
+    /// The most memory a manifest may ask for, in bytes.
+    #[arg(long, env = env::MODULE_MEMORY_MAX, default_value_t = 512 << 20)]
+    pub module_memory_max: usize,
 
     /// Wall-clock time one call into a module may take (enforced by an epoch
     /// that advances every millisecond, so time the process spends waiting
@@ -215,7 +295,12 @@ pub struct ModulesArgs {
     #[arg(long, env = env::MODULE_DEADLINE, default_value = "50ms", value_parser = parse_duration)]
     pub module_deadline: Duration,
 
-    /// Total bytes of the strings a module may answer for one record.
+    /// The longest deadline a manifest may ask for (`[limits] deadline_ms`).
+    #[arg(long, env = env::MODULE_DEADLINE_MAX, default_value = "1s", value_parser = parse_duration)]
+    pub module_deadline_max: Duration,
+
+    /// Total bytes of the strings a module may answer for one record (a
+    /// manifest may only lower it, with `[limits] max_output_bytes`).
     #[arg(long, env = env::MODULE_MAX_OUTPUT, default_value_t = 64 << 10)]
     pub module_max_output: usize,
 

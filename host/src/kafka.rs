@@ -240,3 +240,84 @@ pub fn commit(consumer: &HostConsumer) {
         }
     }
 }
+
+/// What `capture` reads: up to `count` records of `topic` (with `key`, if
+/// given) that were in the topic when it started.
+pub struct CaptureRequest<'a> {
+    pub topic: &'a str,
+    pub count: usize,
+    pub key: Option<&'a [u8]>,
+    /// From each partition's first record, rather than its last `count`.
+    pub from_beginning: bool,
+    pub timeout: Duration,
+}
+
+/// Reads records for `capture` without joining any group (partitions are
+/// assigned by hand and no offset is committed), so it never disturbs the
+/// host's consumer group. Blocking: call it off the async workers.
+pub fn capture(config: &KafkaConfig, request: &CaptureRequest<'_>) -> anyhow::Result<Vec<Record>> {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", "notification-host-capture")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    for (k, v) in &config.options {
+        client.set(k, v);
+    }
+    let consumer: BaseConsumer = client.create().context("failed to create a Kafka client")?;
+    let metadata = consumer
+        .fetch_metadata(Some(request.topic), Duration::from_secs(10))
+        .context("failed to read the topic's metadata")?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == request.topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    anyhow::ensure!(!partitions.is_empty(), "the broker has no topic {:?}", request.topic);
+
+    let filtered = request.key.is_some();
+    let mut assignment = TopicPartitionList::new();
+    // Per partition: the offset it has to reach (its end when we started).
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    for &p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(request.topic, p, Duration::from_secs(10))
+            .with_context(|| format!("failed to read the offsets of {}[{p}]", request.topic))?;
+        if high <= low {
+            continue;
+        }
+        let back = i64::try_from(request.count).unwrap_or(i64::MAX);
+        let start = if request.from_beginning || filtered { low } else { (high - back).max(low) };
+        assignment.add_partition_offset(request.topic, p, Offset::Offset(start))?;
+        ends.insert(p, high);
+    }
+    let mut records = Vec::new();
+    if ends.is_empty() {
+        return Ok(records);
+    }
+    consumer.assign(&assignment).context("failed to assign the topic's partitions")?;
+    let deadline = Instant::now() + request.timeout;
+    while !ends.is_empty() && records.len() < request.count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        anyhow::ensure!(
+            !left.is_zero(),
+            "timed out after {:?} with {} of up to {} records; the broker stopped answering",
+            request.timeout,
+            records.len(),
+            request.count
+        );
+        let Some(message) = consumer.poll(left.min(Duration::from_millis(200))) else { continue };
+        let message = message.context("failed to read from the topic")?;
+        let partition = message.partition();
+        if message.offset() + 1 >= ends.get(&partition).copied().unwrap_or(i64::MIN) {
+            ends.remove(&partition);
+        }
+        if request.key.is_none_or(|k| message.key() == Some(k)) {
+            records.push(to_record(&message));
+        }
+    }
+    records.sort_by_key(|r| (r.partition, r.offset));
+    Ok(records)
+}

@@ -9,11 +9,17 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The authoring tools report on their own; the log says only what is wrong.
+    let quiet = matches!(cli.command, Some(Command::Normalize(_) | Command::New(_) | Command::Capture(_)));
+    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     let result = match cli.command {
         Some(Command::Normalize(args)) => {
             notification_host::cmd::normalize::run(&args, &mut std::io::stdout(), &mut std::io::stderr())
         }
+        Some(Command::New(args)) => {
+            notification_host::cmd::new::run(&args, &mut std::io::stdout()).map(|()| ExitCode::SUCCESS)
+        }
+        Some(Command::Capture(args)) => block_on(notification_host::cmd::capture::run(&args)),
         Some(Command::Renormalize(args)) => block_on(async move {
             let db = notification_host::storage::Db::connect_lazy(args.serve.db.url()?, 2)?;
             notification_host::cmd::renormalize::run(&args, &db, &mut std::io::stdout()).await?;
@@ -41,9 +47,9 @@ fn block_on<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Resul
     result
 }
 
-/// Logs go to standard error, filtered by RUST_LOG (default `info`).
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Logs go to standard error, filtered by RUST_LOG (default `default`).
+fn init_logging(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -50,8 +50,8 @@ use crate::config::ModulesArgs;
 use crate::metrics::{Metrics, ModuleFailureLabels, ModuleInfoLabels, ModuleLabels};
 use crate::normalize::{Module, Normalizer, builtin, fallback};
 use crate::record::{Normalized, Record};
-use crate::runtime::{Breaker, Limits, Runtime};
-use crate::samples;
+use crate::runtime::{Breaker, Limits, Output, Runtime};
+use crate::samples::{self, Sample};
 pub use watcher::watch;
 
 /// A module manifest.
@@ -70,6 +70,62 @@ pub struct Manifest {
     pub fallback: bool,
     #[serde(rename = "match")]
     pub rules: MatchRules,
+    /// The module's own sandbox limits, within the host's maxima.
+    #[serde(default)]
+    pub limits: ManifestLimits,
+}
+
+/// Limits a manifest may set for its module; each absent one is the
+/// host's default (`MODULE_MEMORY_LIMIT`, `MODULE_DEADLINE`,
+/// `MODULE_MAX_OUTPUT`), and none may exceed the host's maximum.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestLimits {
+    /// Linear memory one instance may grow to, in MiB.
+    pub memory_mib: Option<u64>,
+    /// Wall-clock time one call may take, in milliseconds.
+    pub deadline_ms: Option<u64>,
+    /// Total bytes of the strings one record's answer may carry.
+    pub max_output_bytes: Option<usize>,
+}
+
+impl ManifestLimits {
+    /// The limits a module runs under: its own where it sets them, else
+    /// `defaults`; an error names every limit above `maxima`.
+    pub fn resolve(&self, defaults: Limits, maxima: Limits) -> Result<Limits, String> {
+        let mut limits = defaults;
+        let mut over = Vec::new();
+        if let Some(mib) = self.memory_mib {
+            let bytes = usize::try_from(mib).ok().and_then(|m| m.checked_mul(1 << 20)).unwrap_or(usize::MAX);
+            if bytes > maxima.memory_bytes || mib == 0 {
+                over.push(format!(
+                    "limits.memory_mib = {mib} is not within 1..={} (MODULE_MEMORY_MAX)",
+                    maxima.memory_bytes >> 20
+                ));
+            }
+            limits.memory_bytes = bytes;
+        }
+        if let Some(ms) = self.deadline_ms {
+            let deadline = Duration::from_millis(ms);
+            if deadline > maxima.deadline || ms == 0 {
+                over.push(format!(
+                    "limits.deadline_ms = {ms} is not within 1..={} (MODULE_DEADLINE_MAX)",
+                    maxima.deadline.as_millis()
+                ));
+            }
+            limits.deadline = deadline;
+        }
+        if let Some(bytes) = self.max_output_bytes {
+            if bytes > maxima.max_output_bytes {
+                over.push(format!(
+                    "limits.max_output_bytes = {bytes} is above the host's {} (MODULE_MAX_OUTPUT)",
+                    maxima.max_output_bytes
+                ));
+            }
+            limits.max_output_bytes = bytes;
+        }
+        if over.is_empty() { Ok(limits) } else { Err(over.join("; ")) }
+    }
 }
 
 /// Which records a module serves.
@@ -134,6 +190,19 @@ pub struct ModuleStats {
     quarantines: AtomicU64,
     recoveries: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// What the module printed is logged at most [`OUTPUT_LOGS_PER_MINUTE`]
+    /// times a minute; the rest is counted.
+    output_log: Mutex<OutputLog>,
+}
+
+/// How many module outputs are logged per module version and minute.
+const OUTPUT_LOGS_PER_MINUTE: u32 = 10;
+
+#[derive(Debug, Default)]
+struct OutputLog {
+    window: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
 }
 
 /// One live module version.
@@ -170,6 +239,8 @@ pub struct ModulesConfig {
     pub quarantine_after: u64,
     /// How long a quarantined module waits before a trial batch.
     pub quarantine_cooldown: Duration,
+    /// The most a manifest's `[limits]` may ask for.
+    pub maxima: Limits,
 }
 
 /// The module registry: the normalizer the pipeline calls.
@@ -180,6 +251,8 @@ pub struct Modules {
     metrics: Arc<Metrics>,
     current: ArcSwap<Registry>,
     rejections: Mutex<BTreeMap<String, Rejection>>,
+    /// The samples gate's last report per manifest, for the tester.
+    reports: Mutex<BTreeMap<String, SamplesReport>>,
     /// Serializes reloads (the watcher and the poller may both ask).
     reload_lock: Mutex<()>,
 }
@@ -191,6 +264,8 @@ pub struct ModuleInfo {
     pub name: String,
     pub version: String,
     pub hash: String,
+    /// The contract version the component implements.
+    pub contract: String,
     pub manifest: String,
     pub routes: Vec<String>,
     pub header: Option<String>,
@@ -203,6 +278,10 @@ pub struct ModuleInfo {
     pub quarantines: u64,
     pub recoveries: u64,
     pub last_error: Option<String>,
+    /// The limits its calls run under.
+    pub memory_bytes: usize,
+    pub deadline_ms: u64,
+    pub max_output_bytes: usize,
 }
 
 impl Modules {
@@ -218,6 +297,7 @@ impl Modules {
             metrics,
             current: ArcSwap::from_pointee(Registry::default()),
             rejections: Mutex::new(BTreeMap::new()),
+            reports: Mutex::new(BTreeMap::new()),
             reload_lock: Mutex::new(()),
         }
     }
@@ -231,6 +311,12 @@ impl Modules {
             dir: args.normalizers_dir.clone(),
             quarantine_after: if quarantine { args.module_quarantine_after.max(1) } else { u64::MAX },
             quarantine_cooldown: args.module_quarantine_cooldown,
+            maxima: Limits {
+                memory_bytes: args.module_memory_max.max(args.module_memory_limit),
+                deadline: args.module_deadline_max.max(args.module_deadline),
+                max_output_bytes: args.module_max_output,
+                ..Limits::default()
+            },
         };
         if let Some(dir) = &config.dir {
             anyhow::ensure!(dir.is_dir(), "NORMALIZERS_DIR {} is not a directory", dir.display());
@@ -300,6 +386,18 @@ impl Modules {
         }
     }
 
+    /// The samples gate's last report for a manifest (the tester shows it).
+    pub fn samples_report(&self, manifest: &Path) -> Option<SamplesReport> {
+        self.reports.lock().ok()?.get(&manifest.display().to_string()).cloned()
+    }
+
+    /// Which module the live routing sends `record` to: its `name@version`,
+    /// or None for the built-in default.
+    pub fn route(&self, record: &Record) -> Option<String> {
+        let registry = self.current.load();
+        registry.entries.iter().find(|e| e.route.matches(record)).map(|e| e.module.label.clone())
+    }
+
     pub fn rejections(&self) -> Vec<Rejection> {
         self.rejections.lock().map(|r| r.values().cloned().collect()).unwrap_or_default()
     }
@@ -308,10 +406,6 @@ impl Modules {
     /// (compiles components); call it off the async workers.
     pub fn reload(&self) {
         let Some(dir) = self.config.dir.clone() else { return };
-        let Ok(_guard) = self.reload_lock.lock() else { return };
-        let previous = self.current.load_full();
-        let by_manifest: HashMap<&Path, &Arc<Entry>> =
-            previous.entries.iter().map(|e| (e.manifest_path.as_path(), e)).collect();
         let mut manifests: Vec<PathBuf> = match std::fs::read_dir(&dir) {
             Ok(rd) => rd
                 .filter_map(Result::ok)
@@ -325,7 +419,18 @@ impl Modules {
             }
         };
         manifests.sort();
+        self.load_manifests(manifests);
+    }
 
+    /// Makes exactly these manifests (in this order) the live set, as a
+    /// directory scan does: unchanged ones stay, new or changed ones go
+    /// through the gate, rejected ones keep their previous version.
+    /// Blocking (compiles components).
+    pub fn load_manifests(&self, manifests: Vec<PathBuf>) {
+        let Ok(_guard) = self.reload_lock.lock() else { return };
+        let previous = self.current.load_full();
+        let by_manifest: HashMap<&Path, &Arc<Entry>> =
+            previous.entries.iter().map(|e| (e.manifest_path.as_path(), e)).collect();
         let mut entries = Vec::new();
         let mut changed = false;
         for path in &manifests {
@@ -402,14 +507,20 @@ impl Modules {
         }
 
         let route = Route::new(&manifest.rules)?;
-        let module = self.runtime.load(&bytes).map_err(|e| e.to_string())?;
+        let limits = manifest.limits.resolve(self.runtime.limits(), self.config.maxima)?;
+        let module = self.runtime.load_with(&bytes, limits).map_err(|e| e.to_string())?;
         let loaded = Arc::new(Module {
             component: module,
             label: format!("{}@{}", manifest.name, manifest.version),
             fallback: manifest.fallback,
         });
         if let Some(text) = samples_text {
-            check_samples(&loaded, &text)?;
+            let report = judge_samples(&loaded, &text);
+            let verdict = report.verdict();
+            if let Ok(mut reports) = self.reports.lock() {
+                reports.insert(path.display().to_string(), report);
+            }
+            verdict?;
         }
         Ok(Prepared::New(Box::new(Entry {
             manifest_path: path.to_owned(),
@@ -423,6 +534,37 @@ impl Modules {
     }
 }
 
+impl Entry {
+    /// Logs what the module printed during a call, with the coordinates of
+    /// the call's first record, within the module's log budget.
+    fn log_output(&self, output: &Output, batch: &[&Record]) {
+        let Ok(mut log) = self.stats.output_log.lock() else { return };
+        let now = Instant::now();
+        if log.window.is_none_or(|w| now.duration_since(w) >= Duration::from_secs(60)) {
+            log.window = Some(now);
+            log.logged = 0;
+        }
+        if log.logged >= OUTPUT_LOGS_PER_MINUTE {
+            log.suppressed += 1;
+            return;
+        }
+        log.logged += 1;
+        let suppressed = std::mem::take(&mut log.suppressed);
+        drop(log);
+        let Some(first) = batch.get(output.first) else { return };
+        tracing::warn!(
+            module = %self.module.label,
+            topic = %first.topic,
+            partition = first.partition,
+            offset = first.offset,
+            records = output.len,
+            suppressed_since_last = suppressed,
+            output = %output.text,
+            "Normalizer module printed output."
+        );
+    }
+}
+
 enum Prepared {
     Unchanged(Arc<Entry>),
     New(Box<Entry>),
@@ -431,37 +573,108 @@ enum Prepared {
 /// How many sample failures a rejection reports.
 const SAMPLE_FAILURES_SHOWN: usize = 5;
 
-/// Runs a module's golden samples; every line must parse and match.
-fn check_samples(module: &Module, text: &str) -> Result<(), String> {
+/// One sample line as the gate judged it.
+#[derive(Debug, Clone)]
+pub struct SampleResult {
+    /// Line number in the samples file (from 1).
+    pub line: usize,
+    pub sample: Sample,
+    /// The module's answer (with its fallback applied); None when the gate
+    /// stopped before this sample.
+    pub answer: Option<Normalized>,
+    /// How the module failed on it, if it did.
+    pub failure: Option<String>,
+    /// Differences from the sample's `expected` fields.
+    pub mismatches: Vec<String>,
+    /// What the module printed while normalizing this sample alone.
+    pub output: Vec<String>,
+}
+
+/// A module's samples, judged: the one verdict both the load-time gate and
+/// `notification-host normalize` give.
+#[derive(Debug, Clone, Default)]
+pub struct SamplesReport {
+    pub samples: Vec<SampleResult>,
+    /// Lines that are not valid samples: line number and reason.
+    pub malformed: Vec<(usize, String)>,
+    /// Set when the gate stopped after this many failures in a row.
+    pub stopped_after: Option<u64>,
+}
+
+impl SamplesReport {
+    /// Every reason the samples fail, as lines.
+    pub fn failures(&self) -> Vec<String> {
+        let mut failures: Vec<String> =
+            self.malformed.iter().map(|(line, reason)| format!("samples line {line}: {reason}")).collect();
+        if let Some(n) = self.stopped_after {
+            failures.push(format!("stopped after {n} failures in a row"));
+        }
+        for s in &self.samples {
+            if let Some(f) = &s.failure {
+                failures.push(format!("line {}: the module failed: {f}", s.line));
+            }
+            failures.extend(s.mismatches.iter().map(|m| format!("line {}: {m}", s.line)));
+        }
+        failures
+    }
+
+    /// Ok when every sample parsed, ran and matched.
+    pub fn verdict(&self) -> Result<(), String> {
+        let failures = self.failures();
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<&str> = failures.iter().take(SAMPLE_FAILURES_SHOWN + 1).map(String::as_str).collect();
+        Err(format!("{} sample failures: {}", failures.len(), shown.join("; ")))
+    }
+}
+
+/// Runs a module's golden samples as one batch, the way the pipeline calls
+/// it; every line must parse, and every sample run and match.
+pub fn judge_samples(module: &Module, text: &str) -> SamplesReport {
+    let mut report = SamplesReport::default();
     let mut parsed = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        parsed.push((i + 1, samples::parse_line(line).map_err(|e| format!("samples line {}: {e}", i + 1))?));
+        match samples::parse_line(line) {
+            Ok(sample) => parsed.push((i + 1, sample)),
+            Err(reason) => report.malformed.push((i + 1, reason)),
+        }
+    }
+    if !report.malformed.is_empty() {
+        return report;
     }
     let records: Vec<&Record> = parsed.iter().map(|(_, s)| &s.record).collect();
     // Any failure rejects the version; a handful is enough to show why, and
     // stopping there keeps a module that spins on every sample from holding
     // the reload for a deadline per sample.
     let mut breaker = Breaker::new(0, SAMPLE_FAILURES_SHOWN as u64);
-    let answers = module.normalize(&records, &mut breaker);
-    let mut failures = Vec::new();
+    let run = module.normalize(&records, &mut breaker);
     if breaker.tripped() {
-        failures.push(format!("stopped after {} failures in a row", breaker.in_a_row()));
+        report.stopped_after = Some(breaker.in_a_row());
     }
-    for ((line, sample), (normalized, error)) in parsed.iter().zip(answers) {
-        if let Some(error) = error {
-            failures.push(format!("line {line}: the module failed: {error}"));
-        } else if let Some(expected) = &sample.expected {
-            failures.extend(
-                samples::mismatches(expected, &normalized.fields).into_iter().map(|m| format!("line {line}: {m}")),
-            );
+    let mut answers = run.answers.into_iter();
+    for (i, (line, sample)) in parsed.into_iter().enumerate() {
+        let (answer, failure) = match answers.next() {
+            Some((normalized, error)) => (Some(normalized), error.map(|e| e.to_string())),
+            None => (None, None),
+        };
+        let mismatches = match (&answer, &sample.expected, &failure) {
+            (Some(a), Some(expected), None) => samples::mismatches(expected, &a.fields),
+            _ => Vec::new(),
+        };
+        let output = run.output.iter().filter(|o| o.len == 1 && o.first == i).map(|o| o.text.clone()).collect();
+        report.samples.push(SampleResult { line, sample, answer, failure, mismatches, output });
+    }
+    // A failing sample that ran inside a batch printed into the batch's
+    // output; run it alone to show what it prints itself.
+    let batch_printed = run.output.iter().any(|o| o.len > 1);
+    if batch_printed {
+        for s in report.samples.iter_mut().filter(|s| s.output.is_empty() && !s.mismatches.is_empty()) {
+            let alone = module.normalize(&[&s.sample.record], &mut Breaker::unlimited());
+            s.output = alone.output.into_iter().map(|o| o.text).collect();
         }
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        let shown: Vec<String> = failures.iter().take(SAMPLE_FAILURES_SHOWN + 1).cloned().collect();
-        Err(format!("{} sample failures: {}", failures.len(), shown.join("; ")))
-    }
+    report
 }
 
 /// What a quarantined module's records get: the fallback, with the
@@ -488,7 +701,11 @@ fn run(entry: &Entry, batch: &[&Record], config: &ModulesConfig, metrics: &Metri
     let start = if trial { 0 } else { stats.consecutive_failures.load(Ordering::Relaxed) };
     let mut breaker = Breaker::new(start, config.quarantine_after);
     let started = Instant::now();
-    let answers = entry.module.normalize(batch, &mut breaker);
+    let run = entry.module.normalize(batch, &mut breaker);
+    for output in &run.output {
+        entry.log_output(output, batch);
+    }
+    let answers = run.answers;
     let labels = ModuleLabels { module: entry.manifest.name.clone(), version: entry.manifest.version.clone() };
     metrics.module_call_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     metrics.module_records.get_or_create(&labels).inc_by(answers.len() as u64);
@@ -553,6 +770,7 @@ fn info(e: &Entry) -> ModuleInfo {
         name: e.manifest.name.clone(),
         version: e.manifest.version.clone(),
         hash: e.hash.clone(),
+        contract: e.module.component.contract().to_owned(),
         manifest: e.manifest_path.display().to_string(),
         routes: e.manifest.rules.topics.clone(),
         header: e.manifest.rules.header.clone(),
@@ -564,6 +782,9 @@ fn info(e: &Entry) -> ModuleInfo {
         quarantines: e.stats.quarantines.load(Ordering::Relaxed),
         recoveries: e.stats.recoveries.load(Ordering::Relaxed),
         last_error: e.stats.last_error.lock().ok().and_then(|l| l.clone()),
+        memory_bytes: e.module.component.limits().memory_bytes,
+        deadline_ms: u64::try_from(e.module.component.limits().deadline.as_millis()).unwrap_or(u64::MAX),
+        max_output_bytes: e.module.component.limits().max_output_bytes,
     }
 }
 

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::record::{Fields, Normalized, Record};
-use crate::runtime::{Breaker, CallError, Component};
+use crate::runtime::{Breaker, CallError, Component, Output};
 
 /// `name@version` of the built-in default rules.
 pub fn builtin_label() -> String {
@@ -70,7 +70,7 @@ impl Normalizer {
             Normalizer::Module(loaded) => {
                 let refs: Vec<&Record> = records.iter().collect();
                 let mut answers: Vec<Normalized> =
-                    loaded.normalize(&refs, &mut Breaker::unlimited()).into_iter().map(|(n, _)| n).collect();
+                    loaded.normalize(&refs, &mut Breaker::unlimited()).answers.into_iter().map(|(n, _)| n).collect();
                 // An unlimited breaker never stops early; should it, the rest
                 // still gets an answer.
                 answers.extend(records[answers.len()..].iter().map(builtin));
@@ -80,13 +80,22 @@ impl Normalizer {
     }
 }
 
+/// A module's answers for records, and what it printed on the way.
+pub struct ModuleRun {
+    /// One per record, in order, with the module's failure if any (the
+    /// fields then come from the built-in default). Ends early if the
+    /// breaker tripped.
+    pub answers: Vec<(Normalized, Option<CallError>)>,
+    /// What the module's calls printed (see [`Output`]).
+    pub output: Vec<Output>,
+}
+
 impl Module {
-    /// Runs the module over `records` until `breaker` trips; each answer
-    /// comes with the module's failure, if any (the fields then come from the
-    /// built-in default). The answers end early if the breaker trips.
-    pub fn normalize(&self, records: &[&Record], breaker: &mut Breaker) -> Vec<(Normalized, Option<CallError>)> {
-        self.component
-            .normalize(records, breaker)
+    /// Runs the module over `records` until `breaker` trips.
+    pub fn normalize(&self, records: &[&Record], breaker: &mut Breaker) -> ModuleRun {
+        let run = self.component.normalize(records, breaker);
+        let answers = run
+            .answers
             .into_iter()
             .zip(records)
             .map(|(answer, record)| match answer {
@@ -98,6 +107,7 @@ impl Module {
                 }
                 Err(error) => (fallback(record, &self.label, &error), Some(error)),
             })
-            .collect()
+            .collect();
+        ModuleRun { answers, output: run.output }
     }
 }

@@ -14,7 +14,7 @@
 #![deny(missing_docs)]
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
@@ -24,17 +24,102 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::record::{Fields, Record};
 
+/// Host bindings of every contract version this host runs, newest first.
+/// Each version's types are its own; the `contract_glue!` functions in each
+/// module convert them to and from the host's [`Record`] and [`Fields`].
 mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "normalizer",
-    });
+    macro_rules! contract_glue {
+        () => {
+            use self::notification::normalizer::types as wit;
+            use crate::record::{Fields as HostFields, Record};
+
+            pub(in crate::runtime) fn to_wit(record: &Record) -> wit::KafkaRecord {
+                wit::KafkaRecord {
+                    topic: record.topic.clone(),
+                    partition: record.partition,
+                    offset: record.offset,
+                    timestamp: record.timestamp,
+                    key: record.key.clone(),
+                    headers: record
+                        .headers
+                        .iter()
+                        .map(|h| wit::Header { key: h.key.clone(), value: h.value.clone() })
+                        .collect(),
+                    value: record.value.clone(),
+                }
+            }
+
+            pub(in crate::runtime) fn from_wit(f: wit::Fields) -> HostFields {
+                HostFields {
+                    customer_id: f.customer_id,
+                    runner_id: f.runner_id,
+                    order_id: f.order_id,
+                    event_type: f.event_type,
+                    correlation_id: f.correlation_id,
+                    source_service: f.source_service,
+                    status: f.status,
+                }
+            }
+
+            pub(in crate::runtime) fn refusal(error: wit::Error) -> String {
+                match error {
+                    wit::Error::Unsupported(m) => format!("unsupported: {m}"),
+                    wit::Error::Invalid(m) => format!("invalid: {m}"),
+                    wit::Error::Internal(m) => format!("internal: {m}"),
+                }
+            }
+
+            pub(in crate::runtime) fn answer(
+                result: Result<wit::Fields, wit::Error>,
+            ) -> Result<HostFields, String> {
+                result.map(from_wit).map_err(refusal)
+            }
+        };
+    }
+
+    /// `notification:normalizer@1.1.0`: 1.0.0 plus the `host` import.
+    pub mod v1_1 {
+        wasmtime::component::bindgen!({
+            path: "../wit/normalizer.wit",
+            world: "normalizer",
+        });
+        contract_glue!();
+
+        /// The `builtin-fields` import: the built-in default rules.
+        pub(in crate::runtime) fn builtin_fields(input: &wit::KafkaRecord) -> wit::Fields {
+            let f = normalizer_rules::normalize(input.value.as_deref());
+            wit::Fields {
+                customer_id: f.customer_id,
+                runner_id: f.runner_id,
+                order_id: f.order_id,
+                event_type: f.event_type,
+                correlation_id: f.correlation_id,
+                source_service: f.source_service,
+                status: f.status,
+            }
+        }
+    }
+
+    /// `notification:normalizer@1.0.0`, frozen.
+    pub mod v1_0 {
+        wasmtime::component::bindgen!({
+            path: "../wit/since_v1.0.0/normalizer.wit",
+            world: "normalizer",
+        });
+        contract_glue!();
+    }
 }
 
-use bindings::notification::normalizer::types as wit_types;
+use bindings::{v1_0, v1_1};
 
-/// The contract version this host implements (the WIT package version).
-pub const CONTRACT_VERSION: &str = "1.0.0";
+/// The contract versions this host runs, newest first.
+pub const CONTRACT_VERSIONS: [&str; 2] = ["1.1.0", "1.0.0"];
+
+/// The newest contract version (the WIT package version `new` projects use).
+pub const CONTRACT_VERSION: &str = CONTRACT_VERSIONS[0];
+
+/// The newest contract's WIT text, for projects created outside a checkout.
+pub const CONTRACT_WIT: &str = include_str!("../../wit/normalizer.wit");
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -124,16 +209,130 @@ impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
     }
 }
 
-/// The per-store state: an empty WASI context and the store's limits.
+/// What a module printed (stdout and stderr, interleaved as a terminal
+/// shows them) since it was last taken, up to a cap. Writes beyond the cap
+/// are counted and dropped, never refused: a chatty module must not fail
+/// because of its logging.
+#[derive(Clone)]
+struct Captured(Arc<Mutex<CapturedText>>);
+
+struct CapturedText {
+    bytes: Vec<u8>,
+    dropped: usize,
+    cap: usize,
+}
+
+impl Captured {
+    fn new(cap: usize) -> Captured {
+        Captured(Arc::new(Mutex::new(CapturedText { bytes: Vec::new(), dropped: 0, cap })))
+    }
+
+    fn push(&self, data: &[u8]) {
+        if let Ok(mut c) = self.0.lock() {
+            let room = c.cap.saturating_sub(c.bytes.len());
+            let taken = data.len().min(room);
+            c.bytes.extend_from_slice(&data[..taken]);
+            c.dropped += data.len() - taken;
+        }
+    }
+
+    /// Everything printed since the last take, or None if nothing was.
+    fn take(&self) -> Option<String> {
+        let mut c = self.0.lock().ok()?;
+        if c.bytes.is_empty() && c.dropped == 0 {
+            return None;
+        }
+        let mut text = String::from_utf8_lossy(&c.bytes).into_owned();
+        if c.dropped > 0 {
+            text.push_str(&format!("\n… {} more bytes not kept", c.dropped));
+        }
+        c.bytes.clear();
+        c.dropped = 0;
+        Some(text)
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for Captured {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for Captured {
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl wasmtime_wasi::p2::OutputStream for Captured {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        Ok(64 << 10)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for Captured {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for Captured {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.push(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// The per-store state: a WASI context that grants nothing (stdout and
+/// stderr go to the capture), the store's limits.
 struct StoreState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    output: Captured,
 }
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl v1_1::notification::normalizer::types::Host for StoreState {}
+
+impl v1_1::notification::normalizer::host::Host for StoreState {
+    fn builtin_fields(
+        &mut self,
+        input: v1_1::notification::normalizer::types::KafkaRecord,
+    ) -> v1_1::notification::normalizer::types::Fields {
+        v1_1::builtin_fields(&input)
     }
 }
 
@@ -146,18 +345,30 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Creates the engine, links WASI (with nothing granted) and starts the
-    /// epoch ticker that enforces call deadlines.
+    /// Creates the engine, links WASI (with nothing granted) and the
+    /// contract's host functions, and starts the epoch ticker that enforces
+    /// call deadlines. Compiled components are cached on disk (wasmtime's
+    /// cache, in the user's cache directory) when it is available, so a
+    /// restart does not compile every module again.
     pub fn new(limits: Limits) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        match wasmtime::Cache::from_file(None) {
+            Ok(cache) => {
+                config.cache(Some(cache));
+            }
+            Err(error) => tracing::debug!(error = %format!("{error:#}"), "No compilation cache; modules compile on every load."),
+        }
         let engine =
             Engine::new(&config).map_err(|e| anyhow!("{e}")).context("failed to create the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| anyhow!("{e}"))
             .context("failed to link WASI")?;
+        v1_1::Normalizer::add_to_linker::<StoreState, wasmtime::component::HasSelf<StoreState>>(&mut linker, |s| s)
+            .map_err(|e| anyhow!("{e}"))
+            .context("failed to link the contract's host functions")?;
         spawn_epoch_ticker(&engine);
         Ok(Runtime { engine, linker: Arc::new(linker), limits })
     }
@@ -167,15 +378,34 @@ impl Runtime {
         self.limits
     }
 
-    /// Compiles a component from bytes and checks that it implements this
-    /// host's contract. CPU-heavy: call it off the async runtime's workers.
+    /// Compiles a component from bytes and checks that it implements a
+    /// contract version this host runs, with the runtime's limits.
+    /// CPU-heavy: call it off the async runtime's workers.
     pub fn load(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+        self.load_with(bytes, self.limits)
+    }
+
+    /// [`Runtime::load`] with a module's own limits.
+    pub fn load_with(&self, bytes: &[u8], limits: Limits) -> Result<Component, LoadError> {
         let component = WasmComponent::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(format!("{e:#}")))?;
-        let pre = bindings::NormalizerPre::new(pre).map_err(|_| {
-            LoadError::Contract(format!("it does not export notification:normalizer/normalize@{CONTRACT_VERSION}"))
-        })?;
-        let mut module = Component { pre, limits: self.limits, engine: self.engine.clone(), descriptor: None };
+        let exports: Vec<String> =
+            component.component_type().exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+        let pre = if exports.iter().any(|e| e == "notification:normalizer/normalize@1.1.0") {
+            let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(format!("{e:#}")))?;
+            Pre::V1_1(v1_1::NormalizerPre::new(pre).map_err(|e| LoadError::Contract(format!("{e:#}")))?)
+        } else if exports.iter().any(|e| e == "notification:normalizer/normalize@1.0.0") {
+            let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(format!("{e:#}")))?;
+            Pre::V1_0(v1_0::NormalizerPre::new(pre).map_err(|e| LoadError::Contract(format!("{e:#}")))?)
+        } else {
+            let supported: Vec<String> =
+                CONTRACT_VERSIONS.iter().map(|v| format!("notification:normalizer/normalize@{v}")).collect();
+            return Err(LoadError::Contract(format!(
+                "the component exports [{}]; this host runs {}",
+                exports.join(", "),
+                supported.join(" or ")
+            )));
+        };
+        let mut module = Component { pre, limits, engine: self.engine.clone(), descriptor: None };
         let descriptor = module.describe().map_err(|e| LoadError::Describe(e.to_string()))?;
         module.descriptor = Some(descriptor);
         Ok(module)
@@ -197,7 +427,7 @@ pub enum LoadError {
     /// The component imports something the sandbox does not provide.
     #[error("the component needs imports the host does not grant: {0}")]
     Imports(String),
-    /// The component does not export this host's contract version.
+    /// The component does not export a contract version this host runs.
     #[error("incompatible contract: {0}")]
     Contract(String),
     /// The component's `describe` call failed.
@@ -272,10 +502,48 @@ impl Breaker {
     }
 }
 
+/// What one call into a module printed: the records the call covered
+/// (`first..first + len` of the records given to [`Component::normalize`])
+/// and the text, capped at [`OUTPUT_CAP`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// Index of the call's first record.
+    pub first: usize,
+    /// How many records the call covered (1 for a single-record call).
+    pub len: usize,
+    /// What the module wrote to stdout and stderr.
+    pub text: String,
+}
+
+/// What one call into a module may print before the rest is dropped.
+pub const OUTPUT_CAP: usize = 4 << 10;
+
+/// The answers of a run over records, and what the module printed.
+#[derive(Debug, Default)]
+pub struct Run {
+    /// One per record, in order, ending early if the breaker tripped.
+    pub answers: Vec<Result<Fields, CallError>>,
+    /// Output of the calls that printed anything.
+    pub output: Vec<Output>,
+}
+
+/// A pre-instantiated component of one contract version.
+#[derive(Clone)]
+enum Pre {
+    V1_1(v1_1::NormalizerPre<StoreState>),
+    V1_0(v1_0::NormalizerPre<StoreState>),
+}
+
+/// An instance's exports, by contract version.
+enum Exports {
+    V1_1(v1_1::Normalizer),
+    V1_0(v1_0::Normalizer),
+}
+
 /// A loaded, pre-instantiated normalizer component.
 #[derive(Clone)]
 pub struct Component {
-    pre: bindings::NormalizerPre<StoreState>,
+    pre: Pre,
     limits: Limits,
     engine: Engine,
     descriptor: Option<Descriptor>,
@@ -284,7 +552,7 @@ pub struct Component {
 /// One instance of a module in its own store, good until it traps.
 struct Instance {
     store: Store<StoreState>,
-    bindings: bindings::Normalizer,
+    exports: Exports,
 }
 
 impl Component {
@@ -293,22 +561,45 @@ impl Component {
         self.descriptor.as_ref()
     }
 
+    /// The contract version the component implements.
+    pub fn contract(&self) -> &'static str {
+        match self.pre {
+            Pre::V1_1(_) => "1.1.0",
+            Pre::V1_0(_) => "1.0.0",
+        }
+    }
+
+    /// The limits its calls run under.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     fn deadline_ticks(&self) -> u64 {
         let ticks = self.limits.deadline.as_micros() / EPOCH_TICK.as_micros().max(1);
         u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
     }
 
     fn instantiate(&self) -> Result<Instance, CallError> {
+        let output = Captured::new(OUTPUT_CAP);
         let state = StoreState {
-            wasi: WasiCtx::builder().wall_clock(FrozenClock).monotonic_clock(FrozenClock).build(),
+            wasi: WasiCtx::builder()
+                .wall_clock(FrozenClock)
+                .monotonic_clock(FrozenClock)
+                .stdout(output.clone())
+                .stderr(output.clone())
+                .build(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(true).build(),
+            output,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(self.deadline_ticks());
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| self.classify(&e))?;
-        Ok(Instance { store, bindings })
+        let exports = match &self.pre {
+            Pre::V1_1(pre) => Exports::V1_1(pre.instantiate(&mut store).map_err(|e| self.classify(&e))?),
+            Pre::V1_0(pre) => Exports::V1_0(pre.instantiate(&mut store).map_err(|e| self.classify(&e))?),
+        };
+        Ok(Instance { store, exports })
     }
 
     fn classify(&self, error: &wasmtime::Error) -> CallError {
@@ -320,12 +611,18 @@ impl Component {
 
     fn describe(&self) -> Result<Descriptor, CallError> {
         let mut instance = self.instantiate()?;
-        let d = instance
-            .bindings
-            .notification_normalizer_normalize()
-            .call_describe(&mut instance.store)
-            .map_err(|e| self.classify(&e))?;
-        Ok(Descriptor { name: d.name, version: d.version })
+        let store = &mut instance.store;
+        let (name, version) = match &instance.exports {
+            Exports::V1_1(e) => {
+                let d = e.notification_normalizer_normalize().call_describe(store).map_err(|e| self.classify(&e))?;
+                (d.name, d.version)
+            }
+            Exports::V1_0(e) => {
+                let d = e.notification_normalizer_normalize().call_describe(store).map_err(|e| self.classify(&e))?;
+                (d.name, d.version)
+            }
+        };
+        Ok(Descriptor { name, version })
     }
 
     /// Normalizes `records`, one answer per record, in order, until
@@ -336,32 +633,44 @@ impl Component {
     /// [`Limits::batch_size`]. When such a call fails as a whole (trap,
     /// deadline, or a malformed answer), its records are retried one call
     /// each, in fresh instances after each failure, so that one bad record
-    /// costs only its own answer. The breaker sees every answer, so a module
-    /// that fails on everything costs at most its limit in retries, not one
-    /// deadline per record of the batch.
-    pub fn normalize(&self, records: &[&Record], breaker: &mut Breaker) -> Vec<Result<Fields, CallError>> {
-        let mut answers = Vec::with_capacity(records.len());
+    /// costs only its own answer (and what it printed is its own). The
+    /// breaker sees every answer, so a module that fails on everything costs
+    /// at most its limit in retries, not one deadline per record of the batch.
+    pub fn normalize(&self, records: &[&Record], breaker: &mut Breaker) -> Run {
+        let mut run = Run { answers: Vec::with_capacity(records.len()), output: Vec::new() };
         let mut instance: Option<Instance> = None;
         for chunk in records.chunks(self.limits.batch_size.max(1)) {
             if breaker.tripped() {
                 break;
             }
-            match self.call_batch(&mut instance, chunk) {
+            let first = run.answers.len();
+            let batch = self.call_batch(&mut instance, chunk);
+            // A failed batch's output is dropped: the retries below print
+            // it again, each for its own record.
+            let printed = take_output(&mut instance);
+            match batch {
                 Ok(chunk_answers) => {
+                    if let Some(text) = printed {
+                        run.output.push(Output { first, len: chunk.len(), text });
+                    }
                     for answer in &chunk_answers {
                         breaker.observe(answer);
                     }
-                    answers.extend(chunk_answers);
+                    run.answers.extend(chunk_answers);
                 }
                 Err(_) => {
                     instance = None;
                     for record in chunk {
+                        let at = run.answers.len();
                         let answer = self.call_one(&mut instance, record);
+                        if let Some(text) = take_output(&mut instance) {
+                            run.output.push(Output { first: at, len: 1, text });
+                        }
                         if matches!(answer, Err(CallError::Trap(_) | CallError::Timeout(_))) {
                             instance = None;
                         }
                         breaker.observe(&answer);
-                        answers.push(answer);
+                        run.answers.push(answer);
                         if breaker.tripped() {
                             break;
                         }
@@ -369,7 +678,7 @@ impl Component {
                 }
             }
         }
-        answers
+        run
     }
 
     fn ready<'a>(&self, slot: &'a mut Option<Instance>) -> Result<&'a mut Instance, CallError> {
@@ -386,12 +695,25 @@ impl Component {
     ) -> Result<Vec<Result<Fields, CallError>>, CallError> {
         let instance = self.ready(slot)?;
         instance.store.set_epoch_deadline(self.deadline_ticks());
-        let inputs: Vec<wit_types::KafkaRecord> = chunk.iter().map(|r| to_wit(r)).collect();
-        let results = instance
-            .bindings
-            .notification_normalizer_normalize()
-            .call_normalize_batch(&mut instance.store, &inputs)
-            .map_err(|e| self.classify(&e))?;
+        let store = &mut instance.store;
+        let results: Vec<Result<Fields, String>> = match &instance.exports {
+            Exports::V1_1(e) => {
+                let inputs: Vec<_> = chunk.iter().map(|r| v1_1::to_wit(r)).collect();
+                let results = e
+                    .notification_normalizer_normalize()
+                    .call_normalize_batch(store, &inputs)
+                    .map_err(|e| self.classify(&e))?;
+                results.into_iter().map(v1_1::answer).collect()
+            }
+            Exports::V1_0(e) => {
+                let inputs: Vec<_> = chunk.iter().map(|r| v1_0::to_wit(r)).collect();
+                let results = e
+                    .notification_normalizer_normalize()
+                    .call_normalize_batch(store, &inputs)
+                    .map_err(|e| self.classify(&e))?;
+                results.into_iter().map(v1_0::answer).collect()
+            }
+        };
         if results.len() != chunk.len() {
             return Err(CallError::Contract(format!(
                 "normalize-batch answered {} results for {} records",
@@ -405,31 +727,35 @@ impl Component {
     fn call_one(&self, slot: &mut Option<Instance>, record: &Record) -> Result<Fields, CallError> {
         let instance = self.ready(slot)?;
         instance.store.set_epoch_deadline(self.deadline_ticks());
-        let result = instance
-            .bindings
-            .notification_normalizer_normalize()
-            .call_normalize(&mut instance.store, &to_wit(record))
-            .map_err(|e| self.classify(&e))?;
+        let store = &mut instance.store;
+        let result = match &instance.exports {
+            Exports::V1_1(e) => v1_1::answer(
+                e.notification_normalizer_normalize()
+                    .call_normalize(store, &v1_1::to_wit(record))
+                    .map_err(|e| self.classify(&e))?,
+            ),
+            Exports::V1_0(e) => v1_0::answer(
+                e.notification_normalizer_normalize()
+                    .call_normalize(store, &v1_0::to_wit(record))
+                    .map_err(|e| self.classify(&e))?,
+            ),
+        };
         self.answer(result)
     }
 
-    fn answer(&self, result: Result<wit_types::Fields, wit_types::Error>) -> Result<Fields, CallError> {
-        match result {
-            Ok(fields) => {
-                let fields = from_wit(fields);
-                let size = output_size(&fields);
-                if size > self.limits.max_output_bytes {
-                    return Err(CallError::OutputTooLarge(size, self.limits.max_output_bytes));
-                }
-                Ok(fields)
-            }
-            Err(error) => Err(CallError::Refused(match error {
-                wit_types::Error::Unsupported(m) => format!("unsupported: {m}"),
-                wit_types::Error::Invalid(m) => format!("invalid: {m}"),
-                wit_types::Error::Internal(m) => format!("internal: {m}"),
-            })),
+    fn answer(&self, result: Result<Fields, String>) -> Result<Fields, CallError> {
+        let fields = result.map_err(CallError::Refused)?;
+        let size = output_size(&fields);
+        if size > self.limits.max_output_bytes {
+            return Err(CallError::OutputTooLarge(size, self.limits.max_output_bytes));
         }
+        Ok(fields)
     }
+}
+
+/// What the instance in `slot` printed since the last take.
+fn take_output(slot: &mut Option<Instance>) -> Option<String> {
+    slot.as_ref().and_then(|i| i.store.data().output.take())
 }
 
 fn output_size(f: &Fields) -> usize {
@@ -437,32 +763,4 @@ fn output_size(f: &Fields) -> usize {
         .iter()
         .map(|v| v.as_ref().map_or(0, String::len))
         .sum()
-}
-
-fn to_wit(record: &Record) -> wit_types::KafkaRecord {
-    wit_types::KafkaRecord {
-        topic: record.topic.clone(),
-        partition: record.partition,
-        offset: record.offset,
-        timestamp: record.timestamp,
-        key: record.key.clone(),
-        headers: record
-            .headers
-            .iter()
-            .map(|h| wit_types::Header { key: h.key.clone(), value: h.value.clone() })
-            .collect(),
-        value: record.value.clone(),
-    }
-}
-
-fn from_wit(f: wit_types::Fields) -> Fields {
-    Fields {
-        customer_id: f.customer_id,
-        runner_id: f.runner_id,
-        order_id: f.order_id,
-        event_type: f.event_type,
-        correlation_id: f.correlation_id,
-        source_service: f.source_service,
-        status: f.status,
-    }
 }

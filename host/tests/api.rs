@@ -52,6 +52,7 @@ impl Api {
                         dir: None,
                         quarantine_after: 10,
                         quarantine_cooldown: std::time::Duration::from_secs(30),
+                        maxima: Default::default(),
                     },
                 )),
                 compat: ApiCompat::Current,

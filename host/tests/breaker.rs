@@ -59,6 +59,7 @@ fn modules_reporting(
             dir: Some(dir.path().to_path_buf()),
             quarantine_after: QUARANTINE_AFTER,
             quarantine_cooldown: cooldown,
+            maxima: Default::default(),
         },
         metrics,
     );

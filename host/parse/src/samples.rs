@@ -16,8 +16,19 @@ pub const FIELD_NAMES: [&str; 7] =
     ["customer_id", "runner_id", "order_id", "event_type", "correlation_id", "source_service", "status"];
 
 /// Keys of our own format.
-const OWN_KEYS: [&str; 10] =
-    ["topic", "partition", "offset", "timestamp", "key", "headers", "value_text", "value_b64", "value", "expected"];
+const OWN_KEYS: [&str; 11] = [
+    "topic",
+    "partition",
+    "offset",
+    "timestamp",
+    "key",
+    "key_b64",
+    "headers",
+    "value_text",
+    "value_b64",
+    "value",
+    "expected",
+];
 /// Keys of `kcat -J` output.
 const KCAT_KEYS: [&str; 5] = ["payload", "ts", "tstype", "broker", "key_schema_id"];
 
@@ -53,9 +64,22 @@ pub fn parse_line(line: &str) -> Result<Sample, String> {
         }
         (None, None) => None,
     };
-    let key: Option<String> = match get("key") {
-        Some(raw) => serde_json::from_str(raw).map_err(|_| "\"key\" must be a string or null".to_string())?,
-        None => None,
+    let key: Option<Vec<u8>> = match (get("key"), get("key_b64")) {
+        (Some(_), Some(_)) => return Err("give \"key\" or \"key_b64\", not both".into()),
+        (Some(raw), None) => serde_json::from_str::<Option<String>>(raw)
+            .map_err(|_| "\"key\" must be a string or null".to_string())?
+            .map(String::into_bytes),
+        (None, Some(raw)) => match serde_json::from_str::<Option<String>>(raw)
+            .map_err(|_| "\"key_b64\" must be a base64 string or null".to_string())?
+        {
+            Some(t) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(t.as_bytes())
+                    .map_err(|e| format!("\"key_b64\" is not valid base64: {e}"))?,
+            ),
+            None => None,
+        },
+        (None, None) => None,
     };
     let headers = match get("headers") {
         Some(raw) => parse_headers(raw)?,
@@ -95,7 +119,7 @@ pub fn parse_line(line: &str) -> Result<Sample, String> {
     };
 
     Ok(Sample {
-        record: Record { topic, partition, offset, timestamp, key: key.map(String::into_bytes), headers, value },
+        record: Record { topic, partition, offset, timestamp, key, headers, value },
         expected,
     })
 }
@@ -142,6 +166,52 @@ fn parse_expected(raw: &str) -> Result<BTreeMap<String, Option<String>>, String>
         return Err(format!("\"expected\" names an unknown field {unknown:?}"));
     }
     Ok(map)
+}
+
+/// A record as a sample line (no `expected`): coordinates, key, headers
+/// (as a `[name, value, ...]` array, so repeated names and order survive)
+/// and the exact value: `value_text` when it is UTF-8, else `value_b64`;
+/// the key likewise. A header value that is not UTF-8 is written with
+/// replacement characters, since the format holds header values as text.
+pub fn to_line(record: &Record) -> String {
+    use serde_json::{Map, Value, json};
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut line = Map::new();
+    line.insert("topic".into(), json!(record.topic));
+    line.insert("partition".into(), json!(record.partition));
+    line.insert("offset".into(), json!(record.offset));
+    line.insert("timestamp".into(), json!(record.timestamp));
+    match record.key.as_deref().map(std::str::from_utf8) {
+        None => {}
+        Some(Ok(text)) => {
+            line.insert("key".into(), json!(text));
+        }
+        Some(Err(_)) => {
+            line.insert("key_b64".into(), json!(b64(record.key.as_deref().unwrap_or_default())));
+        }
+    }
+    if !record.headers.is_empty() {
+        let flat: Vec<Value> = record
+            .headers
+            .iter()
+            .flat_map(|h| {
+                [json!(h.key), h.value.as_deref().map_or(Value::Null, |v| json!(String::from_utf8_lossy(v)))]
+            })
+            .collect();
+        line.insert("headers".into(), Value::Array(flat));
+    }
+    match record.value.as_deref().map(std::str::from_utf8) {
+        None => {
+            line.insert("value_text".into(), Value::Null);
+        }
+        Some(Ok(text)) => {
+            line.insert("value_text".into(), json!(text));
+        }
+        Some(Err(_)) => {
+            line.insert("value_b64".into(), json!(b64(record.value.as_deref().unwrap_or_default())));
+        }
+    }
+    Value::Object(line).to_string()
 }
 
 /// Removes the insignificant white space from valid JSON text without
@@ -256,6 +326,40 @@ fn show(v: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn captured_lines_read_back_as_the_same_record() {
+        let records = [
+            Record {
+                topic: "t".into(),
+                partition: 2,
+                offset: 41,
+                timestamp: Some(1_700_000_000_000),
+                key: Some(b"k-1".to_vec()),
+                headers: vec![
+                    Header::new("a", Some(b"1".to_vec())),
+                    Header::new("a", None),
+                    Header::new("b", Some(b"2".to_vec())),
+                ],
+                value: Some(br#"{"n": 1.50, "s": "\u00e9"}"#.to_vec()),
+            },
+            Record {
+                topic: "t".into(),
+                partition: 0,
+                offset: 0,
+                timestamp: None,
+                key: Some(vec![0xff, 0x00]),
+                headers: vec![],
+                value: Some(vec![0xfe, 0x01]),
+            },
+            Record { topic: "t".into(), partition: 0, offset: 1, timestamp: None, key: None, headers: vec![], value: None },
+        ];
+        for record in records {
+            let sample = parse_line(&to_line(&record)).unwrap();
+            assert_eq!(sample.record, record);
+            assert_eq!(sample.expected, None);
+        }
+    }
 
     #[test]
     fn own_format_with_every_value_kind() {

@@ -1,10 +1,20 @@
-//! `notification-host normalize`: run a normalizer over sample records.
+//! `notification-host normalize`: the normalizer tester.
 //!
-//! Prints one JSON line per input line, in order. With `expected` fields in
-//! the samples it is a golden test: every mismatch is reported on standard
-//! error and the command fails, as it does when any line is malformed.
+//! Without a manifest it runs the built-in default (or a bare component)
+//! over sample records and prints one JSON line per input line, in order.
+//! With `expected` fields in the samples it is a golden test: every mismatch
+//! is reported on standard error and the command fails, as it does when any
+//! line is malformed.
+//!
+//! With `--manifest` or `--dir` it loads the modules through the very code
+//! the live host uses ([`Modules::load_manifests`]), so its verdict is the
+//! load-time verdict: contract, limits, samples gate. It prints, per module,
+//! the verdict and every sample with the module the live routing would send
+//! it to, what failed, and what the module printed; `--bless` records the
+//! observed fields as expected, `--watch` runs again on every change.
 
 use std::io::{BufRead, BufWriter, Write};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -16,8 +26,23 @@ use crate::record::Normalized;
 use crate::runtime::{Limits, Runtime};
 use crate::samples::{self, OutputLine, Sample};
 
+mod bless;
+mod suite;
+
 /// Runs the command, writing results to `out` and the report to `report`.
 pub fn run(args: &NormalizeArgs, out: &mut dyn Write, report: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    if args.manifest.is_none() && args.dir.is_none() {
+        anyhow::ensure!(!args.bless && !args.watch, "--bless and --watch need --manifest or --dir");
+        return bare(args, out, report);
+    }
+    if !args.watch {
+        return suite::run(args, out);
+    }
+    suite::watch(args, out)
+}
+
+/// The built-in default, or a bare component, over the input's samples.
+fn bare(args: &NormalizeArgs, out: &mut dyn Write, report: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let normalizer = match &args.module {
         Some(path) => {
             let runtime = Runtime::new(Limits::default())?;
@@ -31,7 +56,7 @@ pub fn run(args: &NormalizeArgs, out: &mut dyn Write, report: &mut dyn Write) ->
         None => Normalizer::Builtin,
     };
 
-    let lines = read_lines(args)?;
+    let lines = read_lines(args.input.as_deref())?;
     // Parse everything first so that a module sees the records as one batch,
     // as it does in the pipeline.
     let parsed: Vec<(usize, Result<Sample, String>)> = lines
@@ -79,7 +104,7 @@ pub fn run(args: &NormalizeArgs, out: &mut dyn Write, report: &mut dyn Write) ->
     }
 }
 
-fn write_line(out: &mut impl Write, line: &OutputLine<'_>) -> anyhow::Result<()> {
+fn write_line(out: &mut (impl Write + ?Sized), line: &OutputLine<'_>) -> anyhow::Result<()> {
     serde_json::to_writer(&mut *out, line)?;
     out.write_all(b"\n")?;
     Ok(())
@@ -87,8 +112,8 @@ fn write_line(out: &mut impl Write, line: &OutputLine<'_>) -> anyhow::Result<()>
 
 /// Reads the input as lines. Invalid UTF-8 in a line makes only that line
 /// malformed (it is replaced, then fails to parse as a sample).
-fn read_lines(args: &NormalizeArgs) -> anyhow::Result<Vec<String>> {
-    let reader: Box<dyn BufRead> = match &args.input {
+fn read_lines(input: Option<&Path>) -> anyhow::Result<Vec<String>> {
+    let reader: Box<dyn BufRead> = match input {
         Some(path) if path.as_os_str() != "-" => Box::new(std::io::BufReader::new(
             std::fs::File::open(path).with_context(|| format!("failed to open {}", path.display()))?,
         )),

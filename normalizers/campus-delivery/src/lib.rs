@@ -10,7 +10,7 @@
 //!   from the payload are taken from it.
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "../../wit/since_v1.0.0",
     world: "normalizer",
 });
 

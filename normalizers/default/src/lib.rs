@@ -6,7 +6,7 @@
 //! Copy this crate, change `fields_for`, and keep the rest.
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "../../wit/since_v1.0.0",
     world: "normalizer",
 });
 
