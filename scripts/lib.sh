@@ -84,6 +84,34 @@ assemble_modules() { # target dir
   cp normalizers/campus-delivery/samples.jsonl "$1/campus-delivery.samples.jsonl"
 }
 
+# componentize-py (PyPI) for Python modules, in a virtualenv of our own; the
+# JavaScript projects install componentize-js (npm) themselves.
+COMPONENTIZE_PY_VERSION="0.25.1"
+GUEST_VENV="$CACHE_DIR/guest-venv"
+ensure_guest_tools() {
+  command -v node >/dev/null && command -v npm >/dev/null || { log "installing Node.js and npm"; apt_install nodejs npm; }
+  if [ "$("$GUEST_VENV/bin/componentize-py" --version 2>/dev/null | awk '{print $2}')" != "$COMPONENTIZE_PY_VERSION" ]; then
+    log "installing componentize-py $COMPONENTIZE_PY_VERSION (PyPI) into $GUEST_VENV"
+    python3 -m venv "$GUEST_VENV" >&2 || { apt_install python3-venv && python3 -m venv "$GUEST_VENV" >&2; }
+    "$GUEST_VENV/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION" >&2
+  fi
+}
+
+# Creates a project per language with `notification-host new` (named
+# <lang>-dispatch) in $1 and builds each with its own build.sh, as a module
+# author would; exports GUEST_PROJECTS_DIR for the tests.
+build_guest_projects() { # host binary, target dir
+  local host="$1" dir="$2" lang
+  rm -rf "$dir" && mkdir -p "$dir"
+  for lang in rust python js; do
+    log "new $lang module from the registries"
+    "$host" new "$lang-dispatch" --lang "$lang" --dir "$dir/$lang" >/dev/null
+    # A separate target dir: this is somebody else's project.
+    (cd "$dir/$lang" && PATH="$GUEST_VENV/bin:$PATH" CARGO_TARGET_DIR="$CACHE_DIR/guest-target" ./build.sh >&2)
+  done
+  export GUEST_PROJECTS_DIR="$dir"
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
