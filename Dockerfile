@@ -29,6 +29,7 @@ COPY --from=build /out/normalizer_default.wasm /usr/share/notification-host/norm
 ENV KAFKA_BOOTSTRAP_SERVERS=kafka:9092 \
     HTTP_ADDR=0.0.0.0:8080 \
     NORMALIZERS_DIR=/etc/notification-host/normalizers \
+    MODULE_CACHE_DIR=/tmp/notification-host-modules \
     LOG_FORMAT=json \
     RUST_LOG=info
 EXPOSE 8080

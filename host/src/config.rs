@@ -37,6 +37,7 @@ pub mod env {
     pub const MODULE_MAX_OUTPUT: &str = "MODULE_MAX_OUTPUT";
     pub const MODULE_MEMORY_MAX: &str = "MODULE_MEMORY_MAX";
     pub const MODULE_DEADLINE_MAX: &str = "MODULE_DEADLINE_MAX";
+    pub const MODULE_CACHE_DIR: &str = "MODULE_CACHE_DIR";
     pub const MODULE_QUARANTINE_AFTER: &str = "MODULE_QUARANTINE_AFTER";
     pub const MODULE_QUARANTINE_COOLDOWN: &str = "MODULE_QUARANTINE_COOLDOWN";
     pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
@@ -76,6 +77,7 @@ pub mod env {
         MODULE_MAX_OUTPUT,
         MODULE_MEMORY_MAX,
         MODULE_DEADLINE_MAX,
+        MODULE_CACHE_DIR,
         MODULE_QUARANTINE_AFTER,
         MODULE_QUARANTINE_COOLDOWN,
         RETENTION_DAYS,
@@ -304,6 +306,13 @@ pub struct ModulesArgs {
     #[arg(long, env = env::MODULE_MAX_OUTPUT, default_value_t = 64 << 10)]
     pub module_max_output: usize,
 
+    /// Where compiled modules are cached, so that a restart or another
+    /// replica loads a module without compiling it again (seconds for a
+    /// Python or JavaScript module); `off` disables the cache. Default: the
+    /// user's cache directory (`$HOME/.cache/wasmtime`).
+    #[arg(long, env = env::MODULE_CACHE_DIR)]
+    pub module_cache_dir: Option<PathBuf>,
+
     /// Failures in a row after which a module is quarantined: its records
     /// get the built-in default's fields until it passes a trial batch.
     #[arg(long, env = env::MODULE_QUARANTINE_AFTER, default_value_t = 10)]
@@ -312,6 +321,34 @@ pub struct ModulesArgs {
     /// How long a quarantined module waits before its next trial batch.
     #[arg(long, env = env::MODULE_QUARANTINE_COOLDOWN, default_value = "30s", value_parser = parse_duration)]
     pub module_quarantine_cooldown: Duration,
+}
+
+impl ModulesArgs {
+    /// The sandbox defaults, and the compilation cache, as configured.
+    pub fn runtime(&self) -> anyhow::Result<crate::runtime::Runtime> {
+        let limits = crate::runtime::Limits {
+            memory_bytes: self.module_memory_limit,
+            deadline: self.module_deadline,
+            max_output_bytes: self.module_max_output,
+            ..crate::runtime::Limits::default()
+        };
+        let cache = match &self.module_cache_dir {
+            Some(dir) if dir.as_os_str() == "off" => crate::runtime::CompileCache::Off,
+            Some(dir) => crate::runtime::CompileCache::Dir(dir.clone()),
+            None => crate::runtime::CompileCache::Default,
+        };
+        crate::runtime::Runtime::with_cache(limits, &cache)
+    }
+
+    /// The most a manifest's `[limits]` may ask for.
+    pub fn maxima(&self) -> crate::runtime::Limits {
+        crate::runtime::Limits {
+            memory_bytes: self.module_memory_max.max(self.module_memory_limit),
+            deadline: self.module_deadline_max.max(self.module_deadline),
+            max_output_bytes: self.module_max_output,
+            ..crate::runtime::Limits::default()
+        }
+    }
 }
 
 /// Where and how to consume.

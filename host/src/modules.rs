@@ -311,23 +311,12 @@ impl Modules {
             dir: args.normalizers_dir.clone(),
             quarantine_after: if quarantine { args.module_quarantine_after.max(1) } else { u64::MAX },
             quarantine_cooldown: args.module_quarantine_cooldown,
-            maxima: Limits {
-                memory_bytes: args.module_memory_max.max(args.module_memory_limit),
-                deadline: args.module_deadline_max.max(args.module_deadline),
-                max_output_bytes: args.module_max_output,
-                ..Limits::default()
-            },
+            maxima: args.maxima(),
         };
         if let Some(dir) = &config.dir {
             anyhow::ensure!(dir.is_dir(), "NORMALIZERS_DIR {} is not a directory", dir.display());
         }
-        let limits = Limits {
-            memory_bytes: args.module_memory_limit,
-            deadline: args.module_deadline,
-            max_output_bytes: args.module_max_output,
-            ..Limits::default()
-        };
-        let modules = Arc::new(Modules::with_metrics(Runtime::new(limits)?, config, metrics));
+        let modules = Arc::new(Modules::with_metrics(args.runtime()?, config, metrics));
         if modules.dir().is_some() {
             let m = modules.clone();
             tokio::task::spawn_blocking(move || m.reload()).await?;

@@ -336,6 +336,17 @@ impl v1_1::notification::normalizer::host::Host for StoreState {
     }
 }
 
+/// Where compiled components are kept between loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompileCache {
+    /// No cache: every load compiles.
+    Off,
+    /// wasmtime's default location (the user's cache directory).
+    Default,
+    /// This directory.
+    Dir(std::path::PathBuf),
+}
+
 /// The process-wide engine and linker that every module is loaded into.
 #[derive(Clone)]
 pub struct Runtime {
@@ -347,19 +358,37 @@ pub struct Runtime {
 impl Runtime {
     /// Creates the engine, links WASI (with nothing granted) and the
     /// contract's host functions, and starts the epoch ticker that enforces
-    /// call deadlines. Compiled components are cached on disk (wasmtime's
-    /// cache, in the user's cache directory) when it is available, so a
-    /// restart does not compile every module again.
+    /// call deadlines; compiled components are cached in wasmtime's default
+    /// cache directory when there is one.
     pub fn new(limits: Limits) -> anyhow::Result<Self> {
+        Runtime::with_cache(limits, &CompileCache::Default)
+    }
+
+    /// [`Runtime::new`] with the compilation cache given.
+    pub fn with_cache(limits: Limits, cache: &CompileCache) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
-        match wasmtime::Cache::from_file(None) {
-            Ok(cache) => {
-                config.cache(Some(cache));
+        let cache = match cache {
+            CompileCache::Off => None,
+            CompileCache::Default => match wasmtime::Cache::from_file(None) {
+                Ok(cache) => Some(cache),
+                Err(error) => {
+                    tracing::debug!(error = %format!("{error:#}"), "No compilation cache; modules compile on every load.");
+                    None
+                }
+            },
+            CompileCache::Dir(dir) => {
+                let mut c = wasmtime::CacheConfig::new();
+                c.with_directory(dir);
+                Some(
+                    wasmtime::Cache::new(c)
+                        .map_err(|e| anyhow!("{e:#}"))
+                        .with_context(|| format!("cannot use {} as the module cache", dir.display()))?,
+                )
             }
-            Err(error) => tracing::debug!(error = %format!("{error:#}"), "No compilation cache; modules compile on every load."),
-        }
+        };
+        config.cache(cache);
         let engine =
             Engine::new(&config).map_err(|e| anyhow!("{e}")).context("failed to create the wasmtime engine")?;
         let mut linker = Linker::new(&engine);

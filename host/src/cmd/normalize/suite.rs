@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use super::{bless, read_lines, write_line};
 use crate::config::NormalizeArgs;
 use crate::modules::{ModuleInfo, Modules, ModulesConfig, SamplesReport};
-use crate::runtime::{Limits, Runtime};
+use crate::runtime::Runtime;
 use crate::samples::{self, OutputLine};
 
 /// Judges the manifests once (blessing first when asked) and reports.
@@ -74,13 +74,7 @@ fn parent(path: &Path) -> PathBuf {
 }
 
 fn runtime(args: &NormalizeArgs) -> anyhow::Result<Runtime> {
-    let m = &args.modules;
-    Runtime::new(Limits {
-        memory_bytes: m.module_memory_limit,
-        deadline: m.module_deadline,
-        max_output_bytes: m.module_max_output,
-        ..Limits::default()
-    })
+    args.modules.runtime()
 }
 
 /// The manifests to judge, in the live host's (file-name) order.
@@ -108,12 +102,7 @@ fn judge(args: &NormalizeArgs, runtime: &Runtime) -> anyhow::Result<Arc<Modules>
         dir: None,
         quarantine_after: u64::MAX,
         quarantine_cooldown: m.module_quarantine_cooldown,
-        maxima: Limits {
-            memory_bytes: m.module_memory_max.max(m.module_memory_limit),
-            deadline: m.module_deadline_max.max(m.module_deadline),
-            max_output_bytes: m.module_max_output,
-            ..Limits::default()
-        },
+        maxima: m.maxima(),
     };
     let modules = Arc::new(Modules::new(runtime.clone(), config));
     modules.load_manifests(manifests(args)?);
