@@ -85,7 +85,7 @@ assemble_modules() { # target dir
 }
 
 # componentize-py (PyPI) for Python modules, in a virtualenv of our own; the
-# JavaScript projects install componentize-js (npm) themselves.
+# JavaScript projects install componentize-qjs (npm) themselves.
 COMPONENTIZE_PY_VERSION="0.25.1"
 GUEST_VENV="$CACHE_DIR/guest-venv"
 ensure_guest_tools() {

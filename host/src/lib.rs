@@ -5,7 +5,10 @@
 //!
 //! - [`cmd`]: one file per command: `serve` (the default: wires everything
 //!   below together and runs until SIGTERM), `migrate`, `check`,
-//!   `normalize`, `renormalize`.
+//!   `renormalize`, and the module author's tools: `new` (a project from
+//!   the templates in `host/templates/`), `normalize` (the tester, which
+//!   loads modules through [`modules`] exactly as `serve` does) and
+//!   `capture`.
 //! - [`http`]: axum only. Health, readiness, metrics and the REST API, with
 //!   its OpenAPI document and the `/apidocs/` reference.
 //! - [`pipeline`]: the only module that uses Kafka, the normalizers and
@@ -17,8 +20,10 @@
 //!   purpose (rows from records, the write path, the API's reads,
 //!   partitions, renormalize).
 //! - [`kafka`]: rdkafka only. The consumer group, topic discovery, offsets.
-//! - [`runtime`]: wasmtime only. Loads normalizer components and runs them in
-//!   a sandbox with memory and time limits.
+//! - [`runtime`]: wasmtime only. Loads normalizer components of every
+//!   contract version the host runs, offers them the host's functions
+//!   (the built-in answer), and runs them in a sandbox with memory and time
+//!   limits, capturing what they print.
 //! - [`metrics`], [`status`], [`shutdown`] and [`config`]: leaves. What the
 //!   layers above report to `/metrics` and `/ready`, the signal that stops
 //!   them, and the one `Cli`/`ServeArgs` parsed once from flags and the

@@ -632,9 +632,12 @@ impl Component {
     }
 
     fn classify(&self, error: &wasmtime::Error) -> CallError {
+        // The trap itself, without wasmtime's backtrace of unnamed functions:
+        // what the module printed (a panic message, a traceback) says more.
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => CallError::Timeout(self.limits.deadline),
-            _ => CallError::Trap(format!("{error:#}")),
+            Some(trap) => CallError::Trap(format!("wasm trap: {trap}")),
+            None => CallError::Trap(error.root_cause().to_string()),
         }
     }
 

@@ -305,7 +305,8 @@ fn new_writes_a_self_contained_project_in_each_language() {
         for file in [source, "build.sh", ".gitignore", "README.md", "dispatch-events.toml", "dispatch-events.samples.jsonl"] {
             assert!(target.join(file).is_file(), "{lang}: no {file}");
         }
-        let wit = std::fs::read_to_string(target.join("wit/normalizer.wit")).unwrap();
+        let contract = if lang == "js" { "wit/deps/normalizer/normalizer.wit" } else { "wit/normalizer.wit" };
+        let wit = std::fs::read_to_string(target.join(contract)).unwrap();
         let ours = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../wit/normalizer.wit")).unwrap();
         assert_eq!(wit, ours);
         // Nothing points back into this repository.
@@ -331,4 +332,48 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
     }
     files
+}
+
+#[test]
+fn watch_judges_again_when_a_file_changes() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let good = format!(
+        "{{\"topic\": \"t\", \"value_text\": {}, \"expected\": {{\"order_id\": \"42\"}}}}\n",
+        serde_json::to_string(ORDER_CREATED).unwrap()
+    );
+    let manifest = module(dir.path(), "w", "fixture_refine", "t", "", Some(&good));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_notification-host"))
+        .args(["normalize", "--watch", "--manifest", manifest.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_verdict = |rx: &std::sync::mpsc::Receiver<String>| -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = rx.recv_timeout(left).expect("no verdict from --watch");
+            if line.starts_with("PASS ") || line.starts_with("FAIL ") {
+                return line;
+            }
+        }
+    };
+    let first = next_verdict(&rx);
+    assert!(first.starts_with("PASS w@0.1.0"), "{first}");
+    // Wait for the watcher to be in place, then break the samples.
+    while !rx.recv_timeout(Duration::from_secs(30)).unwrap().starts_with("watching ") {}
+    std::fs::write(dir.path().join("w.samples.jsonl"), good.replace("\"42\"", "\"41\"")).unwrap();
+    let second = next_verdict(&rx);
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(second.starts_with("FAIL "), "{second}");
 }

@@ -24,13 +24,13 @@ const fn file(path: &'static str, template: &'static str) -> File {
 }
 
 const COMMON: &[File] = &[
-    file("wit/normalizer.wit", CONTRACT_WIT),
     file("{{name}}.toml", include_str!("../../templates/common/manifest.toml")),
     file("{{name}}.samples.jsonl", include_str!("../../templates/common/samples.jsonl")),
     file("README.md", include_str!("../../templates/common/README.md")),
 ];
 
 const RUST: &[File] = &[
+    file("wit/normalizer.wit", CONTRACT_WIT),
     file("Cargo.toml", include_str!("../../templates/rust/Cargo.toml")),
     file("src/lib.rs", include_str!("../../templates/rust/lib.rs")),
     File { path: "build.sh", template: include_str!("../../templates/rust/build.sh"), executable: true },
@@ -38,14 +38,29 @@ const RUST: &[File] = &[
 ];
 
 const PYTHON: &[File] = &[
+    file("wit/normalizer.wit", CONTRACT_WIT),
     file("app.py", include_str!("../../templates/python/app.py")),
     file("requirements.txt", include_str!("../../templates/python/requirements.txt")),
     File { path: "build.sh", template: include_str!("../../templates/python/build.sh"), executable: true },
     file(".gitignore", include_str!("../../templates/python/gitignore")),
 ];
 
+/// A JavaScript module's world extends the contract's with standard output
+/// and error (for `console`), so the contract is a dependency of its WIT.
 const JS: &[File] = &[
+    file("wit/world.wit", include_str!("../../templates/js/world.wit")),
+    file("wit/deps/normalizer/normalizer.wit", CONTRACT_WIT),
+    file("wit/deps/cli/package.wit", include_str!("../../templates/js/wit-deps/cli/package.wit")),
+    file("wit/deps/clocks/package.wit", include_str!("../../templates/js/wit-deps/clocks/package.wit")),
+    file("wit/deps/filesystem/package.wit", include_str!("../../templates/js/wit-deps/filesystem/package.wit")),
+    file("wit/deps/io/package.wit", include_str!("../../templates/js/wit-deps/io/package.wit")),
+    file("wit/deps/random/package.wit", include_str!("../../templates/js/wit-deps/random/package.wit")),
+    file("wit/deps/sockets/package.wit", include_str!("../../templates/js/wit-deps/sockets/package.wit")),
+    file("wit/deps/README.md", include_str!("../../templates/js/wit-deps/README.md")),
+    file("wit/deps/LICENSE.md", include_str!("../../templates/js/wit-deps/LICENSE.md")),
     file("normalizer.js", include_str!("../../templates/js/normalizer.js")),
+    file("prelude.js", include_str!("../../templates/js/prelude.js")),
+    file("main.js", include_str!("../../templates/js/main.js")),
     file("package.json", include_str!("../../templates/js/package.json")),
     File { path: "build.sh", template: include_str!("../../templates/js/build.sh"), executable: true },
     file(".gitignore", include_str!("../../templates/js/gitignore")),

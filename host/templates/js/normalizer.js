@@ -1,6 +1,6 @@
 // The {{name}} normalizer: the host's built-in answer, refined where this
 // producer differs from the common conventions.
-import { builtinFields } from "notification:normalizer/host@1.1.0";
+import host from "notification:normalizer/host@{{contract}}";
 
 function describe() {
   return { name: "{{name}}", version: "0.1.0" };
@@ -8,7 +8,7 @@ function describe() {
 
 function normalizeRecord(record) {
   // What the host would store without this module.
-  const fields = builtinFields(record);
+  const fields = host.builtinFields(record);
   let doc;
   try {
     doc = record.value == null ? null : JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(record.value));
@@ -37,4 +37,5 @@ function normalizeBatch(records) {
 }
 
 // The exported interface `normalize`, its functions in camelCase.
-export const normalize = { describe, normalize: normalizeRecord, normalizeBatch };
+const normalize = { describe, normalize: normalizeRecord, normalizeBatch };
+export { normalize };
