@@ -50,7 +50,7 @@ use crate::config::ModulesArgs;
 use crate::metrics::{Metrics, ModuleFailureLabels, ModuleInfoLabels, ModuleLabels};
 use crate::normalize::{Module, Normalizer, builtin, fallback};
 use crate::record::{Normalized, Record};
-use crate::runtime::{Breaker, Limits, Output, Runtime};
+use crate::runtime::{Breaker, CallError, Limits, Output, Runtime};
 use crate::samples::{self, Sample};
 pub use watcher::watch;
 
@@ -128,7 +128,7 @@ impl ManifestLimits {
     }
 }
 
-/// Which records a module serves.
+/// Which records a module serves: all of its rules must hold.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MatchRules {
@@ -136,6 +136,40 @@ pub struct MatchRules {
     pub topics: Vec<String>,
     /// `name=value`: a header the record must carry (first occurrence).
     pub header: Option<String>,
+    /// A glob the record's key (as UTF-8 text) must match.
+    pub key: Option<String>,
+    /// Members of the record's JSON value, by dotted path (`source`,
+    /// `payload.sourceService`, `data.type`): a string is an exact value; a
+    /// table says `equals`, `glob` or `present`.
+    #[serde(default)]
+    pub fields: BTreeMap<String, FieldRule>,
+}
+
+/// What a member of the value must be.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum FieldRule {
+    /// Exactly this (a string member, or a number or boolean written so).
+    Equals(String),
+    /// `{ equals = "..." }`, `{ glob = "..." }` or `{ present = true|false }`.
+    Spec(FieldSpec),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    pub equals: Option<String>,
+    pub glob: Option<String>,
+    /// Present and not null (true), or absent or null (false).
+    pub present: Option<bool>,
+}
+
+/// A compiled field rule.
+#[derive(Debug, Clone)]
+enum FieldTest {
+    Equals(String),
+    Glob(globset::GlobMatcher),
+    Present(bool),
 }
 
 /// Compiled match rules.
@@ -144,6 +178,8 @@ struct Route {
     globs: GlobSet,
     regexes: Vec<Regex>,
     header: Option<(String, String)>,
+    key: Option<globset::GlobMatcher>,
+    fields: Vec<(Vec<String>, FieldTest)>,
 }
 
 impl Route {
@@ -168,12 +204,96 @@ impl Route {
             },
             None => None,
         };
-        Ok(Route { globs: globs.build().map_err(|e| e.to_string())?, regexes, header })
+        let glob = |what: &str, g: &str| {
+            Glob::new(g).map(|g| g.compile_matcher()).map_err(|e| format!("bad {what} glob {g:?}: {e}"))
+        };
+        let key = rules.key.as_deref().map(|k| glob("match.key", k)).transpose()?;
+        let mut fields = Vec::new();
+        for (path, rule) in &rules.fields {
+            let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
+            if segments.iter().any(String::is_empty) {
+                return Err(format!("match.fields: {path:?} is not a dotted path of member names"));
+            }
+            let test = match rule {
+                FieldRule::Equals(v) => FieldTest::Equals(v.clone()),
+                FieldRule::Spec(FieldSpec { equals: Some(v), glob: None, present: None }) => {
+                    FieldTest::Equals(v.clone())
+                }
+                FieldRule::Spec(FieldSpec { equals: None, glob: Some(g), present: None }) => {
+                    FieldTest::Glob(glob(&format!("match.fields.{path}"), g)?)
+                }
+                FieldRule::Spec(FieldSpec { equals: None, glob: None, present: Some(p) }) => FieldTest::Present(*p),
+                FieldRule::Spec(_) => {
+                    return Err(format!("match.fields.{path} needs exactly one of equals, glob or present"));
+                }
+            };
+            fields.push((segments, test));
+        }
+        Ok(Route { globs: globs.build().map_err(|e| e.to_string())?, regexes, header, key, fields })
     }
 
-    fn matches(&self, record: &Record) -> bool {
+    fn matches(&self, record: &Record, doc: &mut Doc<'_>) -> bool {
         let topic_ok = self.globs.is_match(&record.topic) || self.regexes.iter().any(|r| r.is_match(&record.topic));
-        topic_ok && self.header.as_ref().is_none_or(|(k, v)| record.header(k) == Some(v.as_str()))
+        topic_ok
+            && self.header.as_ref().is_none_or(|(k, v)| record.header(k) == Some(v.as_str()))
+            && self.key.as_ref().is_none_or(|g| {
+                record.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).is_some_and(|k| g.is_match(k))
+            })
+            && self.fields.iter().all(|(path, test)| {
+                let value = doc.member(path);
+                match test {
+                    FieldTest::Present(want) => value.is_some() == *want,
+                    FieldTest::Equals(want) => matches!(value, Some(Member::Text(v)) if v == *want),
+                    FieldTest::Glob(g) => matches!(value, Some(Member::Text(v)) if g.is_match(&v)),
+                }
+            })
+    }
+}
+
+/// A member of a record's value, as field rules see it.
+enum Member {
+    /// A string's content, or a number's or boolean's JSON text.
+    Text(String),
+    /// An object or an array: present, never equal to a string.
+    Structured,
+}
+
+/// A record's value, parsed at most once however many modules' field rules
+/// look at it, and then only as far as their paths go: each object on a
+/// path is split into its members' raw JSON text, not decoded.
+struct Doc<'a> {
+    value: Option<&'a [u8]>,
+    top: Option<Option<HashMap<String, Box<serde_json::value::RawValue>>>>,
+}
+
+impl<'a> Doc<'a> {
+    fn new(record: &'a Record) -> Doc<'a> {
+        Doc { value: record.value.as_deref(), top: None }
+    }
+
+    /// The member at `path`; None when it is absent or null.
+    fn member(&mut self, path: &[String]) -> Option<Member> {
+        let value = self.value;
+        let top = self.top.get_or_insert_with(|| {
+            let bytes = value?;
+            let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+            serde_json::from_slice(bytes).ok()
+        });
+        let (first, rest) = path.split_first()?;
+        let mut current: Box<serde_json::value::RawValue> = top.as_ref()?.get(first)?.clone();
+        for segment in rest {
+            let mut object: HashMap<String, Box<serde_json::value::RawValue>> =
+                serde_json::from_str(current.get()).ok()?;
+            current = object.remove(segment.as_str())?;
+        }
+        let text = current.get();
+        match text.as_bytes().first()? {
+            b'"' => serde_json::from_str::<String>(text).ok().map(Member::Text),
+            // Numbers and booleans as sent: every digit kept.
+            b'-' | b'0'..=b'9' | b't' | b'f' => Some(Member::Text(text.to_owned())),
+            b'{' | b'[' => Some(Member::Structured),
+            _ => None,
+        }
     }
 }
 
@@ -269,6 +389,10 @@ pub struct ModuleInfo {
     pub manifest: String,
     pub routes: Vec<String>,
     pub header: Option<String>,
+    /// The key glob of `[match]`, if any.
+    pub key: Option<String>,
+    /// The value's member rules of `[match]`, as `path op value`.
+    pub fields: Vec<String>,
     pub fallback: bool,
     pub loaded_at: DateTime<Utc>,
     pub calls: u64,
@@ -329,25 +453,42 @@ impl Modules {
     }
 
     /// Normalizes a batch: each record by the first module that matches it,
-    /// or the built-in default. CPU-bound; call it off the async workers.
+    /// or the built-in default. A module that answers `unsupported` passes
+    /// the record on to the next module that matches it, and the last one to
+    /// the built-in default; the row names whoever answered. CPU-bound; call
+    /// it off the async workers.
     pub fn normalize(&self, records: &[Record]) -> Vec<Normalized> {
         let registry = self.current.load();
         if registry.entries.is_empty() {
             return Normalizer::Builtin.normalize(records);
         }
-        let mut groups: HashMap<Option<usize>, Vec<usize>> = HashMap::new();
-        for (i, r) in records.iter().enumerate() {
-            groups.entry(registry.entries.iter().position(|e| e.route.matches(r))).or_default().push(i);
-        }
+        let mut docs: Vec<Doc<'_>> = records.iter().map(Doc::new).collect();
         let mut out: Vec<Option<Normalized>> = vec![None; records.len()];
-        for (module, indices) in groups {
-            let batch: Vec<&Record> = indices.iter().map(|&i| &records[i]).collect();
-            let answers = match module {
-                None => batch.iter().map(|r| builtin(r)).collect(),
-                Some(m) => run(&registry.entries[m], &batch, &self.config, &self.metrics),
-            };
-            for (i, n) in indices.into_iter().zip(answers) {
-                out[i] = Some(n);
+        // Each round sends every waiting record to the next module after
+        // `from` whose rules match it.
+        let mut waiting: Vec<(usize, usize)> = (0..records.len()).map(|i| (i, 0)).collect();
+        while !waiting.is_empty() {
+            let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+            for (i, from) in waiting.drain(..) {
+                let next = registry.entries[from..]
+                    .iter()
+                    .position(|e| e.route.matches(&records[i], &mut docs[i]))
+                    .map(|p| from + p);
+                match next {
+                    Some(m) => groups.entry(m).or_default().push(i),
+                    None => out[i] = Some(builtin(&records[i])),
+                }
+            }
+            for (m, indices) in groups {
+                let batch: Vec<&Record> = indices.iter().map(|&i| &records[i]).collect();
+                for (i, answer) in
+                    indices.into_iter().zip(run(&registry.entries[m], &batch, &self.config, &self.metrics))
+                {
+                    match answer {
+                        None => waiting.push((i, m + 1)),
+                        Some(n) => out[i] = Some(n),
+                    }
+                }
             }
         }
         out.into_iter().zip(records).map(|(n, r)| n.unwrap_or_else(|| builtin(r))).collect()
@@ -384,7 +525,8 @@ impl Modules {
     /// or None for the built-in default.
     pub fn route(&self, record: &Record) -> Option<String> {
         let registry = self.current.load();
-        registry.entries.iter().find(|e| e.route.matches(record)).map(|e| e.module.label.clone())
+        let mut doc = Doc::new(record);
+        registry.entries.iter().find(|e| e.route.matches(record, &mut doc)).map(|e| e.module.label.clone())
     }
 
     pub fn rejections(&self) -> Vec<Rejection> {
@@ -573,6 +715,9 @@ pub struct SampleResult {
     pub answer: Option<Normalized>,
     /// How the module failed on it, if it did.
     pub failure: Option<String>,
+    /// The module answered `unsupported` (why): live, the next matching
+    /// module gets the record; `answer` holds the built-in default's fields.
+    pub passed_on: Option<String>,
     /// Differences from the sample's `expected` fields.
     pub mismatches: Vec<String>,
     /// What the module printed while normalizing this sample alone.
@@ -643,16 +788,19 @@ pub fn judge_samples(module: &Module, text: &str) -> SamplesReport {
     }
     let mut answers = run.answers.into_iter();
     for (i, (line, sample)) in parsed.into_iter().enumerate() {
-        let (answer, failure) = match answers.next() {
-            Some((normalized, error)) => (Some(normalized), error.map(|e| e.to_string())),
-            None => (None, None),
+        // `unsupported` is an answer, not a failure: live, the record goes on
+        // to the next module; alone, it gets the built-in default's fields.
+        let (answer, failure, passed_on) = match answers.next() {
+            Some((normalized, Some(CallError::Unsupported(why)))) => (Some(normalized), None, Some(why)),
+            Some((normalized, error)) => (Some(normalized), error.map(|e| e.to_string()), None),
+            None => (None, None, None),
         };
         let mismatches = match (&answer, &sample.expected, &failure) {
             (Some(a), Some(expected), None) => samples::mismatches(expected, &a.fields),
             _ => Vec::new(),
         };
         let output = run.output.iter().filter(|o| o.len == 1 && o.first == i).map(|o| o.text.clone()).collect();
-        report.samples.push(SampleResult { line, sample, answer, failure, mismatches, output });
+        report.samples.push(SampleResult { line, sample, answer, failure, passed_on, mismatches, output });
     }
     // A failing sample that ran inside a batch printed into the batch's
     // output; run it alone to show what it prints itself.
@@ -668,15 +816,18 @@ pub fn judge_samples(module: &Module, text: &str) -> SamplesReport {
 
 /// What a quarantined module's records get: the fallback, with the
 /// quarantine as the reason.
-fn quarantined(label: &str, records: &[&Record]) -> impl Iterator<Item = Normalized> {
-    records.iter().map(move |r| fallback(r, label, format!("{label} is quarantined after repeated failures")))
+fn quarantined(label: &str, records: &[&Record]) -> impl Iterator<Item = Option<Normalized>> {
+    records.iter().map(move |r| Some(fallback(r, label, format!("{label} is quarantined after repeated failures"))))
 }
 
 /// Runs one module over its records, minding the circuit breaker: the module
 /// stops being called as soon as it has failed `quarantine_after` records in
 /// a row, even in the middle of a batch. A quarantined module is not called
 /// until its cooldown has passed; then this batch is its trial.
-fn run(entry: &Entry, batch: &[&Record], config: &ModulesConfig, metrics: &Metrics) -> Vec<Normalized> {
+/// One answer per record: the row's fields (the module's, or the fallback's
+/// when it failed), or None when the module answered `unsupported` and the
+/// record goes on to the next module.
+fn run(entry: &Entry, batch: &[&Record], config: &ModulesConfig, metrics: &Metrics) -> Vec<Option<Normalized>> {
     let stats = &entry.stats;
     let label = &entry.module.label;
     let since = stats.quarantined_at.lock().ok().and_then(|q| *q);
@@ -702,6 +853,10 @@ fn run(entry: &Entry, batch: &[&Record], config: &ModulesConfig, metrics: &Metri
     let mut out = Vec::with_capacity(batch.len());
     let mut last_error = None;
     for (normalized, error) in answers {
+        if let Some(CallError::Unsupported(_)) = error {
+            out.push(None);
+            continue;
+        }
         if let Some(e) = error {
             stats.errors.fetch_add(1, Ordering::Relaxed);
             metrics
@@ -714,7 +869,7 @@ fn run(entry: &Entry, batch: &[&Record], config: &ModulesConfig, metrics: &Metri
                 .inc();
             last_error = Some(e.to_string());
         }
-        out.push(normalized);
+        out.push(Some(normalized));
     }
     if let Some(e) = &last_error
         && let Ok(mut last) = stats.last_error.lock()
@@ -763,6 +918,18 @@ fn info(e: &Entry) -> ModuleInfo {
         manifest: e.manifest_path.display().to_string(),
         routes: e.manifest.rules.topics.clone(),
         header: e.manifest.rules.header.clone(),
+        key: e.manifest.rules.key.clone(),
+        fields: e
+            .manifest
+            .rules
+            .fields
+            .iter()
+            .map(|(path, rule)| match rule {
+                FieldRule::Equals(v) | FieldRule::Spec(FieldSpec { equals: Some(v), .. }) => format!("{path} = {v:?}"),
+                FieldRule::Spec(FieldSpec { glob: Some(g), .. }) => format!("{path} glob {g:?}"),
+                FieldRule::Spec(FieldSpec { present, .. }) => format!("{path} present = {}", present.unwrap_or(true)),
+            })
+            .collect(),
         fallback: e.manifest.fallback,
         loaded_at: e.loaded_at,
         calls: e.stats.calls.load(Ordering::Relaxed),
@@ -793,21 +960,47 @@ mod tests {
         }
     }
 
+    fn hits(route: &Route, record: Record) -> bool {
+        let mut doc = Doc::new(&record);
+        route.matches(&record, &mut doc)
+    }
+
     #[test]
     fn routes_match_globs_regexes_and_headers() {
-        let r = Route::new(&MatchRules { topics: vec!["order_*".into(), "re:^pay(ment)?-.*$".into()], header: None })
-            .unwrap();
-        assert!(r.matches(&record("order_events", &[])));
-        assert!(r.matches(&record("payment-events", &[])));
-        assert!(!r.matches(&record("user_events", &[])));
-        let r = Route::new(&MatchRules { topics: vec!["*".into()], header: Some("producer=payment-service".into()) })
-            .unwrap();
-        assert!(r.matches(&record("x", &[("producer", "payment-service")])));
-        assert!(!r.matches(&record("x", &[("producer", "order-service")])));
-        assert!(!r.matches(&record("x", &[])));
-        assert!(Route::new(&MatchRules { topics: vec![], header: None }).is_err());
-        assert!(Route::new(&MatchRules { topics: vec!["re:(".into()], header: None }).is_err());
-        assert!(Route::new(&MatchRules { topics: vec!["x".into()], header: Some("novalue".into()) }).is_err());
+        let r = Route::new(&MatchRules {
+            topics: vec!["order_*".into(), "re:^pay(ment)?-.*$".into()],
+            header: None,
+            key: None,
+            fields: BTreeMap::new(),
+        })
+        .unwrap();
+        assert!(hits(&r, record("order_events", &[])));
+        assert!(hits(&r, record("payment-events", &[])));
+        assert!(!hits(&r, record("user_events", &[])));
+        let r = Route::new(&MatchRules {
+            topics: vec!["*".into()],
+            header: Some("producer=payment-service".into()),
+            key: None,
+            fields: BTreeMap::new(),
+        })
+        .unwrap();
+        assert!(hits(&r, record("x", &[("producer", "payment-service")])));
+        assert!(!hits(&r, record("x", &[("producer", "order-service")])));
+        assert!(!hits(&r, record("x", &[])));
+        assert!(Route::new(&MatchRules { topics: vec![], header: None, key: None, fields: BTreeMap::new() }).is_err());
+        assert!(
+            Route::new(&MatchRules { topics: vec!["re:(".into()], header: None, key: None, fields: BTreeMap::new() })
+                .is_err()
+        );
+        assert!(
+            Route::new(&MatchRules {
+                topics: vec!["x".into()],
+                header: Some("novalue".into()),
+                key: None,
+                fields: BTreeMap::new()
+            })
+            .is_err()
+        );
     }
 
     #[test]

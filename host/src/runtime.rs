@@ -61,17 +61,17 @@ mod bindings {
                 }
             }
 
-            pub(in crate::runtime) fn refusal(error: wit::Error) -> String {
+            pub(in crate::runtime) fn refusal(error: wit::Error) -> crate::runtime::CallError {
                 match error {
-                    wit::Error::Unsupported(m) => format!("unsupported: {m}"),
-                    wit::Error::Invalid(m) => format!("invalid: {m}"),
-                    wit::Error::Internal(m) => format!("internal: {m}"),
+                    wit::Error::Unsupported(m) => crate::runtime::CallError::Unsupported(m),
+                    wit::Error::Invalid(m) => crate::runtime::CallError::Refused(format!("invalid: {m}")),
+                    wit::Error::Internal(m) => crate::runtime::CallError::Refused(format!("internal: {m}")),
                 }
             }
 
             pub(in crate::runtime) fn answer(
                 result: Result<wit::Fields, wit::Error>,
-            ) -> Result<HostFields, String> {
+            ) -> Result<HostFields, crate::runtime::CallError> {
                 result.map(from_wit).map_err(refusal)
             }
         };
@@ -152,8 +152,12 @@ impl Default for Limits {
 /// Why a module gave no fields for a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
-    /// The module answered with the contract's `error` variant: it looked at
-    /// the record and refused it.
+    /// The module answered `unsupported`: the record is not in a shape it
+    /// knows, so the next matching module (or the built-in default) gets it.
+    #[error("module does not support the record: {0}")]
+    Unsupported(String),
+    /// The module answered `invalid` or `internal`: it looked at the record
+    /// and refused it.
     #[error("module refused the record: {0}")]
     Refused(String),
     /// The module ran past its (wall-clock) deadline.
@@ -175,6 +179,7 @@ impl CallError {
     /// A short name of the cause, for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
+            CallError::Unsupported(_) => "unsupported",
             CallError::Refused(_) => "refused",
             CallError::Timeout(_) => "timeout",
             CallError::Trap(_) => "trap",
@@ -298,7 +303,10 @@ impl tokio::io::AsyncWrite for Captured {
         std::task::Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -525,7 +533,7 @@ impl Breaker {
     fn observe(&mut self, answer: &Result<Fields, CallError>) {
         match answer {
             Ok(_) => self.in_a_row = 0,
-            Err(CallError::Refused(_)) => {}
+            Err(CallError::Refused(_) | CallError::Unsupported(_)) => {}
             Err(_) => self.in_a_row = self.in_a_row.saturating_add(1),
         }
     }
@@ -728,7 +736,7 @@ impl Component {
         let instance = self.ready(slot)?;
         instance.store.set_epoch_deadline(self.deadline_ticks());
         let store = &mut instance.store;
-        let results: Vec<Result<Fields, String>> = match &instance.exports {
+        let results: Vec<Result<Fields, CallError>> = match &instance.exports {
             Exports::V1_1(e) => {
                 let inputs: Vec<_> = chunk.iter().map(|r| v1_1::to_wit(r)).collect();
                 let results = e
@@ -775,8 +783,8 @@ impl Component {
         self.answer(result)
     }
 
-    fn answer(&self, result: Result<Fields, String>) -> Result<Fields, CallError> {
-        let fields = result.map_err(CallError::Refused)?;
+    fn answer(&self, result: Result<Fields, CallError>) -> Result<Fields, CallError> {
+        let fields = result?;
         let size = output_size(&fields);
         if size > self.limits.max_output_bytes {
             return Err(CallError::OutputTooLarge(size, self.limits.max_output_bytes));

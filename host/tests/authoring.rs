@@ -165,7 +165,14 @@ fn a_manifest_sets_its_own_limits_within_the_host_maxima() {
     let dir = tempfile::tempdir().unwrap();
     module(dir.path(), "fast", "fixture_spin", "fast", "[limits]\ndeadline_ms = 10\n", None);
     module(dir.path(), "greedy", "normalizer_default", "greedy", "[limits]\nmemory_mib = 4096\n", None);
-    module(dir.path(), "roomy", "normalizer_default", "roomy", "[limits]\nmemory_mib = 256\nmax_output_bytes = 100\n", None);
+    module(
+        dir.path(),
+        "roomy",
+        "normalizer_default",
+        "roomy",
+        "[limits]\nmemory_mib = 256\nmax_output_bytes = 100\n",
+        None,
+    );
     let modules = live(dir.path());
     let infos = modules.list();
     let fast = infos.iter().find(|i| i.name == "fast").unwrap();
@@ -174,7 +181,9 @@ fn a_manifest_sets_its_own_limits_within_the_host_maxima() {
     assert_eq!((roomy.memory_bytes, roomy.max_output_bytes), (256 << 20, 100));
     let rejected = modules.rejections();
     assert_eq!(rejected.len(), 1, "{rejected:?}");
-    assert!(rejected[0].reason.contains("limits.memory_mib = 4096") && rejected[0].reason.contains("MODULE_MEMORY_MAX"));
+    assert!(
+        rejected[0].reason.contains("limits.memory_mib = 4096") && rejected[0].reason.contains("MODULE_MEMORY_MAX")
+    );
     // The module's own deadline is the one enforced.
     let out = modules.normalize(&[record("fast", 0, ORDER_CREATED)]);
     assert!(out[0].error.as_deref().unwrap().contains("10ms deadline"), "{:?}", out[0].error);
@@ -254,14 +263,14 @@ fn the_tester_gives_the_live_verdict_on_every_fixture_module() {
 fn bless_records_the_observed_fields_and_the_next_run_passes() {
     let dir = tempfile::tempdir().unwrap();
     let line = |v: &str, expected: &str| {
-        format!("{{\"topic\": \"t\", \"value_text\": {}, \"expected\": {expected}}}\n", serde_json::to_string(v).unwrap())
+        format!(
+            "{{\"topic\": \"t\", \"value_text\": {}, \"expected\": {expected}}}\n",
+            serde_json::to_string(v).unwrap()
+        )
     };
     let producer = r#"{"type": "order.created", "payload": {"order_id": "7"}, "producer": "dispatch"}"#;
-    let samples = format!(
-        "{}{}",
-        line(ORDER_CREATED, r#"{"order_id": "1"}"#),
-        line(producer, r#"{"source_service": null}"#)
-    );
+    let samples =
+        format!("{}{}", line(ORDER_CREATED, r#"{"order_id": "1"}"#), line(producer, r#"{"source_service": null}"#));
     let manifest = module(dir.path(), "refine", "fixture_refine", "t", "", Some(&samples));
     let manifest = manifest.to_str().unwrap();
     let (out, _, code) = run_cli(&["normalize", "--manifest", manifest]);
@@ -302,7 +311,9 @@ fn new_writes_a_self_contained_project_in_each_language() {
         let target = dir.path().join(lang);
         let (out, err, code) = run_cli(&["new", "dispatch-events", "--lang", lang, "--dir", target.to_str().unwrap()]);
         assert_eq!(code, 0, "{out}{err}");
-        for file in [source, "build.sh", ".gitignore", "README.md", "dispatch-events.toml", "dispatch-events.samples.jsonl"] {
+        for file in
+            [source, "build.sh", ".gitignore", "README.md", "dispatch-events.toml", "dispatch-events.samples.jsonl"]
+        {
             assert!(target.join(file).is_file(), "{lang}: no {file}");
         }
         let contract = if lang == "js" { "wit/deps/normalizer/normalizer.wit" } else { "wit/normalizer.wit" };

@@ -27,7 +27,11 @@ fn project(lang: &str) -> PathBuf {
 
 fn cli(args: &[&str]) -> (String, String, bool) {
     let out = Command::new(host_binary()).args(args).env("RUST_LOG", "warn").output().unwrap();
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned(), out.status.success())
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
 }
 
 fn normalizers(host: &Host) -> Value {
@@ -152,7 +156,16 @@ async fn capture_writes_sample_lines_the_tester_reads_back_exactly() {
         assert_eq!(s.record.key, out.key);
         let headers: Vec<(String, Option<Vec<u8>>)> =
             s.record.headers.iter().map(|h| (h.key.clone(), h.value.clone())).collect();
-        assert_eq!(headers, [("trace".to_owned(), Some(format!("t{}", sent.iter().position(|(c, _)| c == coordinates).unwrap()).into_bytes())), ("trace".to_owned(), None)]);
+        assert_eq!(
+            headers,
+            [
+                (
+                    "trace".to_owned(),
+                    Some(format!("t{}", sent.iter().position(|(c, _)| c == coordinates).unwrap()).into_bytes())
+                ),
+                ("trace".to_owned(), None)
+            ]
+        );
     }
     assert!(lines.contains("value_b64"), "the non-UTF-8 value is base64:\n{lines}");
 

@@ -352,3 +352,88 @@ async fn configmap_symlink_swaps_are_followed() {
     eprintln!("ConfigMap swap live after {took:?}");
     assert!(normalizers(&host)["rejected"].as_array().unwrap().is_empty());
 }
+
+/// The shared-topic case of PRODUCERS.md through the binary: the order
+/// service's Kafka handlers and its HTTP routes both write `order_events`,
+/// with no headers; content rules give each producer its own module, and a
+/// module's `unsupported` hands the record to the next matching one.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_producers_on_one_topic_each_get_their_module() {
+    let prefix = unique("route");
+    let topic = format!("{prefix}_order_events");
+    Kafka::shared().create_topic(&topic, 1).await;
+    let (db_url, pool) = fresh_database("routing").await;
+    let dir = tempfile_dir(&prefix);
+    std::fs::copy(wasm("normalizer_campus_delivery"), dir.join("routes.wasm")).unwrap();
+    std::fs::copy(wasm("fixture_refine"), dir.join("handlers.wasm")).unwrap();
+    std::fs::copy(wasm("normalizer_default"), dir.join("rest.wasm")).unwrap();
+    let module = |name: &str, component: &str, rules: &str| {
+        format!("name = \"{name}\"\nversion = \"1.0.0\"\ncomponent = \"{component}\"\n[match]\ntopics = [\"*_order_events\"]\n{rules}\n")
+    };
+    put(&dir, "a-routes.toml", module("http-routes", "routes.wasm", "fields = { \"type\" = { glob = \"ORDER_*\" } }").as_bytes());
+    put(
+        &dir,
+        "b-handlers.toml",
+        module("handlers", "handlers.wasm", "fields = { source = \"order-service\", \"type\" = { glob = \"order.*\" } }")
+            .as_bytes(),
+    );
+    put(&dir, "c-rest.toml", module("rest", "rest.wasm", "").as_bytes());
+    let mut options = HostOptions::new(&db_url, &prefix);
+    options.env.push(("NORMALIZERS_DIR".into(), dir.display().to_string()));
+    let host = Host::start(&options);
+    host.wait_ready(Duration::from_secs(60));
+    wait_for(&host, "three modules", |n| versions(n).len() == 3);
+
+    let producer = Kafka::shared().unbatched_producer();
+    let records: [(&[u8], &str); 4] = [
+        (
+            br#"{"type": "ORDER_ACCEPTED", "correlation_id": "order-20250404100000-0000abcd", "source": "order-service", "payload": {"customerId": "u1", "runnerId": "r1", "orderId": 42, "status": "ACCEPTED", "event": "{}"}}"#,
+            "http-routes@1.0.0",
+        ),
+        (
+            br#"{"type": "order.status_updated", "correlation_id": "saga-1", "source": "order-service", "payload": {"order_id": 42, "status": "PAID"}}"#,
+            "handlers@1.0.0",
+        ),
+        // Not JSON: no content rule holds, so the module without any takes it.
+        (b"\xff\xfe not json", "rest@1.0.0"),
+        // Another producer on the same topic.
+        (br#"{"type": "payment.authorized", "payload": {"order_id": 42}}"#, "rest@1.0.0"),
+    ];
+    let mut coordinates = Vec::new();
+    for (value, _) in &records {
+        coordinates.push(produce(&producer, &Out::new(&topic, value.to_vec())).await);
+    }
+    wait_for_rows(&pool, &prefix, records.len(), Duration::from_secs(30)).await;
+    for ((_, expected), c) in records.iter().zip(&coordinates) {
+        let normalizer: String = sqlx::query_scalar(
+            "SELECT normalizer FROM notifications WHERE source_topic = $1 AND kafka_partition = $2 AND kafka_offset = $3",
+        )
+        .bind(&c.topic)
+        .bind(c.partition)
+        .bind(c.offset)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(normalizer, *expected, "{c:?}");
+    }
+
+    // `unsupported` chains: a module with no content rules that refuses
+    // values that are not JSON, ahead of `rest`.
+    put(&dir, "b2-refine.toml", module("refine", "handlers.wasm", "").as_bytes());
+    wait_for(&host, "refine", |n| versions(n).len() == 4);
+    let json = produce(&producer, &Out::new(&topic, br#"{"producer": "p", "type": "x"}"#.to_vec())).await;
+    let binary = produce(&producer, &Out::new(&topic, b"\xff binary".to_vec())).await;
+    wait_for_rows(&pool, &prefix, records.len() + 2, Duration::from_secs(30)).await;
+    for (c, expected) in [(json, "refine@1.0.0"), (binary, "rest@1.0.0")] {
+        let (normalizer, error): (String, Option<String>) = sqlx::query_as(
+            "SELECT normalizer, normalizer_error FROM notifications WHERE source_topic = $1 AND kafka_partition = $2 AND kafka_offset = $3",
+        )
+        .bind(&c.topic)
+        .bind(c.partition)
+        .bind(c.offset)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!((normalizer.as_str(), error), (expected, None), "{c:?}");
+    }
+}

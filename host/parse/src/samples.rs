@@ -118,10 +118,7 @@ pub fn parse_line(line: &str) -> Result<Sample, String> {
         None => None,
     };
 
-    Ok(Sample {
-        record: Record { topic, partition, offset, timestamp, key, headers, value },
-        expected,
-    })
+    Ok(Sample { record: Record { topic, partition, offset, timestamp, key, headers, value }, expected })
 }
 
 fn optional_number<T: serde::de::DeserializeOwned>(raw: Option<&str>, name: &str) -> Result<Option<T>, String> {
@@ -194,9 +191,7 @@ pub fn to_line(record: &Record) -> String {
         let flat: Vec<Value> = record
             .headers
             .iter()
-            .flat_map(|h| {
-                [json!(h.key), h.value.as_deref().map_or(Value::Null, |v| json!(String::from_utf8_lossy(v)))]
-            })
+            .flat_map(|h| [json!(h.key), h.value.as_deref().map_or(Value::Null, |v| json!(String::from_utf8_lossy(v)))])
             .collect();
         line.insert("headers".into(), Value::Array(flat));
     }
@@ -352,7 +347,15 @@ mod tests {
                 headers: vec![],
                 value: Some(vec![0xfe, 0x01]),
             },
-            Record { topic: "t".into(), partition: 0, offset: 1, timestamp: None, key: None, headers: vec![], value: None },
+            Record {
+                topic: "t".into(),
+                partition: 0,
+                offset: 1,
+                timestamp: None,
+                key: None,
+                headers: vec![],
+                value: None,
+            },
         ];
         for record in records {
             let sample = parse_line(&to_line(&record)).unwrap();

@@ -71,7 +71,10 @@ fn limits_of(project: &Path, name: &str) -> anyhow::Result<Limits> {
         toml::from_str(&std::fs::read_to_string(project.join(format!("{name}.toml")))?)?;
     manifest
         .limits
-        .resolve(Limits::default(), Limits { memory_bytes: 1 << 30, deadline: Duration::from_secs(5), ..Limits::default() })
+        .resolve(
+            Limits::default(),
+            Limits { memory_bytes: 1 << 30, deadline: Duration::from_secs(5), ..Limits::default() },
+        )
         .map_err(anyhow::Error::msg)
 }
 
@@ -146,8 +149,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&cache);
 
+    let routing = routing_cost(&a.projects.join("rust"))?;
+
     println!();
-    println!("| module ({} records through the host) | component | first load (compile) | cached load | per record, 64-record batches | records/s through the host | files copied → live |", a.records);
+    println!(
+        "| module ({} records through the host) | component | first load (compile) | cached load | per record, 64-record batches | records/s through the host | files copied → live |",
+        a.records
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     println!(
         "| built-in default (native, baseline) | — | — | — | {:.1} µs | {baseline_rate:.0} (1.00×) | — |",
@@ -167,7 +175,81 @@ async fn main() -> anyhow::Result<()> {
             r.live_after.as_secs_f64()
         );
     }
+    println!();
+    println!(
+        "Routing cost per record, 20 modules on one topic, the record matching the last (in-process, {} records):",
+        ROUTED
+    );
+    println!("| routing rules | per record |");
+    println!("|---|---:|");
+    for (label, per_record) in routing {
+        println!("| {label} | {:.2} µs |", per_record.as_secs_f64() * 1e6);
+    }
     Ok(())
+}
+
+const ROUTED: usize = 100_000;
+
+/// How long choosing a module takes per record with 20 modules whose rules
+/// all look at the record, only the last matching: by topic only, by topic
+/// and key, and by topic and two value members (the value parsed once per
+/// record for all 20).
+fn routing_cost(project: &Path) -> anyhow::Result<Vec<(&'static str, Duration)>> {
+    let wasm = project.join("rust-dispatch.wasm");
+    let value = br#"{"type": "ORDER_ACCEPTED", "source": "order-service", "correlation_id": "order-20250404100000-0000abcd", "payload": {"customerId": "u1", "runnerId": "r1", "orderId": 42, "status": "ACCEPTED", "sourceService": "svc-19", "event": "{\"orderId\": 42, \"orderDescription\": \"two coffees\"}"}}"#;
+    let record = Record {
+        topic: "order_events".into(),
+        partition: 0,
+        offset: 0,
+        timestamp: None,
+        key: Some(b"tenant-19/order-42".to_vec()),
+        headers: vec![],
+        value: Some(value.to_vec()),
+    };
+    type Rules = fn(usize) -> String;
+    let cases: [(&'static str, Rules); 3] = [
+        ("topic globs", |i| format!("topics = [\"order_events_{i}*\"]")),
+        ("topic + key glob", |i| format!("topics = [\"order_*\"]\nkey = \"tenant-{i}/*\"")),
+        ("topic + two value members (equality, nested glob)", |i| {
+            format!(
+                "topics = [\"order_*\"]\nfields = {{ source = \"order-service\", \"payload.sourceService\" = {{ glob = \"svc-{i}\" }} }}"
+            )
+        }),
+    ];
+    let mut results = Vec::new();
+    for (label, rules) in cases {
+        let dir = std::env::temp_dir().join(unique("bench-routing"));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(&wasm, dir.join("m.wasm"))?;
+        for i in 0..20 {
+            // The last module's rules are the ones the record meets.
+            let rules =
+                if i == 19 && label == "topic globs" { "topics = [\"order_events\"]".to_owned() } else { rules(i) };
+            std::fs::write(
+                dir.join(format!("m{i:02}.toml")),
+                format!("name = \"m{i:02}\"\nversion = \"1.0.0\"\ncomponent = \"m.wasm\"\n[match]\n{rules}\n"),
+            )?;
+        }
+        let modules = notification_host::modules::Modules::new(
+            Runtime::new(Limits::default())?,
+            notification_host::modules::ModulesConfig {
+                dir: Some(dir.clone()),
+                quarantine_after: 10,
+                quarantine_cooldown: Duration::from_secs(30),
+                maxima: Limits::default(),
+            },
+        );
+        modules.reload();
+        anyhow::ensure!(modules.list().len() == 20, "routing bench: {:?}", modules.rejections());
+        anyhow::ensure!(modules.route(&record).as_deref() == Some("m19@1.0.0"), "routing bench: wrong module");
+        let started = Instant::now();
+        for _ in 0..ROUTED {
+            std::hint::black_box(modules.route(std::hint::black_box(&record)));
+        }
+        results.push((label, started.elapsed() / ROUTED as u32));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(results)
 }
 
 /// Preloads `records` template records on a fresh topic, starts the release

@@ -101,7 +101,11 @@ fn with_expected(line: &str, fields: &Fields) -> anyhow::Result<String> {
     // In the contract's field order, spaced like the rest of the line.
     let mut pairs = Vec::with_capacity(FIELD_NAMES.len());
     for name in FIELD_NAMES {
-        pairs.push(format!("{}: {}", serde_json::to_string(name)?, serde_json::to_string(&samples::field(fields, name))?));
+        pairs.push(format!(
+            "{}: {}",
+            serde_json::to_string(name)?,
+            serde_json::to_string(&samples::field(fields, name))?
+        ));
     }
     let expected = RawValue::from_string(format!("{{{}}}", pairs.join(", ")))?;
     match members.iter_mut().find(|(k, _)| k == "expected") {

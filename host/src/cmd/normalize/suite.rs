@@ -178,6 +178,12 @@ fn samples_table(
         if let Some(failure) = &s.failure {
             writeln!(out, "          the module failed: {failure}")?;
         }
+        if let Some(why) = &s.passed_on {
+            writeln!(
+                out,
+                "          unsupported ({why}): passed on to the next matching module, or the built-in default"
+            )?;
+        }
         for m in &s.mismatches {
             writeln!(out, "          {m}")?;
         }

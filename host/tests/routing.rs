@@ -1,0 +1,167 @@
+//! Routing by producer: a manifest's `[match]` tests the record's key and
+//! JSON members besides its topic and headers, and a module that answers
+//! `unsupported` passes the record to the next matching module.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use notification_host::modules::{Modules, ModulesConfig};
+use notification_host::record::Record;
+use notification_host::runtime::{Limits, Runtime};
+
+fn record(topic: &str, key: Option<&str>, value: &[u8]) -> Record {
+    Record {
+        topic: topic.into(),
+        partition: 0,
+        offset: 0,
+        timestamp: None,
+        key: key.map(|k| k.as_bytes().to_vec()),
+        headers: vec![],
+        value: Some(value.to_vec()),
+    }
+}
+
+fn module(dir: &Path, file: &str, name: &str, fixture: &str, rules: &str) {
+    std::fs::copy(common::component(fixture), dir.join(format!("{file}.wasm"))).unwrap();
+    std::fs::write(
+        dir.join(format!("{file}.toml")),
+        format!("name = \"{name}\"\nversion = \"1.0.0\"\ncomponent = \"{file}.wasm\"\n[match]\n{rules}\n"),
+    )
+    .unwrap();
+}
+
+fn modules(dir: &Path) -> Modules {
+    let modules = Modules::new(
+        Runtime::new(Limits::default()).unwrap(),
+        ModulesConfig {
+            dir: Some(dir.to_path_buf()),
+            quarantine_after: 10,
+            quarantine_cooldown: Duration::from_secs(30),
+            maxima: Limits::default(),
+        },
+    );
+    modules.reload();
+    assert!(modules.rejections().is_empty(), "{:?}", modules.rejections());
+    modules
+}
+
+/// The two producers of `order_events` in PRODUCERS.md: the order service's
+/// Kafka handlers (snake_case `order.*` types) and its HTTP routes
+/// (`ORDER_*` types with a camelCase payload), one module each.
+#[test]
+fn two_producers_of_one_topic_go_to_their_own_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    module(
+        dir.path(),
+        "a-http-routes",
+        "http-routes",
+        "normalizer_campus_delivery",
+        "topics = [\"order_events\"]\nfields = { \"type\" = { glob = \"ORDER_*\" }, \"payload.orderId\" = { present = true } }",
+    );
+    module(
+        dir.path(),
+        "b-handlers",
+        "handlers",
+        "normalizer_default",
+        "topics = [\"order_events\"]\nfields = { source = \"order-service\", \"type\" = { glob = \"order.*\" } }",
+    );
+    let m = modules(dir.path());
+    let http = br#"{"type": "ORDER_ACCEPTED", "correlation_id": "order-20250404100000-0000abcd", "source": "order-service", "payload": {"customerId": "u1", "runnerId": "r1", "orderId": 42, "status": "ACCEPTED", "event": "{}"}}"#;
+    let handler = br#"{"type": "order.status_updated", "correlation_id": "saga-1", "source": "order-service", "payload": {"order_id": 42, "status": "PAID"}}"#;
+    let other = br#"{"type": "order.created", "source": "somebody-else", "payload": {"order_id": 7}}"#;
+    let out = m.normalize(&[
+        record("order_events", None, http),
+        record("order_events", None, handler),
+        record("order_events", None, other),
+        record("order_events", None, b"not json"),
+    ]);
+    let labels: Vec<&str> = out.iter().map(|n| n.normalizer.as_str()).collect();
+    assert_eq!(labels, ["http-routes@1.0.0", "handlers@1.0.0", "default@1.0.0", "default@1.0.0"]);
+    assert_eq!(out[0].fields.order_id.as_deref(), Some("42"));
+}
+
+#[test]
+fn field_rules_read_numbers_as_sent_nested_paths_and_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    module(
+        dir.path(),
+        "a",
+        "amount",
+        "normalizer_default",
+        "topics = [\"t\"]\nfields = { \"data.amount\" = \"1.50\" }",
+    );
+    module(dir.path(), "b", "keyed", "normalizer_default", "topics = [\"t\"]\nkey = \"tenant-7/*\"");
+    module(
+        dir.path(),
+        "c",
+        "absent",
+        "normalizer_default",
+        "topics = [\"t\"]\nfields = { data = { present = false } }",
+    );
+    let m = modules(dir.path());
+    let out = m.normalize(&[
+        record("t", None, br#"{"data": {"amount": 1.50}}"#),
+        record("t", None, br#"{"data": {"amount": 1.5}}"#),
+        record("t", Some("tenant-7/order-1"), br#"{"data": {}}"#),
+        record("t", None, br#"{"data": null}"#),
+        record("t", None, b"\xEF\xBB\xBF{\"data\": {\"amount\": 1.50}}"),
+    ]);
+    let labels: Vec<&str> = out.iter().map(|n| n.normalizer.as_str()).collect();
+    assert_eq!(labels, ["amount@1.0.0", "default@1.0.0", "keyed@1.0.0", "absent@1.0.0", "amount@1.0.0"]);
+}
+
+#[test]
+fn bad_field_rules_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    module(dir.path(), "a", "x", "normalizer_default", "topics = [\"t\"]\nfields = { \"a..b\" = \"1\" }");
+    module(
+        dir.path(),
+        "b",
+        "y",
+        "normalizer_default",
+        "topics = [\"t\"]\nfields = { a = { glob = \"x\", present = true } }",
+    );
+    module(dir.path(), "c", "z", "normalizer_default", "topics = [\"t\"]\nkey = \"[\"");
+    let m = Modules::new(
+        Runtime::new(Limits::default()).unwrap(),
+        ModulesConfig {
+            dir: Some(dir.path().to_path_buf()),
+            quarantine_after: 10,
+            quarantine_cooldown: Duration::from_secs(30),
+            maxima: Limits::default(),
+        },
+    );
+    m.reload();
+    let reasons: Vec<String> = m.rejections().into_iter().map(|r| r.reason).collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(reasons[0].contains("not a dotted path"), "{reasons:?}");
+    assert!(reasons[1].contains("exactly one of equals, glob or present"), "{reasons:?}");
+    assert!(reasons[2].contains("bad match.key glob"), "{reasons:?}");
+}
+
+#[test]
+fn unsupported_passes_the_record_to_the_next_matching_module_then_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    // `refine` answers `unsupported` for a value that is not JSON.
+    module(dir.path(), "a", "refine", "fixture_refine", "topics = [\"t\", \"u\"]");
+    module(dir.path(), "b", "second", "normalizer_default", "topics = [\"t\"]");
+    let m = modules(dir.path());
+    let out = m.normalize(&[
+        record("t", None, br#"{"order_id": "1", "producer": "p"}"#),
+        record("t", None, b"\xff not json"),
+        record("u", None, b"\xff not json"),
+    ]);
+    assert_eq!(out[0].normalizer, "refine@1.0.0");
+    assert_eq!(out[0].fields.source_service.as_deref(), Some("p"));
+    assert_eq!(out[1].normalizer, "second@1.0.0");
+    assert_eq!(out[2].normalizer, "default@1.0.0");
+    assert!(out.iter().all(|n| n.error.is_none()), "{out:?}");
+    // Passing a record on is not a failure of the module.
+    let info = m.list();
+    assert_eq!(info[0].errors, 0);
+    assert!(!info[0].quarantined);
+}
