@@ -31,6 +31,7 @@
 //! wall-clock deadline, does not switch a good module off for good). A trial
 //! that trips it starts a new cooldown. A new version starts closed.
 
+mod store_watch;
 mod watcher;
 
 use std::collections::{BTreeMap, HashMap};
@@ -52,6 +53,8 @@ use crate::normalize::{Module, Normalizer, builtin, fallback};
 use crate::record::{Normalized, Record};
 use crate::runtime::{Breaker, CallError, Limits, Output, Runtime};
 use crate::samples::{self, Sample};
+use crate::storage::module_store::StoredModule;
+pub use store_watch::{refresh as refresh_store, watch_store};
 pub use watcher::watch;
 
 /// A module manifest.
@@ -260,33 +263,42 @@ enum Member {
 
 /// A record's value, parsed at most once however many modules' field rules
 /// look at it, and then only as far as their paths go: each object on a
-/// path is split into its members' raw JSON text, not decoded.
+/// path is split into its members' raw JSON text once, not decoded.
 struct Doc<'a> {
     value: Option<&'a [u8]>,
-    top: Option<Option<HashMap<String, Box<serde_json::value::RawValue>>>>,
+    /// Objects by dotted path ("" is the value itself); None: not an object.
+    objects: HashMap<String, Option<Members>>,
 }
+
+type Members = HashMap<String, Box<serde_json::value::RawValue>>;
 
 impl<'a> Doc<'a> {
     fn new(record: &'a Record) -> Doc<'a> {
-        Doc { value: record.value.as_deref(), top: None }
+        Doc { value: record.value.as_deref(), objects: HashMap::new() }
+    }
+
+    /// The object at `path[..depth]`, split into members on first use.
+    fn object(&mut self, path: &[String], depth: usize) -> Option<&Members> {
+        let key = path[..depth].join(".");
+        if !self.objects.contains_key(&key) {
+            let parsed = if depth == 0 {
+                self.value.and_then(|bytes| {
+                    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+                    serde_json::from_slice::<Members>(bytes).ok()
+                })
+            } else {
+                let parent = self.object(path, depth - 1)?;
+                parent.get(&path[depth - 1]).and_then(|raw| serde_json::from_str::<Members>(raw.get()).ok())
+            };
+            self.objects.insert(key.clone(), parsed);
+        }
+        self.objects.get(&key)?.as_ref()
     }
 
     /// The member at `path`; None when it is absent or null.
     fn member(&mut self, path: &[String]) -> Option<Member> {
-        let value = self.value;
-        let top = self.top.get_or_insert_with(|| {
-            let bytes = value?;
-            let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-            serde_json::from_slice(bytes).ok()
-        });
-        let (first, rest) = path.split_first()?;
-        let mut current: Box<serde_json::value::RawValue> = top.as_ref()?.get(first)?.clone();
-        for segment in rest {
-            let mut object: HashMap<String, Box<serde_json::value::RawValue>> =
-                serde_json::from_str(current.get()).ok()?;
-            current = object.remove(segment.as_str())?;
-        }
-        let text = current.get();
+        let (last, _) = path.split_last()?;
+        let text = self.object(path, path.len() - 1)?.get(last)?.get();
         match text.as_bytes().first()? {
             b'"' => serde_json::from_str::<String>(text).ok().map(Member::Text),
             // Numbers and booleans as sent: every digit kept.
@@ -327,7 +339,8 @@ struct OutputLog {
 
 /// One live module version.
 pub struct Entry {
-    manifest_path: PathBuf,
+    /// The manifest's path, or `store:<name>` for a stored module.
+    key: String,
     manifest: Manifest,
     /// First 16 hex digits of the SHA-256 of the component and manifest.
     hash: String,
@@ -373,6 +386,8 @@ pub struct Modules {
     rejections: Mutex<BTreeMap<String, Rejection>>,
     /// The samples gate's last report per manifest, for the tester.
     reports: Mutex<BTreeMap<String, SamplesReport>>,
+    /// The module store's live versions, as last read.
+    store: Mutex<Vec<Arc<StoredModule>>>,
     /// Serializes reloads (the watcher and the poller may both ask).
     reload_lock: Mutex<()>,
 }
@@ -422,6 +437,7 @@ impl Modules {
             current: ArcSwap::from_pointee(Registry::default()),
             rejections: Mutex::new(BTreeMap::new()),
             reports: Mutex::new(BTreeMap::new()),
+            store: Mutex::new(Vec::new()),
             reload_lock: Mutex::new(()),
         }
     }
@@ -536,37 +552,80 @@ impl Modules {
     /// Rescans the modules directory and swaps in what changed. Blocking
     /// (compiles components); call it off the async workers.
     pub fn reload(&self) {
-        let Some(dir) = self.config.dir.clone() else { return };
-        let mut manifests: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-                .collect(),
-            Err(error) => {
-                tracing::warn!(dir = %dir.display(), %error, "Cannot read the modules directory; keeping the live modules.");
-                return;
+        let mut sources: Vec<Source> = Vec::new();
+        if let Some(dir) = self.config.dir.clone() {
+            match std::fs::read_dir(&dir) {
+                Ok(rd) => sources.extend(
+                    rd.filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+                        .map(Source::File),
+                ),
+                Err(error) => {
+                    tracing::warn!(dir = %dir.display(), %error, "Cannot read the modules directory; keeping the live modules.");
+                    return;
+                }
             }
-        };
-        manifests.sort();
-        self.load_manifests(manifests);
+        }
+        if let Ok(store) = self.store.lock() {
+            sources.extend(store.iter().cloned().map(Source::Stored));
+        }
+        self.apply(sources);
     }
 
-    /// Makes exactly these manifests (in this order) the live set, as a
-    /// directory scan does: unchanged ones stay, new or changed ones go
-    /// through the gate, rejected ones keep their previous version.
-    /// Blocking (compiles components).
+    /// Replaces the module store's live versions (the store watcher calls
+    /// this) and reloads. Blocking (compiles components).
+    pub fn set_store(&self, live: Vec<Arc<StoredModule>>) {
+        if let Ok(mut store) = self.store.lock() {
+            *store = live;
+        }
+        self.reload();
+    }
+
+    /// The module store's versions this replica holds.
+    pub fn store_versions(&self) -> Vec<Arc<StoredModule>> {
+        self.store.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Makes exactly these manifests the live set, as a directory scan
+    /// does (the tester judges with it). Blocking (compiles components).
     pub fn load_manifests(&self, manifests: Vec<PathBuf>) {
+        self.apply(manifests.into_iter().map(Source::File).collect());
+    }
+
+    /// Makes exactly these sources the live set, in routing order (a file by
+    /// its name, a stored module as if its manifest were `<name>.toml`):
+    /// unchanged ones stay, new or changed ones go through the gate, rejected
+    /// ones keep their previous version. A stored module wins over a file
+    /// manifest of the same name.
+    fn apply(&self, mut sources: Vec<Source>) {
         let Ok(_guard) = self.reload_lock.lock() else { return };
+        sources.sort_by_key(Source::order);
+        let stored: HashMap<String, String> = sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Stored(m) => Some((m.name.clone(), m.version.clone())),
+                Source::File(_) => None,
+            })
+            .collect();
         let previous = self.current.load_full();
-        let by_manifest: HashMap<&Path, &Arc<Entry>> =
-            previous.entries.iter().map(|e| (e.manifest_path.as_path(), e)).collect();
+        let by_key: HashMap<&str, &Arc<Entry>> = previous.entries.iter().map(|e| (e.key.as_str(), e)).collect();
+        let keys: Vec<String> = sources.iter().map(Source::key).collect();
         let mut entries = Vec::new();
         let mut changed = false;
-        for path in &manifests {
-            let key = path.display().to_string();
-            match self.prepare(path, by_manifest.get(path.as_path()).copied()) {
+        for source in &sources {
+            let key = source.key();
+            let result = match source {
+                Source::File(path) => match manifest_name(path).and_then(|n| stored.get(&n).map(|v| (n, v))) {
+                    Some((name, version)) => {
+                        Err(format!("overridden by the module store, where {name}@{version} is live"))
+                    }
+                    None => self.prepare(source, by_key.get(key.as_str()).copied()),
+                },
+                Source::Stored(_) => self.prepare(source, by_key.get(key.as_str()).copied()),
+            };
+            match result {
                 Ok(Prepared::Unchanged(entry)) => {
                     // The files are back to the live version: an earlier
                     // rejection no longer describes them.
@@ -584,53 +643,47 @@ impl Modules {
                     changed = true;
                 }
                 Err(reason) => {
-                    let kept = by_manifest.get(path.as_path()).map(|e| e.module.label.clone());
+                    let kept = by_key.get(key.as_str()).map(|e| e.module.label.clone());
                     tracing::error!(
                         manifest = %key, %reason, kept = kept.as_deref().unwrap_or("none"),
                         "Normalizer module rejected; the previous version stays live."
                     );
                     if let Ok(mut r) = self.rejections.lock() {
-                        r.insert(key.clone(), Rejection { manifest: key, reason, at: Utc::now() });
+                        r.insert(key.clone(), Rejection { manifest: key.clone(), reason, at: Utc::now() });
                     }
-                    if let Some(entry) = by_manifest.get(path.as_path()) {
+                    if let Some(entry) = by_key.get(key.as_str()) {
                         entries.push(Arc::clone(entry));
                     }
                 }
             }
         }
-        if entries.len() != previous.entries.len() {
+        // A file overridden by the store leaves the live set.
+        entries.retain(|e| e.key.starts_with("store:") || !stored.contains_key(&e.manifest.name));
+        if entries.len() != previous.entries.len()
+            || entries.iter().zip(previous.entries.iter()).any(|(a, b)| !Arc::ptr_eq(a, b))
+        {
             changed = true;
-            for gone in previous.entries.iter().filter(|e| !manifests.contains(&e.manifest_path)) {
-                tracing::info!(module = %gone.module.label, "Normalizer module removed.");
+            for gone in previous.entries.iter().filter(|e| !entries.iter().any(|n| Arc::ptr_eq(n, e))) {
+                if !entries.iter().any(|n| n.key == gone.key) {
+                    tracing::info!(module = %gone.module.label, "Normalizer module removed.");
+                }
             }
         }
         if let Ok(mut r) = self.rejections.lock() {
-            r.retain(|k, _| manifests.iter().any(|m| m.display().to_string() == *k));
+            r.retain(|k, _| keys.contains(k));
         }
         if changed {
             self.current.store(Arc::new(Registry { entries }));
         }
     }
 
-    fn prepare(&self, path: &Path, previous: Option<&Arc<Entry>>) -> Result<Prepared, String> {
-        let manifest_text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the manifest: {e}"))?;
-        let manifest: Manifest = toml::from_str(&manifest_text).map_err(|e| format!("invalid manifest: {e}"))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let component_path = base.join(&manifest.component);
-        let bytes = std::fs::read(&component_path)
-            .map_err(|e| format!("cannot read the component {}: {e}", component_path.display()))?;
-        let samples_text = match &manifest.samples {
-            Some(s) => Some(
-                std::fs::read_to_string(base.join(s))
-                    .map_err(|e| format!("cannot read the samples {}: {e}", s.display()))?,
-            ),
-            None => None,
+    fn prepare(&self, source: &Source, previous: Option<&Arc<Entry>>) -> Result<Prepared, String> {
+        let (manifest_text, bytes, samples_text) = match source {
+            Source::File(path) => read_module_files(path)?,
+            Source::Stored(m) => (m.manifest.clone(), m.component.clone(), m.samples.clone()),
         };
-        let mut hasher = Sha256::new();
-        hasher.update(&bytes);
-        hasher.update(manifest_text.as_bytes());
-        hasher.update(samples_text.as_deref().unwrap_or_default().as_bytes());
-        let hash: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let manifest: Manifest = toml::from_str(&manifest_text).map_err(|e| format!("invalid manifest: {e}"))?;
+        let hash = content_hash(&bytes, &manifest_text, samples_text.as_deref());
         if let Some(previous) = previous
             && previous.hash == hash
         {
@@ -649,12 +702,12 @@ impl Modules {
             let report = judge_samples(&loaded, &text);
             let verdict = report.verdict();
             if let Ok(mut reports) = self.reports.lock() {
-                reports.insert(path.display().to_string(), report);
+                reports.insert(source.key(), report);
             }
             verdict?;
         }
         Ok(Prepared::New(Box::new(Entry {
-            manifest_path: path.to_owned(),
+            key: source.key(),
             manifest,
             hash,
             loaded_at: Utc::now(),
@@ -663,6 +716,66 @@ impl Modules {
             stats: ModuleStats::default(),
         })))
     }
+}
+
+/// Where a module comes from.
+#[derive(Clone)]
+enum Source {
+    /// A manifest in the modules directory, with files beside it.
+    File(PathBuf),
+    /// A version in the module store.
+    Stored(Arc<StoredModule>),
+}
+
+impl Source {
+    /// What names it in rejections, reports and `GET /normalizers`.
+    fn key(&self) -> String {
+        match self {
+            Source::File(path) => path.display().to_string(),
+            Source::Stored(m) => format!("store:{}", m.name),
+        }
+    }
+
+    /// Its place in the routing order.
+    fn order(&self) -> String {
+        match self {
+            Source::File(path) => path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            Source::Stored(m) => format!("{}.toml", m.name),
+        }
+    }
+}
+
+/// The `name` a manifest file declares, if it can be read.
+fn manifest_name(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    toml::from_str::<Manifest>(&text).ok().map(|m| m.name)
+}
+
+/// A manifest's text, its component's bytes and its samples' text.
+pub fn read_module_files(path: &Path) -> Result<(String, Vec<u8>, Option<String>), String> {
+    let manifest_text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the manifest: {e}"))?;
+    let manifest: Manifest = toml::from_str(&manifest_text).map_err(|e| format!("invalid manifest: {e}"))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let component_path = base.join(&manifest.component);
+    let bytes = std::fs::read(&component_path)
+        .map_err(|e| format!("cannot read the component {}: {e}", component_path.display()))?;
+    let samples_text = match &manifest.samples {
+        Some(s) => Some(
+            std::fs::read_to_string(base.join(s)).map_err(|e| format!("cannot read the samples {}: {e}", s.display()))?,
+        ),
+        None => None,
+    };
+    Ok((manifest_text, bytes, samples_text))
+}
+
+/// First 16 hex digits of the SHA-256 of a module's component, manifest and
+/// samples: what tells one version's content from another's.
+pub fn content_hash(component: &[u8], manifest: &str, samples: Option<&str>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(component);
+    hasher.update(manifest.as_bytes());
+    hasher.update(samples.unwrap_or_default().as_bytes());
+    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 impl Entry {
@@ -915,7 +1028,7 @@ fn info(e: &Entry) -> ModuleInfo {
         version: e.manifest.version.clone(),
         hash: e.hash.clone(),
         contract: e.module.component.contract().to_owned(),
-        manifest: e.manifest_path.display().to_string(),
+        manifest: e.key.clone(),
         routes: e.manifest.rules.topics.clone(),
         header: e.manifest.rules.header.clone(),
         key: e.manifest.rules.key.clone(),

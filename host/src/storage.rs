@@ -27,6 +27,7 @@
 //!   retention.
 //! - `renormalize`: reading stored records back and rewriting their fields.
 
+pub mod module_store;
 mod partitions;
 mod reads;
 mod renormalize;

@@ -1,0 +1,86 @@
+//! Following the module store: every replica LISTENs for changes (a push,
+//! rollback or removal commits with a NOTIFY) and also polls, so a change
+//! is live on every replica within moments, and a missed notification (a
+//! dropped connection) within one poll interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+use super::Modules;
+use crate::storage::Db;
+use crate::storage::module_store::{self, CHANNEL, StoredModule};
+
+/// Reads the store's live versions and hands the changed ones to the
+/// modules; components are fetched only for versions this replica does not
+/// hold already. Returns whether anything changed.
+pub async fn refresh(db: &Db, modules: &Arc<Modules>) -> anyhow::Result<bool> {
+    let live = module_store::live(db.pool()).await?;
+    let held = modules.store_versions();
+    let same = live.len() == held.len()
+        && live.iter().zip(&held).all(|(l, h)| l.name == h.name && l.version == h.version && l.hash == h.hash);
+    if same {
+        return Ok(false);
+    }
+    let mut next: Vec<Arc<StoredModule>> = Vec::with_capacity(live.len());
+    for l in &live {
+        match held.iter().find(|h| h.name == l.name && h.version == l.version && h.hash == l.hash) {
+            Some(h) => next.push(Arc::clone(h)),
+            None => match module_store::fetch(db.pool(), &l.name, &l.version).await? {
+                Some(m) => next.push(Arc::new(m)),
+                None => tracing::warn!(module = %l.name, version = %l.version, "A live store version vanished while it was read."),
+            },
+        }
+    }
+    let m = Arc::clone(modules);
+    tokio::task::spawn_blocking(move || m.set_store(next)).await?;
+    Ok(true)
+}
+
+/// Follows the store until `shutdown`: a refresh on every notification and
+/// every `poll_interval`.
+pub async fn watch_store(db: Db, modules: Arc<Modules>, poll_interval: Duration, shutdown: CancellationToken) {
+    let mut listener: Option<PgListener> = None;
+    let mut poll = tokio::time::interval(poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if listener.is_none() {
+            listener = match PgListener::connect_with(db.pool()).await {
+                Ok(mut l) => match l.listen(CHANNEL).await {
+                    Ok(()) => Some(l),
+                    Err(error) => {
+                        tracing::debug!(%error, "Cannot LISTEN for module store changes; polling.");
+                        None
+                    }
+                },
+                Err(error) => {
+                    tracing::debug!(%error, "Cannot LISTEN for module store changes; polling.");
+                    None
+                }
+            };
+        }
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => l.recv().await.map(|_| ()),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            result = notified => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "Lost the module store notifications; reconnecting.");
+                    listener = None;
+                }
+            }
+            _ = poll.tick() => {}
+        }
+        match refresh(&db, &modules).await {
+            Ok(true) => tracing::info!("Module store changed; modules reloaded."),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(error = %format!("{error:#}"), "Cannot read the module store; keeping the live modules."),
+        }
+    }
+}
