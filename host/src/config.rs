@@ -38,6 +38,9 @@ pub mod env {
     pub const MODULE_MEMORY_MAX: &str = "MODULE_MEMORY_MAX";
     pub const MODULE_DEADLINE_MAX: &str = "MODULE_DEADLINE_MAX";
     pub const MODULE_CACHE_DIR: &str = "MODULE_CACHE_DIR";
+    pub const MODULE_STORE_POLL_INTERVAL: &str = "MODULE_STORE_POLL_INTERVAL";
+    pub const ADMIN_TOKEN: &str = "ADMIN_TOKEN";
+    pub const ADMIN_MAX_BODY_BYTES: &str = "ADMIN_MAX_BODY_BYTES";
     pub const MODULE_QUARANTINE_AFTER: &str = "MODULE_QUARANTINE_AFTER";
     pub const MODULE_QUARANTINE_COOLDOWN: &str = "MODULE_QUARANTINE_COOLDOWN";
     pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
@@ -78,6 +81,9 @@ pub mod env {
         MODULE_MEMORY_MAX,
         MODULE_DEADLINE_MAX,
         MODULE_CACHE_DIR,
+        MODULE_STORE_POLL_INTERVAL,
+        ADMIN_TOKEN,
+        ADMIN_MAX_BODY_BYTES,
         MODULE_QUARANTINE_AFTER,
         MODULE_QUARANTINE_COOLDOWN,
         RETENTION_DAYS,
@@ -127,6 +133,42 @@ pub enum Command {
     /// `normalize` (key, headers, exact value: text, or base64 when it is
     /// not UTF-8).
     Capture(CaptureArgs),
+    /// The module store in PostgreSQL, which every replica follows: push,
+    /// list, history, rollback, remove.
+    Modules(Box<ModulesCommand>),
+}
+
+/// Arguments of `modules`.
+#[derive(Debug, Args)]
+pub struct ModulesCommand {
+    #[command(subcommand)]
+    pub action: ModulesAction,
+    /// Who makes the change, for the history (default: $USER).
+    #[arg(long, global = true)]
+    pub by: Option<String>,
+    #[command(flatten)]
+    pub db: DbConfig,
+    #[command(flatten)]
+    pub modules: ModulesArgs,
+}
+
+/// What `modules` does.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ModulesAction {
+    /// Validate a module (manifest, component and samples beside it) exactly
+    /// as a replica would load it, store it and make it live everywhere.
+    Push {
+        /// The manifest (.toml).
+        manifest: PathBuf,
+    },
+    /// The live version of every stored module.
+    List,
+    /// A module's pushes, rollbacks and removals, and its stored versions.
+    History { name: String },
+    /// Make the previous version live again, or `name@version`.
+    Rollback { target: String },
+    /// Take a module out of service (its versions stay for history).
+    Remove { name: String },
 }
 
 /// A normalizer project's language.
@@ -313,6 +355,10 @@ pub struct ModulesArgs {
     #[arg(long, env = env::MODULE_CACHE_DIR)]
     pub module_cache_dir: Option<PathBuf>,
 
+    /// How often the module store is also polled, besides its notifications.
+    #[arg(long, env = env::MODULE_STORE_POLL_INTERVAL, default_value = "5s", value_parser = parse_duration)]
+    pub module_store_poll_interval: Duration,
+
     /// Failures in a row after which a module is quarantined: its records
     /// get the built-in default's fields until it passes a trial batch.
     #[arg(long, env = env::MODULE_QUARANTINE_AFTER, default_value_t = 10)]
@@ -494,6 +540,16 @@ pub struct HttpConfig {
     /// Largest request body accepted (bytes); larger ones get 413.
     #[arg(long, env = env::MAX_BODY_BYTES, default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+
+    /// Bearer token for `POST /admin/modules` (pushing a module to the
+    /// store over HTTP); without it that endpoint refuses every request.
+    #[arg(long, env = env::ADMIN_TOKEN, hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Largest `POST /admin/modules` body, in bytes (a Python module's
+    /// component is about 18 MB, 25 MB in base64).
+    #[arg(long, env = env::ADMIN_MAX_BODY_BYTES, default_value_t = 64 << 20)]
+    pub admin_max_body_bytes: usize,
 
     /// Origins a browser may call the API from (CORS), comma-separated, e.g.
     /// `http://localhost:5173` (the original service's web front end); `*`

@@ -5,6 +5,7 @@
 //! Every answer is JSON, errors included; a client never sees SQL or internal
 //! error text (it is logged instead).
 
+mod admin;
 mod apidocs;
 mod error;
 mod extract;
@@ -58,6 +59,13 @@ pub struct AppState {
     pub compat: ApiCompat,
     /// Origins allowed to call the API from a browser (`CORS_ALLOWED_ORIGINS`).
     pub cors_allowed_origins: Arc<[String]>,
+    /// The token `POST /admin/modules` requires; None turns pushes over
+    /// HTTP off.
+    pub admin_token: Option<Arc<str>>,
+    /// Largest `POST /admin/modules` body, in bytes.
+    pub admin_max_body_bytes: usize,
+    /// The module settings a pushed version is judged with.
+    pub module_settings: Arc<crate::config::ModulesArgs>,
 }
 
 #[derive(OpenApi)]
@@ -74,7 +82,8 @@ fn routes(role: Role) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(metrics))
-        .routes(routes!(normalizers));
+        .routes(routes!(normalizers))
+        .routes(routes!(admin::push_module));
     if !role.serves_api() {
         return operations.split_for_parts();
     }

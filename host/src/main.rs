@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     // rejection the modules would log); the log says only what is wrong.
     let level = match cli.command {
         Some(Command::Normalize(_)) => "off",
-        Some(Command::New(_) | Command::Capture(_)) => "warn",
+        Some(Command::New(_) | Command::Capture(_) | Command::Modules(_)) => "warn",
         _ => "info",
     };
     init_logging(cli.log_format, level);
@@ -25,6 +25,9 @@ fn main() -> ExitCode {
             notification_host::cmd::new::run(&args, &mut std::io::stdout()).map(|()| ExitCode::SUCCESS)
         }
         Some(Command::Capture(args)) => block_on(notification_host::cmd::capture::run(&args)),
+        Some(Command::Modules(args)) => {
+            block_on(async move { notification_host::cmd::modules::run(&args, &mut std::io::stdout()).await })
+        }
         Some(Command::Renormalize(args)) => block_on(async move {
             let db = notification_host::storage::Db::connect_lazy(args.serve.db.url()?, 2)?;
             notification_host::cmd::renormalize::run(&args, &db, &mut std::io::stdout()).await?;

@@ -718,6 +718,47 @@ impl Modules {
     }
 }
 
+/// Judges a version for the module store exactly as a replica will load it
+/// (contract, limits, routes, samples gate), with this host's module
+/// settings. Returns what to store, or every reason it would be refused.
+/// Blocking (compiles the component).
+pub fn validate_for_store(
+    args: &ModulesArgs,
+    manifest: String,
+    component: Vec<u8>,
+    samples: Option<String>,
+) -> Result<StoredModule, String> {
+    let parsed: Manifest = toml::from_str(&manifest).map_err(|e| format!("invalid manifest: {e}"))?;
+    let hash = content_hash(&component, &manifest, samples.as_deref());
+    let candidate = Arc::new(StoredModule {
+        name: parsed.name.clone(),
+        version: parsed.version.clone(),
+        manifest,
+        component,
+        samples,
+        hash,
+    });
+    let runtime = args.runtime().map_err(|e| format!("{e:#}"))?;
+    let judge = Modules::new(
+        runtime,
+        ModulesConfig {
+            dir: None,
+            quarantine_after: u64::MAX,
+            quarantine_cooldown: args.module_quarantine_cooldown,
+            maxima: args.maxima(),
+        },
+    );
+    judge.apply(vec![Source::Stored(Arc::clone(&candidate))]);
+    if let Some(rejection) = judge.rejections().into_iter().next() {
+        return Err(rejection.reason);
+    }
+    if judge.list().len() != 1 {
+        return Err("the module did not load".into());
+    }
+    drop(judge);
+    Arc::try_unwrap(candidate).map_err(|_| "the module is still in use".to_owned())
+}
+
 /// Where a module comes from.
 #[derive(Clone)]
 enum Source {
@@ -761,7 +802,8 @@ pub fn read_module_files(path: &Path) -> Result<(String, Vec<u8>, Option<String>
         .map_err(|e| format!("cannot read the component {}: {e}", component_path.display()))?;
     let samples_text = match &manifest.samples {
         Some(s) => Some(
-            std::fs::read_to_string(base.join(s)).map_err(|e| format!("cannot read the samples {}: {e}", s.display()))?,
+            std::fs::read_to_string(base.join(s))
+                .map_err(|e| format!("cannot read the samples {}: {e}", s.display()))?,
         ),
         None => None,
     };

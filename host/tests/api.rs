@@ -57,6 +57,11 @@ impl Api {
                 )),
                 compat: ApiCompat::Current,
                 cors_allowed_origins: Arc::from(Vec::new()),
+                admin_token: None,
+                admin_max_body_bytes: 1 << 20,
+                module_settings: Arc::new(
+                    <notification_host::config::Cli as clap::Parser>::parse_from(["notification-host"]).serve.modules,
+                ),
             },
         }
     }
@@ -589,6 +594,7 @@ async fn openapi_matches_the_real_routes(pool: PgPool) {
         "GET /order/{order_id}/latest",
         "GET /order/{order_id}/timeline",
         "GET /ready",
+        "POST /admin/modules",
         "POST /send-notification",
     ];
     assert_eq!(documented, served);

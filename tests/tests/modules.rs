@@ -368,14 +368,24 @@ async fn two_producers_on_one_topic_each_get_their_module() {
     std::fs::copy(wasm("fixture_refine"), dir.join("handlers.wasm")).unwrap();
     std::fs::copy(wasm("normalizer_default"), dir.join("rest.wasm")).unwrap();
     let module = |name: &str, component: &str, rules: &str| {
-        format!("name = \"{name}\"\nversion = \"1.0.0\"\ncomponent = \"{component}\"\n[match]\ntopics = [\"*_order_events\"]\n{rules}\n")
+        format!(
+            "name = \"{name}\"\nversion = \"1.0.0\"\ncomponent = \"{component}\"\n[match]\ntopics = [\"*_order_events\"]\n{rules}\n"
+        )
     };
-    put(&dir, "a-routes.toml", module("http-routes", "routes.wasm", "fields = { \"type\" = { glob = \"ORDER_*\" } }").as_bytes());
+    put(
+        &dir,
+        "a-routes.toml",
+        module("http-routes", "routes.wasm", "fields = { \"type\" = { glob = \"ORDER_*\" } }").as_bytes(),
+    );
     put(
         &dir,
         "b-handlers.toml",
-        module("handlers", "handlers.wasm", "fields = { source = \"order-service\", \"type\" = { glob = \"order.*\" } }")
-            .as_bytes(),
+        module(
+            "handlers",
+            "handlers.wasm",
+            "fields = { source = \"order-service\", \"type\" = { glob = \"order.*\" } }",
+        )
+        .as_bytes(),
     );
     put(&dir, "c-rest.toml", module("rest", "rest.wasm", "").as_bytes());
     let mut options = HostOptions::new(&db_url, &prefix);

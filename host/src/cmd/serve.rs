@@ -72,6 +72,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_body_bytes: args.http.max_body_bytes,
             compat: args.http.api_compat,
             cors_allowed_origins: args.http.cors_allowed_origins.clone().into(),
+            admin_token: args.http.admin_token.as_deref().map(Arc::from),
+            admin_max_body_bytes: args.http.admin_max_body_bytes,
+            module_settings: Arc::new(args.modules.clone()),
         },
         args.role,
     );
@@ -83,6 +86,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !migrate_when_reachable(&db, &status, &shutdown).await {
         return Ok(());
     }
+    // The module store's live versions, before the first record.
+    if let Err(error) = modules::refresh_store(&db, &modules).await {
+        tracing::warn!(error = %format!("{error:#}"), "Cannot read the module store yet; following it.");
+    }
+    tokio::spawn(modules::watch_store(
+        db.clone(),
+        modules.clone(),
+        args.modules.module_store_poll_interval,
+        shutdown.clone(),
+    ));
     tokio::spawn(watch_database(db.clone(), status.clone(), shutdown.clone()));
     tokio::spawn(maintain_partitions(db.clone(), args.db.clone(), shutdown.clone()));
 

@@ -30,7 +30,9 @@ pub async fn refresh(db: &Db, modules: &Arc<Modules>) -> anyhow::Result<bool> {
             Some(h) => next.push(Arc::clone(h)),
             None => match module_store::fetch(db.pool(), &l.name, &l.version).await? {
                 Some(m) => next.push(Arc::new(m)),
-                None => tracing::warn!(module = %l.name, version = %l.version, "A live store version vanished while it was read."),
+                None => {
+                    tracing::warn!(module = %l.name, version = %l.version, "A live store version vanished while it was read.")
+                }
             },
         }
     }
@@ -80,7 +82,9 @@ pub async fn watch_store(db: Db, modules: Arc<Modules>, poll_interval: Duration,
         match refresh(&db, &modules).await {
             Ok(true) => tracing::info!("Module store changed; modules reloaded."),
             Ok(false) => {}
-            Err(error) => tracing::warn!(error = %format!("{error:#}"), "Cannot read the module store; keeping the live modules."),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "Cannot read the module store; keeping the live modules.")
+            }
         }
     }
 }

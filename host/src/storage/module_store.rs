@@ -238,16 +238,18 @@ pub async fn fetch(pool: &PgPool, name: &str, version: &str) -> Result<Option<St
 }
 
 /// A module's history, oldest first, and its stored versions.
-pub async fn history(pool: &PgPool, name: &str) -> Result<(Vec<ModuleEvent>, Vec<(String, String, DateTime<Utc>)>), sqlx::Error> {
-    let events = sqlx::query(
-        "SELECT action, version, by_whom, at FROM normalizer_module_events WHERE name = $1 ORDER BY id",
-    )
-    .bind(name)
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|r| ModuleEvent { action: r.get(0), version: r.get(1), by: r.get(2), at: r.get(3) })
-    .collect();
+pub async fn history(
+    pool: &PgPool,
+    name: &str,
+) -> Result<(Vec<ModuleEvent>, Vec<(String, String, DateTime<Utc>)>), sqlx::Error> {
+    let events =
+        sqlx::query("SELECT action, version, by_whom, at FROM normalizer_module_events WHERE name = $1 ORDER BY id")
+            .bind(name)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| ModuleEvent { action: r.get(0), version: r.get(1), by: r.get(2), at: r.get(3) })
+            .collect();
     let versions = sqlx::query(
         "SELECT version, pushed_by, pushed_at FROM normalizer_module_versions WHERE name = $1 ORDER BY pushed_at",
     )

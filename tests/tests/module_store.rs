@@ -1,0 +1,232 @@
+//! The module store, end to end: two host processes on one database follow
+//! pushes, rollbacks and removals made with `notification-host modules` and
+//! `POST /admin/modules`; refused pushes change nothing; the store wins over
+//! a directory manifest of the same name.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use notification_e2e::*;
+use serde_json::Value;
+
+fn wasm(name: &str) -> PathBuf {
+    let dir = std::env::var("NORMALIZER_WASM_DIR").expect("NORMALIZER_WASM_DIR (scripts/test sets it)");
+    let p = Path::new(&dir).join(format!("{name}.wasm"));
+    assert!(p.is_file(), "{} missing", p.display());
+    p
+}
+
+const CAMPUS_SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../normalizers/campus-delivery/samples.jsonl");
+
+/// A module folder: `m.toml`, `m.wasm`, `m.samples.jsonl`.
+fn module_dir(name: &str, version: &str, component: &str, samples: &str, topics: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("push"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(wasm(component), dir.join("m.wasm")).unwrap();
+    std::fs::write(dir.join("m.samples.jsonl"), samples).unwrap();
+    std::fs::write(
+        dir.join("m.toml"),
+        format!(
+            "name = \"{name}\"\nversion = \"{version}\"\ncomponent = \"m.wasm\"\nsamples = \"m.samples.jsonl\"\nfallback = true\n[match]\ntopics = [\"{topics}\"]\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn cli(db_url: &str, args: &[&str]) -> (String, bool) {
+    let out = Command::new(host_binary())
+        .arg("modules")
+        .args(args)
+        .args(["--by", "test"])
+        .env("DATABASE_URL", db_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (text, out.status.success())
+}
+
+fn live(host: &Host) -> Vec<String> {
+    match http_get(host.http, "/normalizers") {
+        Some((200, body)) => {
+            let n: Value = serde_json::from_str(&body).unwrap();
+            n["modules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| format!("{}@{}", m["name"].as_str().unwrap(), m["version"].as_str().unwrap()))
+                .collect()
+        }
+        _ => vec!["(no answer)".into()],
+    }
+}
+
+/// Waits until both replicas run `want`; returns how long the slower took.
+fn both_run(hosts: &[&Host], want: &[&str]) -> Duration {
+    let start = Instant::now();
+    loop {
+        if hosts.iter().all(|h| live(h) == want) {
+            return start.elapsed();
+        }
+        let seen: Vec<Vec<String>> = hosts.iter().map(|h| live(h)).collect();
+        assert!(start.elapsed() < Duration::from_secs(20), "wanted {want:?} on both replicas, they run {seen:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn post(addr: std::net::SocketAddr, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+fn push_body(dir: &Path) -> String {
+    use base64::Engine as _;
+    let component = base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join("m.wasm")).unwrap());
+    serde_json::json!({
+        "manifest": std::fs::read_to_string(dir.join("m.toml")).unwrap(),
+        "component": component,
+        "samples": std::fs::read_to_string(dir.join("m.samples.jsonl")).unwrap(),
+        "by": "http-test",
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_follow_the_store() {
+    let prefix = unique("store");
+    let topic = format!("{prefix}_payment_commands");
+    Kafka::shared().create_topic(&topic, 2).await;
+    let (db_url, pool) = fresh_database("store").await;
+    let samples = std::fs::read_to_string(CAMPUS_SAMPLES).unwrap();
+
+    // Replica B also has a modules directory holding a manifest of the same
+    // name as a stored module: the store wins.
+    let b_dir = std::env::temp_dir().join(format!("{prefix}-b-modules"));
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let local =
+        module_dir("campus-delivery", "0.0.1-local", "normalizer_campus_delivery", &samples, "*_payment_commands");
+    for f in ["m.toml", "m.wasm", "m.samples.jsonl"] {
+        std::fs::copy(local.join(f), b_dir.join(f)).unwrap();
+    }
+    let mut a_options = HostOptions::new(&db_url, &prefix);
+    a_options.env.push(("MODULE_STORE_POLL_INTERVAL".into(), "60s".into()));
+    let mut b_options = a_options.clone();
+    b_options.env.push(("NORMALIZERS_DIR".into(), b_dir.display().to_string()));
+    b_options.env.push(("ADMIN_TOKEN".into(), "admin-secret".into()));
+    let a = Host::start(&a_options);
+    let b = Host::start(&b_options);
+    a.wait_ready(Duration::from_secs(60));
+    b.wait_ready(Duration::from_secs(60));
+    both_run(&[&a], &[]);
+    both_run(&[&b], &["campus-delivery@0.0.1-local"]);
+
+    // Push: validated, stored, live on both within a second (the poll is a
+    // minute, so this is the notification).
+    let v1 = module_dir("campus-delivery", "1.0.0", "normalizer_campus_delivery", &samples, "*_payment_commands");
+    let (out, ok) = cli(&db_url, &["push", v1.join("m.toml").to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let took = both_run(&[&a, &b], &["campus-delivery@1.0.0"]);
+    eprintln!("push live on both replicas after {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let b_rejected = http_get(b.http, "/normalizers").unwrap().1;
+    assert!(b_rejected.contains("overridden by the module store, where campus-delivery@1.0.0 is live"), "{b_rejected}");
+
+    // Records are normalized by the stored module.
+    let producer = Kafka::shared().unbatched_producer();
+    let record = r#"{"type": "authorize_payment", "correlation_id": "s-1", "payload": {"order_id": 7, "customer": {"clerkUserId": "user_7"}}}"#;
+    produce(&producer, &Out::new(&topic, record)).await;
+    wait_for_rows(&pool, &prefix, 1, Duration::from_secs(30)).await;
+    let (normalizer, customer): (String, Option<String>) =
+        sqlx::query_as("SELECT normalizer, customer_id FROM notifications WHERE starts_with(source_topic, $1)")
+            .bind(&prefix)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((normalizer.as_str(), customer.as_deref()), ("campus-delivery@1.0.0", Some("user_7")));
+
+    // A second version, then a rollback to the first.
+    let v2 = module_dir("campus-delivery", "1.1.0", "normalizer_campus_delivery", &samples, "*_payment_commands");
+    assert!(cli(&db_url, &["push", v2.join("m.toml").to_str().unwrap()]).1);
+    both_run(&[&a, &b], &["campus-delivery@1.1.0"]);
+    let (out, ok) = cli(&db_url, &["rollback", "campus-delivery"]);
+    assert!(ok && out.contains("campus-delivery@1.0.0 is live"), "{out}");
+    let took = both_run(&[&a, &b], &["campus-delivery@1.0.0"]);
+    assert!(took < Duration::from_secs(1), "rollback took {took:?}");
+
+    // Refusals change nothing.
+    let (out, ok) = cli(&db_url, &["rollback", "campus-delivery@9.9.9"]);
+    assert!(!ok && out.contains("campus-delivery@9.9.9 is not in the store (stored versions: 1.0.0, 1.1.0)"), "{out}");
+    let failing = module_dir(
+        "campus-delivery",
+        "2.0.0",
+        "normalizer_campus_delivery",
+        &samples.replacen("\"user_2abc\"", "\"somebody-else\"", 1),
+        "*_payment_commands",
+    );
+    let (out, ok) = cli(&db_url, &["push", failing.join("m.toml").to_str().unwrap()]);
+    assert!(
+        !ok && out.contains("refused, nothing stored") && out.contains("customer_id: expected \"somebody-else\""),
+        "{out}"
+    );
+    let corrupt = module_dir("campus-delivery", "2.0.1", "normalizer_campus_delivery", &samples, "*_payment_commands");
+    std::fs::write(corrupt.join("m.wasm"), b"\0asm not really").unwrap();
+    let (out, ok) = cli(&db_url, &["push", corrupt.join("m.toml").to_str().unwrap()]);
+    assert!(!ok && out.contains("not a valid WebAssembly component"), "{out}");
+    let conflicting = module_dir("campus-delivery", "1.1.0", "normalizer_default", "", "*_payment_commands");
+    let (out, ok) = cli(&db_url, &["push", conflicting.join("m.toml").to_str().unwrap()]);
+    assert!(!ok && out.contains("already stored with other content"), "{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(live(&a), ["campus-delivery@1.0.0"]);
+    assert_eq!(live(&b), ["campus-delivery@1.0.0"]);
+
+    // Over HTTP, with the admin token only where it is configured.
+    let other = module_dir("team-b", "3.0.0", "normalizer_default", "", "*_user_events");
+    let body = push_body(&other);
+    assert_eq!(post(a.http, "/admin/modules", Some("admin-secret"), &body).0, 403, "no ADMIN_TOKEN on replica A");
+    assert_eq!(post(b.http, "/admin/modules", None, &body).0, 401);
+    assert_eq!(post(b.http, "/admin/modules", Some("wrong"), &body).0, 401);
+    let bad = push_body(&corrupt);
+    let (status, answer) = post(b.http, "/admin/modules", Some("admin-secret"), &bad);
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer.contains("not a valid WebAssembly component"), "{answer}");
+    let (status, answer) = post(b.http, "/admin/modules", Some("admin-secret"), &body);
+    assert_eq!(status, 201, "{answer}");
+    // One team's push leaves the other team's module as it was.
+    both_run(&[&a, &b], &["campus-delivery@1.0.0", "team-b@3.0.0"]);
+
+    // Remove; the directory's own manifest then serves B again.
+    let (out, ok) = cli(&db_url, &["remove", "campus-delivery"]);
+    assert!(ok, "{out}");
+    let start = Instant::now();
+    loop {
+        if live(&a) == ["team-b@3.0.0"] && live(&b) == ["campus-delivery@0.0.1-local", "team-b@3.0.0"] {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "after remove: {:?} {:?}", live(&a), live(&b));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(start.elapsed() < Duration::from_secs(1), "remove took {:?}", start.elapsed());
+
+    let (out, ok) = cli(&db_url, &["history", "campus-delivery"]);
+    assert!(ok, "{out}");
+    for needle in ["push     1.0.0", "push     1.1.0", "rollback 1.0.0", "remove", "stored versions: 1.0.0"] {
+        assert!(out.contains(needle), "history lacks {needle:?}:\n{out}");
+    }
+    let (out, ok) = cli(&db_url, &["list"]);
+    assert!(ok && out.contains("team-b@3.0.0") && !out.contains("campus-delivery"), "{out}");
+}
