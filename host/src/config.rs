@@ -160,7 +160,15 @@ pub enum ModulesAction {
     Push {
         /// The manifest (.toml).
         manifest: PathBuf,
+        /// Run it in shadow beside the live version (answers compared, not
+        /// stored) instead of making it live.
+        #[arg(long)]
+        shadow: bool,
     },
+    /// What a module's shadow version answered differently, on every replica.
+    Diff { name: String },
+    /// Make a module's shadow version live.
+    Promote { name: String },
     /// The live version of every stored module.
     List,
     /// A module's pushes, rollbacks and removals, and its stored versions.

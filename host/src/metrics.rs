@@ -10,6 +10,8 @@
 //! | `notification_write_failures_total` | counter | `kind` (`outage`, or `last_resort_refused`: the database refuses every row alike) |
 //! | `notification_module_records_total` | counter | `module`, `version` (records given to the module) |
 //! | `notification_module_failures_total` | counter | `module`, `version`, `kind` (`refused`, `timeout`, `trap`, `output_too_large`, `contract`) |
+//! | `notification_module_shadow_records_total` | counter | `module`, `version` (records a shadow version was compared on) |
+//! | `notification_module_shadow_differences_total` | counter | `module`, `version` (records where the shadow answered differently) |
 //! | `notification_module_call_seconds` | histogram | `module`, `version` (the time the module spent on one batch of its records, retries included) |
 //! | `notification_module_quarantined` | gauge | `module`, `version` (1 while quarantined; live versions only) |
 //! | `notification_module_info` | gauge | `module`, `version`, `hash` (1 for each live module version on this replica) |
@@ -99,6 +101,8 @@ pub struct Metrics {
     pub write_failures: Family<KindLabel, Counter>,
     pub module_records: Family<ModuleLabels, Counter>,
     pub module_failures: Family<ModuleFailureLabels, Counter>,
+    pub module_shadow_records: Family<ModuleLabels, Counter>,
+    pub module_shadow_differences: Family<ModuleLabels, Counter>,
     pub module_call_seconds: Family<ModuleLabels, Histogram>,
     pub module_quarantined: Family<ModuleLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub module_info: Family<ModuleInfoLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
@@ -121,6 +125,8 @@ impl Default for Metrics {
         let write_failures = Family::<KindLabel, Counter>::default();
         let module_records = Family::<ModuleLabels, Counter>::default();
         let module_failures = Family::<ModuleFailureLabels, Counter>::default();
+        let module_shadow_records = Family::<ModuleLabels, Counter>::default();
+        let module_shadow_differences = Family::<ModuleLabels, Counter>::default();
         let module_call_seconds = Family::<ModuleLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
         });
@@ -150,6 +156,16 @@ impl Default for Metrics {
         registry.register("write_failures", "Failed batch writes, retried, by kind", write_failures.clone());
         registry.register("module_records", "Records given to a normalizer module", module_records.clone());
         registry.register("module_failures", "Records a normalizer module failed on, by kind", module_failures.clone());
+        registry.register(
+            "module_shadow_records",
+            "Records a shadow module version was compared on",
+            module_shadow_records.clone(),
+        );
+        registry.register(
+            "module_shadow_differences",
+            "Records where a shadow module version answered differently from the live one",
+            module_shadow_differences.clone(),
+        );
         registry.register(
             "module_call_seconds",
             "Time a normalizer module spent on one batch of its records",
@@ -181,6 +197,8 @@ impl Default for Metrics {
             write_failures,
             module_records,
             module_failures,
+            module_shadow_records,
+            module_shadow_differences,
             module_call_seconds,
             module_quarantined,
             module_info,

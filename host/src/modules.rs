@@ -31,6 +31,7 @@
 //! wall-clock deadline, does not switch a good module off for good). A trial
 //! that trips it starts a new cooldown. A new version starts closed.
 
+mod shadow;
 mod store_watch;
 mod watcher;
 
@@ -54,6 +55,7 @@ use crate::record::{Normalized, Record};
 use crate::runtime::{Breaker, CallError, Limits, Output, Runtime};
 use crate::samples::{self, Sample};
 use crate::storage::module_store::StoredModule;
+pub use shadow::{FieldDiff, Shadow, ShadowDiff, ShadowInfo};
 pub use store_watch::{refresh as refresh_store, watch_store};
 pub use watcher::watch;
 
@@ -388,6 +390,8 @@ pub struct Modules {
     reports: Mutex<BTreeMap<String, SamplesReport>>,
     /// The module store's live versions, as last read.
     store: Mutex<Vec<Arc<StoredModule>>>,
+    /// Shadow versions from the store, by module name.
+    shadows: ArcSwap<HashMap<String, Arc<Shadow>>>,
     /// Serializes reloads (the watcher and the poller may both ask).
     reload_lock: Mutex<()>,
 }
@@ -421,6 +425,8 @@ pub struct ModuleInfo {
     pub memory_bytes: usize,
     pub deadline_ms: u64,
     pub max_output_bytes: usize,
+    /// A version running in shadow beside this one, and what it changed.
+    pub shadow: Option<ShadowInfo>,
 }
 
 impl Modules {
@@ -438,6 +444,7 @@ impl Modules {
             rejections: Mutex::new(BTreeMap::new()),
             reports: Mutex::new(BTreeMap::new()),
             store: Mutex::new(Vec::new()),
+            shadows: ArcSwap::from_pointee(HashMap::new()),
             reload_lock: Mutex::new(()),
         }
     }
@@ -495,11 +502,16 @@ impl Modules {
                     None => out[i] = Some(builtin(&records[i])),
                 }
             }
+            let shadows = self.shadows.load();
             for (m, indices) in groups {
                 let batch: Vec<&Record> = indices.iter().map(|&i| &records[i]).collect();
-                for (i, answer) in
-                    indices.into_iter().zip(run(&registry.entries[m], &batch, &self.config, &self.metrics))
-                {
+                let entry = &registry.entries[m];
+                let answers = run(entry, &batch, &self.config, &self.metrics);
+                // A shadow of this module sees the same records, after it.
+                if let Some(shadow) = shadows.get(&entry.manifest.name) {
+                    shadow.compare(&batch, &answers, self.config.quarantine_after.min(10), &self.metrics);
+                }
+                for (i, answer) in indices.into_iter().zip(answers) {
                     match answer {
                         None => waiting.push((i, m + 1)),
                         Some(n) => out[i] = Some(n),
@@ -512,7 +524,22 @@ impl Modules {
 
     /// The live modules.
     pub fn list(&self) -> Vec<ModuleInfo> {
-        self.current.load().entries.iter().map(|e| info(e)).collect()
+        let shadows = self.shadows.load();
+        self.current
+            .load()
+            .entries
+            .iter()
+            .map(|e| {
+                let mut i = info(e);
+                i.shadow = shadows.get(&e.manifest.name).map(|s| s.info());
+                i
+            })
+            .collect()
+    }
+
+    /// The shadow versions this replica runs.
+    pub fn shadows(&self) -> Vec<Arc<Shadow>> {
+        self.shadows.load().values().cloned().collect()
     }
 
     /// The latest rejection per manifest that is not live at its newest content.
@@ -574,13 +601,47 @@ impl Modules {
         self.apply(sources);
     }
 
-    /// Replaces the module store's live versions (the store watcher calls
-    /// this) and reloads. Blocking (compiles components).
-    pub fn set_store(&self, live: Vec<Arc<StoredModule>>) {
+    /// Replaces the module store's live and shadow versions (the store
+    /// watcher calls this) and reloads. Blocking (compiles components).
+    pub fn set_store(&self, live: Vec<Arc<StoredModule>>, shadows: Vec<Arc<StoredModule>>) {
         if let Ok(mut store) = self.store.lock() {
             *store = live;
         }
         self.reload();
+        let previous = self.shadows.load_full();
+        let mut next = HashMap::new();
+        for m in shadows {
+            let key = format!("store-shadow:{}", m.name);
+            if let Some(kept) = previous.get(&m.name).filter(|s| s.hash == m.hash) {
+                next.insert(m.name.clone(), Arc::clone(kept));
+                continue;
+            }
+            match self.prepare(&Source::Stored(Arc::clone(&m)), None) {
+                Ok(Prepared::New(entry)) => {
+                    tracing::info!(module = %entry.module.label, "Shadow version loaded; its answers are compared, not stored.");
+                    if let Ok(mut r) = self.rejections.lock() {
+                        r.remove(&key);
+                    }
+                    next.insert(
+                        m.name.clone(),
+                        Arc::new(Shadow::new(
+                            m.name.clone(),
+                            m.version.clone(),
+                            m.hash.clone(),
+                            Arc::clone(&entry.module),
+                        )),
+                    );
+                }
+                Ok(Prepared::Unchanged(_)) => {}
+                Err(reason) => {
+                    tracing::error!(module = %m.name, version = %m.version, %reason, "Shadow version rejected.");
+                    if let Ok(mut r) = self.rejections.lock() {
+                        r.insert(key.clone(), Rejection { manifest: key, reason, at: Utc::now() });
+                    }
+                }
+            }
+        }
+        self.shadows.store(Arc::new(next));
     }
 
     /// The module store's versions this replica holds.
@@ -670,7 +731,7 @@ impl Modules {
             }
         }
         if let Ok(mut r) = self.rejections.lock() {
-            r.retain(|k, _| keys.contains(k));
+            r.retain(|k, _| keys.contains(k) || k.starts_with("store-shadow:"));
         }
         if changed {
             self.current.store(Arc::new(Registry { entries }));
@@ -1096,6 +1157,7 @@ fn info(e: &Entry) -> ModuleInfo {
         memory_bytes: e.module.component.limits().memory_bytes,
         deadline_ms: u64::try_from(e.module.component.limits().deadline.as_millis()).unwrap_or(u64::MAX),
         max_output_bytes: e.module.component.limits().max_output_bytes,
+        shadow: None,
     }
 }
 

@@ -209,6 +209,78 @@ async fn two_replicas_follow_the_store() {
     // One team's push leaves the other team's module as it was.
     both_run(&[&a, &b], &["campus-delivery@1.0.0", "team-b@3.0.0"]);
 
+    // A shadow version runs beside the live one on live traffic: compared,
+    // never stored, then promoted.
+    let (out, ok) = cli(&db_url, &["push", "--shadow", other.join("m.toml").to_str().unwrap()]);
+    assert!(ok, "{out}"); // team-b@3.0.0 again, as its own shadow: nothing differs
+    let (out, ok) = cli(&db_url, &["push", "--shadow", corrupt.join("m.toml").to_str().unwrap()]);
+    assert!(!ok && out.contains("refused, nothing stored"), "{out}");
+    let nothing_live = module_dir("team-c", "1.0.0", "normalizer_default", "", "*_user_events");
+    let (out, ok) = cli(&db_url, &["push", "--shadow", nothing_live.join("m.toml").to_str().unwrap()]);
+    assert!(!ok && out.contains("team-c has no live version in the store"), "{out}");
+    // The built-in rules as campus-delivery 2.1.0: they do not read
+    // `customer.clerkUserId`, so the shadow differs on authorize_payment.
+    let v3 = module_dir("campus-delivery", "2.1.0", "normalizer_default", "", "*_payment_commands");
+    let (out, ok) = cli(&db_url, &["push", "--shadow", v3.join("m.toml").to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let shadow_of = |h: &Host| -> Value {
+        let n: Value = serde_json::from_str(&http_get(h.http, "/normalizers").unwrap().1).unwrap();
+        n["modules"].as_array().unwrap().iter().find(|m| m["name"] == "campus-delivery").unwrap()["shadow"].clone()
+    };
+    let start = Instant::now();
+    while shadow_of(&a)["version"] != "2.1.0" || shadow_of(&b)["version"] != "2.1.0" {
+        assert!(start.elapsed() < Duration::from_secs(5), "{} {}", shadow_of(&a), shadow_of(&b));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(live(&a), ["campus-delivery@1.0.0", "team-b@3.0.0"], "a shadow push leaves the live version");
+    for i in 0..3 {
+        let record = format!(
+            r#"{{"type": "authorize_payment", "correlation_id": "s-{i}", "payload": {{"order_id": {i}, "customer": {{"clerkUserId": "user_{i}"}}}}}}"#
+        );
+        produce(&producer, &Out::new(&topic, record)).await;
+    }
+    wait_for_rows(&pool, &prefix, 4, Duration::from_secs(30)).await;
+    let stored: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT normalizer, customer_id FROM notifications WHERE starts_with(source_topic, $1) ORDER BY kafka_offset",
+    )
+    .bind(&prefix)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        stored.iter().all(|(n, c)| n == "campus-delivery@1.0.0" && c.is_some()),
+        "only live answers are stored: {stored:?}"
+    );
+    let compared = |s: &Value| s["records"].as_u64().unwrap_or(0);
+    let total = compared(&shadow_of(&a)) + compared(&shadow_of(&b));
+    assert_eq!(total, 3, "{} {}", shadow_of(&a), shadow_of(&b));
+    let differing = shadow_of(&a)["differing"].as_u64().unwrap() + shadow_of(&b)["differing"].as_u64().unwrap();
+    assert_eq!(differing, 3);
+    let sample = [shadow_of(&a), shadow_of(&b)]
+        .into_iter()
+        .find_map(|s| s["samples"].as_array().and_then(|a| a.first().cloned()))
+        .unwrap();
+    assert_eq!(sample["fields"][0]["field"], "customer_id", "{sample}");
+    assert_eq!(sample["fields"][0]["shadow"], Value::Null, "{sample}");
+    // `modules diff` sums the replicas' reports (written every second).
+    let start = Instant::now();
+    loop {
+        let (out, ok) = cli(&db_url, &["diff", "campus-delivery"]);
+        assert!(ok, "{out}");
+        if out.contains("campus-delivery@2.1.0 in shadow: 3 of 3 records answered differently") {
+            assert!(out.contains("customer_id: Some(\"user_"), "{out}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (out, ok) = cli(&db_url, &["promote", "campus-delivery"]);
+    assert!(ok && out.contains("campus-delivery@2.1.0 is live"), "{out}");
+    both_run(&[&a, &b], &["campus-delivery@2.1.0", "team-b@3.0.0"]);
+    assert!(shadow_of(&a).is_null() && shadow_of(&b).is_null());
+    let (out, ok) = cli(&db_url, &["promote", "campus-delivery"]);
+    assert!(!ok && out.contains("no shadow version to promote"), "{out}");
+
     // Remove; the directory's own manifest then serves B again.
     let (out, ok) = cli(&db_url, &["remove", "campus-delivery"]);
     assert!(ok, "{out}");
@@ -224,7 +296,15 @@ async fn two_replicas_follow_the_store() {
 
     let (out, ok) = cli(&db_url, &["history", "campus-delivery"]);
     assert!(ok, "{out}");
-    for needle in ["push     1.0.0", "push     1.1.0", "rollback 1.0.0", "remove", "stored versions: 1.0.0"] {
+    for needle in [
+        "push     1.0.0",
+        "push     1.1.0",
+        "rollback 1.0.0",
+        "shadow   2.1.0",
+        "promote  2.1.0",
+        "remove",
+        "stored versions: 1.0.0",
+    ] {
         assert!(out.contains(needle), "history lacks {needle:?}:\n{out}");
     }
     let (out, ok) = cli(&db_url, &["list"]);

@@ -18,7 +18,7 @@ pub async fn run(args: &ModulesCommand, out: &mut dyn Write) -> anyhow::Result<E
     db.migrate().await?;
     let by = args.by.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into());
     let result = match &args.action {
-        ModulesAction::Push { manifest } => {
+        ModulesAction::Push { manifest, shadow } => {
             let (text, component, samples) = modules::read_module_files(manifest).map_err(anyhow::Error::msg)?;
             let settings = args.modules.clone();
             let judged =
@@ -31,9 +31,18 @@ pub async fn run(args: &ModulesCommand, out: &mut dyn Write) -> anyhow::Result<E
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            module_store::push(db.pool(), &module, &by)
-                .await
-                .map(|()| format!("{}@{} ({}) is live in the store", module.name, module.version, module.hash))
+            if *shadow {
+                module_store::push_shadow(db.pool(), &module, &by).await.map(|()| {
+                    format!(
+                        "{}@{} ({}) runs in shadow beside the live version; see `modules diff {}`",
+                        module.name, module.version, module.hash, module.name
+                    )
+                })
+            } else {
+                module_store::push(db.pool(), &module, &by)
+                    .await
+                    .map(|()| format!("{}@{} ({}) is live in the store", module.name, module.version, module.hash))
+            }
         }
         ModulesAction::List => {
             let live = module_store::live(db.pool()).await.context("cannot read the module store")?;
@@ -68,6 +77,35 @@ pub async fn run(args: &ModulesCommand, out: &mut dyn Write) -> anyhow::Result<E
             module_store::rollback(db.pool(), name, version, &by)
                 .await
                 .map(|v| format!("{name}@{v} is live in the store"))
+        }
+        ModulesAction::Promote { name } => {
+            module_store::promote(db.pool(), name, &by).await.map(|v| format!("{name}@{v} is live in the store"))
+        }
+        ModulesAction::Diff { name } => {
+            let Some((version, reports)) =
+                module_store::shadow_reports(db.pool(), name).await.context("cannot read the module store")?
+            else {
+                writeln!(out, "{name} has no shadow version")?;
+                return Ok(ExitCode::FAILURE);
+            };
+            let records: i64 = reports.iter().map(|r| r.records).sum();
+            let differing: i64 = reports.iter().map(|r| r.differing).sum();
+            writeln!(
+                out,
+                "{name}@{version} in shadow: {differing} of {records} records answered differently, on {} replicas",
+                reports.len()
+            )?;
+            for r in &reports {
+                writeln!(out, "  {}: {} of {} (at {})", r.replica, r.differing, r.records, r.updated_at)?;
+                let samples: Vec<crate::modules::ShadowDiff> = serde_json::from_str(&r.samples).unwrap_or_default();
+                for d in samples {
+                    let fields: Vec<String> =
+                        d.fields.iter().map(|f| format!("{}: {:?} → {:?}", f.field, f.live, f.shadow)).collect();
+                    let error = d.shadow_error.map(|e| format!(" (shadow failed: {e})")).unwrap_or_default();
+                    writeln!(out, "    {}[{}]@{}: {}{error}", d.topic, d.partition, d.offset, fields.join("; "))?;
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
         }
         ModulesAction::Remove { name } => {
             module_store::remove(db.pool(), name, &by).await.map(|()| format!("{name} is removed from the store"))

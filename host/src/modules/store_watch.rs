@@ -13,15 +13,25 @@ use super::Modules;
 use crate::storage::Db;
 use crate::storage::module_store::{self, CHANNEL, StoredModule};
 
+/// How often a replica writes its shadows' counts to the store.
+const SHADOW_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Reads the store's live versions and hands the changed ones to the
 /// modules; components are fetched only for versions this replica does not
 /// hold already. Returns whether anything changed.
 pub async fn refresh(db: &Db, modules: &Arc<Modules>) -> anyhow::Result<bool> {
     let live = module_store::live(db.pool()).await?;
     let held = modules.store_versions();
-    let same = live.len() == held.len()
+    let held_shadows = modules.shadows();
+    let same_live = live.len() == held.len()
         && live.iter().zip(&held).all(|(l, h)| l.name == h.name && l.version == h.version && l.hash == h.hash);
-    if same {
+    let wanted_shadows: Vec<(&str, &str, &str)> =
+        live.iter().filter_map(|l| l.shadow.as_ref().map(|(v, h)| (l.name.as_str(), v.as_str(), h.as_str()))).collect();
+    let same_shadows = wanted_shadows.len() == held_shadows.len()
+        && wanted_shadows
+            .iter()
+            .all(|(n, v, h)| held_shadows.iter().any(|s| s.name == *n && s.version == *v && s.hash == *h));
+    if same_live && same_shadows {
         return Ok(false);
     }
     let mut next: Vec<Arc<StoredModule>> = Vec::with_capacity(live.len());
@@ -36,17 +46,47 @@ pub async fn refresh(db: &Db, modules: &Arc<Modules>) -> anyhow::Result<bool> {
             },
         }
     }
+    let mut shadows: Vec<Arc<StoredModule>> = Vec::new();
+    for (name, version, _) in wanted_shadows {
+        if let Some(m) = module_store::fetch(db.pool(), name, version).await? {
+            shadows.push(Arc::new(m));
+        }
+    }
     let m = Arc::clone(modules);
-    tokio::task::spawn_blocking(move || m.set_store(next)).await?;
+    tokio::task::spawn_blocking(move || m.set_store(next, shadows)).await?;
     Ok(true)
+}
+
+/// Writes what this replica's shadows have seen to the store, for
+/// `modules diff`.
+pub async fn report_shadows(db: &Db, modules: &Modules, replica: &str) -> anyhow::Result<()> {
+    for shadow in modules.shadows() {
+        let info = shadow.info();
+        let samples = serde_json::to_string(&info.samples)?;
+        module_store::report_shadow(
+            db.pool(),
+            &shadow.name,
+            &shadow.version,
+            replica,
+            i64::try_from(info.records).unwrap_or(i64::MAX),
+            i64::try_from(info.differing).unwrap_or(i64::MAX),
+            &samples,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Follows the store until `shutdown`: a refresh on every notification and
 /// every `poll_interval`.
 pub async fn watch_store(db: Db, modules: Arc<Modules>, poll_interval: Duration, shutdown: CancellationToken) {
+    let replica = format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()), std::process::id());
     let mut listener: Option<PgListener> = None;
     let mut poll = tokio::time::interval(poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Shadow counts reach `modules diff` within this.
+    let mut report = tokio::time::interval(SHADOW_REPORT_INTERVAL);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if listener.is_none() {
             listener = match PgListener::connect_with(db.pool()).await {
@@ -78,6 +118,12 @@ pub async fn watch_store(db: Db, modules: Arc<Modules>, poll_interval: Duration,
                 }
             }
             _ = poll.tick() => {}
+            _ = report.tick() => {
+                if let Err(error) = report_shadows(&db, &modules, &replica).await {
+                    tracing::debug!(error = %format!("{error:#}"), "Cannot report shadow differences yet.");
+                }
+                continue;
+            }
         }
         match refresh(&db, &modules).await {
             Ok(true) => tracing::info!("Module store changed; modules reloaded."),

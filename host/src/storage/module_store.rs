@@ -28,6 +28,8 @@ pub struct LiveModule {
     pub name: String,
     pub version: String,
     pub hash: String,
+    /// The version running in shadow beside it, and its hash.
+    pub shadow: Option<(String, String)>,
     pub changed_by: String,
     pub changed_at: DateTime<Utc>,
 }
@@ -52,6 +54,10 @@ pub enum StoreError {
     NotInStore(String),
     #[error("{0} has no earlier version to roll back to")]
     NothingToRollBackTo(String),
+    #[error("{0} has no live version in the store to run a shadow beside; push it live first")]
+    NothingToShadow(String),
+    #[error("{0} has no shadow version to promote")]
+    NoShadow(String),
     #[error("the module store is unavailable: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -131,6 +137,154 @@ async fn make_live(tx: &mut sqlx::PgConnection, name: &str, version: &str, by: &
     Ok(())
 }
 
+/// Stores a version (already validated) to run in shadow beside the live
+/// one: on live traffic, its answers compared and never stored.
+pub async fn push_shadow(pool: &PgPool, module: &StoredModule, by: &str) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))").bind(&module.name).execute(&mut *tx).await?;
+    let live: Option<String> = sqlx::query_scalar("SELECT version FROM normalizer_modules WHERE name = $1")
+        .bind(&module.name)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if live.is_none() {
+        return Err(StoreError::NothingToShadow(module.name.clone()));
+    }
+    let existing: Option<String> =
+        sqlx::query_scalar("SELECT hash FROM normalizer_module_versions WHERE name = $1 AND version = $2")
+            .bind(&module.name)
+            .bind(&module.version)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match existing {
+        Some(hash) if hash != module.hash => {
+            return Err(StoreError::VersionExists { name: module.name.clone(), version: module.version.clone() });
+        }
+        Some(_) => {}
+        None => {
+            sqlx::query(
+                "INSERT INTO normalizer_module_versions (name, version, manifest, component, samples, hash, pushed_by)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&module.name)
+            .bind(&module.version)
+            .bind(&module.manifest)
+            .bind(&module.component)
+            .bind(&module.samples)
+            .bind(&module.hash)
+            .bind(by)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    sqlx::query(
+        "UPDATE normalizer_modules SET shadow_version = $2, changed_by = $3, changed_at = now() WHERE name = $1",
+    )
+    .bind(&module.name)
+    .bind(&module.version)
+    .bind(by)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM normalizer_shadow_reports WHERE name = $1 AND version = $2")
+        .bind(&module.name)
+        .bind(&module.version)
+        .execute(&mut *tx)
+        .await?;
+    event(&mut tx, &module.name, "shadow", Some(&module.version), by).await?;
+    notify(&mut tx, &module.name).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Makes the shadow version live. Returns it.
+pub async fn promote(pool: &PgPool, name: &str, by: &str) -> Result<String, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))").bind(name).execute(&mut *tx).await?;
+    let shadow: Option<Option<String>> =
+        sqlx::query_scalar("SELECT shadow_version FROM normalizer_modules WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let version = shadow.flatten().ok_or_else(|| StoreError::NoShadow(name.to_owned()))?;
+    sqlx::query(
+        "UPDATE normalizer_modules SET version = shadow_version, shadow_version = NULL, changed_by = $2, changed_at = now()
+         WHERE name = $1",
+    )
+    .bind(name)
+    .bind(by)
+    .execute(&mut *tx)
+    .await?;
+    event(&mut tx, name, "promote", Some(&version), by).await?;
+    notify(&mut tx, name).await?;
+    tx.commit().await?;
+    Ok(version)
+}
+
+/// One replica's count of a shadow's differences.
+#[derive(Debug, Clone)]
+pub struct ShadowReport {
+    pub replica: String,
+    pub records: i64,
+    pub differing: i64,
+    /// JSON array of differing records (coordinates, both answers).
+    pub samples: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Records what this replica saw of a shadow.
+pub async fn report_shadow(
+    pool: &PgPool,
+    name: &str,
+    version: &str,
+    replica: &str,
+    records: i64,
+    differing: i64,
+    samples: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO normalizer_shadow_reports (name, version, replica, records, differing, samples)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (name, version, replica) DO UPDATE
+         SET records = excluded.records, differing = excluded.differing, samples = excluded.samples, updated_at = now()",
+    )
+    .bind(name)
+    .bind(version)
+    .bind(replica)
+    .bind(records)
+    .bind(differing)
+    .bind(samples)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The shadow version of `name` and every replica's report of it.
+pub async fn shadow_reports(pool: &PgPool, name: &str) -> Result<Option<(String, Vec<ShadowReport>)>, sqlx::Error> {
+    let shadow: Option<Option<String>> =
+        sqlx::query_scalar("SELECT shadow_version FROM normalizer_modules WHERE name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+    let Some(version) = shadow.flatten() else { return Ok(None) };
+    let reports = sqlx::query(
+        "SELECT replica, records, differing, samples, updated_at FROM normalizer_shadow_reports
+         WHERE name = $1 AND version = $2 ORDER BY replica",
+    )
+    .bind(name)
+    .bind(&version)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| ShadowReport {
+        replica: r.get(0),
+        records: r.get(1),
+        differing: r.get(2),
+        samples: r.get(3),
+        updated_at: r.get(4),
+    })
+    .collect();
+    Ok(Some((version, reports)))
+}
+
 /// Makes `version` live again, or (None) the version that was live before
 /// the current one. Returns the version now live.
 pub async fn rollback(pool: &PgPool, name: &str, version: Option<&str>, by: &str) -> Result<String, StoreError> {
@@ -148,7 +302,7 @@ pub async fn rollback(pool: &PgPool, name: &str, version: Option<&str>, by: &str
             // not the current one.
             sqlx::query_scalar::<_, String>(
                 "SELECT version FROM normalizer_module_events
-                 WHERE name = $1 AND action IN ('push', 'rollback') AND version <> $2
+                 WHERE name = $1 AND action IN ('push', 'rollback', 'promote') AND version <> $2
                  ORDER BY id DESC LIMIT 1",
             )
             .bind(name)
@@ -200,8 +354,11 @@ pub async fn remove(pool: &PgPool, name: &str, by: &str) -> Result<(), StoreErro
 /// The live version of every module in the store, by name.
 pub async fn live(pool: &PgPool) -> Result<Vec<LiveModule>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT m.name, m.version, v.hash, m.changed_by, m.changed_at
-         FROM normalizer_modules m JOIN normalizer_module_versions v USING (name, version) ORDER BY m.name",
+        "SELECT m.name, m.version, v.hash, m.changed_by, m.changed_at, m.shadow_version, s.hash
+         FROM normalizer_modules m
+         JOIN normalizer_module_versions v USING (name, version)
+         LEFT JOIN normalizer_module_versions s ON s.name = m.name AND s.version = m.shadow_version
+         ORDER BY m.name",
     )
     .fetch_all(pool)
     .await?;
@@ -213,6 +370,7 @@ pub async fn live(pool: &PgPool) -> Result<Vec<LiveModule>, sqlx::Error> {
             hash: r.get(2),
             changed_by: r.get(3),
             changed_at: r.get(4),
+            shadow: r.get::<Option<String>, _>(5).zip(r.get::<Option<String>, _>(6)),
         })
         .collect())
 }

@@ -19,6 +19,7 @@
 //! Reads `DATABASE_URL` and `KAFKA_BOOTSTRAP_SERVERS` like the tests.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -150,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&cache);
 
     let routing = routing_cost(&a.projects.join("rust"))?;
+    let shadow = shadow_cost(&a.projects)?;
 
     println!();
     println!(
@@ -185,10 +187,77 @@ async fn main() -> anyhow::Result<()> {
     for (label, per_record) in routing {
         println!("| {label} | {:.2} µs |", per_record.as_secs_f64() * 1e6);
     }
+    println!();
+    println!("A shadow version beside the live one (in-process, the template's records, 1,000-record batches):");
+    println!("| module | per record, alone | with a shadow | ratio |");
+    println!("|---|---:|---:|---:|");
+    for (language, alone, with_shadow) in shadow {
+        println!(
+            "| {language} | {:.1} µs | {:.1} µs | {:.2}× |",
+            alone.as_secs_f64() * 1e6,
+            with_shadow.as_secs_f64() * 1e6,
+            with_shadow.as_secs_f64() / alone.as_secs_f64().max(1e-9)
+        );
+    }
     Ok(())
 }
 
 const ROUTED: usize = 100_000;
+
+/// Per-record cost of `Modules::normalize` (routing, the module, the
+/// fallback) for each language's module, alone and with a shadow version of
+/// itself beside it, in-process on the template's records.
+fn shadow_cost(projects: &Path) -> anyhow::Result<Vec<(&'static str, Duration, Duration)>> {
+    use notification_host::modules::{Modules, ModulesConfig, content_hash};
+    use notification_host::storage::module_store::StoredModule;
+    let mut out = Vec::new();
+    for (language, project, name) in self::projects(projects) {
+        let manifest = std::fs::read_to_string(project.join(format!("{name}.toml")))?
+            .replace(r#"topics = ["order_events"]"#, r#"topics = ["*"]"#);
+        let component = std::fs::read(project.join(format!("{name}.wasm")))?;
+        let stored = |version: &str| {
+            let manifest = manifest.replace("version = \"0.1.0\"", &format!("version = \"{version}\""));
+            let hash = content_hash(&component, &manifest, None);
+            Arc::new(StoredModule {
+                name: name.clone(),
+                version: version.into(),
+                manifest,
+                component: component.clone(),
+                samples: None,
+                hash,
+            })
+        };
+        let limits = limits_of(&project, &name)?;
+        let modules = Modules::new(
+            Runtime::new(Limits::default())?,
+            ModulesConfig {
+                dir: None,
+                quarantine_after: 10,
+                quarantine_cooldown: Duration::from_secs(30),
+                maxima: Limits { memory_bytes: 1 << 30, deadline: Duration::from_secs(5), ..limits },
+            },
+        );
+        let batch = records(&project, &name, 1_000)?;
+        let time = |shadow: bool| -> anyhow::Result<Duration> {
+            modules.set_store(vec![stored("1.0.0")], if shadow { vec![stored("1.0.1")] } else { vec![] });
+            anyhow::ensure!(modules.list().len() == 1, "shadow bench: {:?}", modules.rejections());
+            modules.normalize(&batch); // warm up
+            let started = Instant::now();
+            for _ in 0..10 {
+                std::hint::black_box(modules.normalize(&batch));
+            }
+            Ok(started.elapsed() / (10 * batch.len() as u32))
+        };
+        let alone = time(false)?;
+        let with_shadow = time(true)?;
+        anyhow::ensure!(
+            modules.shadows().first().is_some_and(|s| s.info().records > 0 && s.info().differing == 0),
+            "shadow bench: the shadow compared nothing"
+        );
+        out.push((language, alone, with_shadow));
+    }
+    Ok(out)
+}
 
 /// How long choosing a module takes per record with 20 modules whose rules
 /// all look at the record, only the last matching: by topic only, by topic
