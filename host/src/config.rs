@@ -377,34 +377,6 @@ pub struct ModulesArgs {
     pub module_quarantine_cooldown: Duration,
 }
 
-impl ModulesArgs {
-    /// The sandbox defaults, and the compilation cache, as configured.
-    pub fn runtime(&self) -> anyhow::Result<crate::runtime::Runtime> {
-        let limits = crate::runtime::Limits {
-            memory_bytes: self.module_memory_limit,
-            deadline: self.module_deadline,
-            max_output_bytes: self.module_max_output,
-            ..crate::runtime::Limits::default()
-        };
-        let cache = match &self.module_cache_dir {
-            Some(dir) if dir.as_os_str() == "off" => crate::runtime::CompileCache::Off,
-            Some(dir) => crate::runtime::CompileCache::Dir(dir.clone()),
-            None => crate::runtime::CompileCache::Default,
-        };
-        crate::runtime::Runtime::with_cache(limits, &cache)
-    }
-
-    /// The most a manifest's `[limits]` may ask for.
-    pub fn maxima(&self) -> crate::runtime::Limits {
-        crate::runtime::Limits {
-            memory_bytes: self.module_memory_max.max(self.module_memory_limit),
-            deadline: self.module_deadline_max.max(self.module_deadline),
-            max_output_bytes: self.module_max_output,
-            ..crate::runtime::Limits::default()
-        }
-    }
-}
-
 /// Where and how to consume.
 #[derive(Debug, Clone, Args)]
 pub struct KafkaConfig {

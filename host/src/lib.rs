@@ -5,20 +5,22 @@
 //!
 //! - [`cmd`]: one file per command: `serve` (the default: wires everything
 //!   below together and runs until SIGTERM), `migrate`, `check`,
-//!   `renormalize`, and the module author's tools: `new` (a project from
+//!   `renormalize`, the module author's tools: `new` (a project from
 //!   the templates in `host/templates/`), `normalize` (the tester, which
 //!   loads modules through [`modules`] exactly as `serve` does) and
-//!   `capture`.
+//!   `capture`, and `modules` (push, rollback, shadow and promote in the
+//!   module store).
 //! - [`http`]: axum only. Health, readiness, metrics and the REST API, with
 //!   its OpenAPI document and the `/apidocs/` reference.
 //! - [`pipeline`]: the only module that uses Kafka, the normalizers and
 //!   storage together: message → normalizer → row → stored offset.
-//! - [`modules`]: normalizer modules from a directory: manifests, routing,
-//!   hot reload, quarantine. [`normalize`] picks the built-in default or a
+//! - [`modules`]: normalizer modules from a directory and from the module
+//!   store (which every replica follows): manifests, routing by topic,
+//!   header, key and content, hot reload, quarantine, shadow versions. [`normalize`] picks the built-in default or a
 //!   module for each record and turns module failures into explained rows.
 //! - [`storage`]: sqlx only. The pool, the migrations and every query, by
 //!   purpose (rows from records, the write path, the API's reads,
-//!   partitions, renormalize).
+//!   partitions, renormalize, the module store).
 //! - [`kafka`]: rdkafka only. The consumer group, topic discovery, offsets.
 //! - [`runtime`]: wasmtime only. Loads normalizer components of every
 //!   contract version the host runs, offers them the host's functions

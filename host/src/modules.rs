@@ -52,7 +52,7 @@ use crate::config::ModulesArgs;
 use crate::metrics::{Metrics, ModuleFailureLabels, ModuleInfoLabels, ModuleLabels};
 use crate::normalize::{Module, Normalizer, builtin, fallback};
 use crate::record::{Normalized, Record};
-use crate::runtime::{Breaker, CallError, Limits, Output, Runtime};
+use crate::runtime::{Breaker, CallError, CompileCache, Limits, Output, Runtime};
 use crate::samples::{self, Sample};
 use crate::storage::module_store::StoredModule;
 pub use shadow::{FieldDiff, Shadow, ShadowDiff, ShadowInfo};
@@ -458,12 +458,12 @@ impl Modules {
             dir: args.normalizers_dir.clone(),
             quarantine_after: if quarantine { args.module_quarantine_after.max(1) } else { u64::MAX },
             quarantine_cooldown: args.module_quarantine_cooldown,
-            maxima: args.maxima(),
+            maxima: maxima(args),
         };
         if let Some(dir) = &config.dir {
             anyhow::ensure!(dir.is_dir(), "NORMALIZERS_DIR {} is not a directory", dir.display());
         }
-        let modules = Arc::new(Modules::with_metrics(args.runtime()?, config, metrics));
+        let modules = Arc::new(Modules::with_metrics(runtime_for(args)?, config, metrics));
         if modules.dir().is_some() {
             let m = modules.clone();
             tokio::task::spawn_blocking(move || m.reload()).await?;
@@ -779,6 +779,32 @@ impl Modules {
     }
 }
 
+/// The sandbox defaults and the compilation cache `args` configure.
+pub fn runtime_for(args: &ModulesArgs) -> anyhow::Result<Runtime> {
+    let limits = Limits {
+        memory_bytes: args.module_memory_limit,
+        deadline: args.module_deadline,
+        max_output_bytes: args.module_max_output,
+        ..Limits::default()
+    };
+    let cache = match &args.module_cache_dir {
+        Some(dir) if dir.as_os_str() == "off" => CompileCache::Off,
+        Some(dir) => CompileCache::Dir(dir.clone()),
+        None => CompileCache::Default,
+    };
+    Runtime::with_cache(limits, &cache)
+}
+
+/// The most a manifest's `[limits]` may ask for, as `args` configure.
+pub fn maxima(args: &ModulesArgs) -> Limits {
+    Limits {
+        memory_bytes: args.module_memory_max.max(args.module_memory_limit),
+        deadline: args.module_deadline_max.max(args.module_deadline),
+        max_output_bytes: args.module_max_output,
+        ..Limits::default()
+    }
+}
+
 /// Judges a version for the module store exactly as a replica will load it
 /// (contract, limits, routes, samples gate), with this host's module
 /// settings. Returns what to store, or every reason it would be refused.
@@ -799,14 +825,14 @@ pub fn validate_for_store(
         samples,
         hash,
     });
-    let runtime = args.runtime().map_err(|e| format!("{e:#}"))?;
+    let runtime = runtime_for(args).map_err(|e| format!("{e:#}"))?;
     let judge = Modules::new(
         runtime,
         ModulesConfig {
             dir: None,
             quarantine_after: u64::MAX,
             quarantine_cooldown: args.module_quarantine_cooldown,
-            maxima: args.maxima(),
+            maxima: maxima(args),
         },
     );
     judge.apply(vec![Source::Stored(Arc::clone(&candidate))]);

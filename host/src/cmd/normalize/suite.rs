@@ -74,7 +74,7 @@ fn parent(path: &Path) -> PathBuf {
 }
 
 fn runtime(args: &NormalizeArgs) -> anyhow::Result<Runtime> {
-    args.modules.runtime()
+    crate::modules::runtime_for(&args.modules)
 }
 
 /// The manifests to judge, in the live host's (file-name) order.
@@ -102,7 +102,7 @@ fn judge(args: &NormalizeArgs, runtime: &Runtime) -> anyhow::Result<Arc<Modules>
         dir: None,
         quarantine_after: u64::MAX,
         quarantine_cooldown: m.module_quarantine_cooldown,
-        maxima: m.maxima(),
+        maxima: crate::modules::maxima(m),
     };
     let modules = Arc::new(Modules::new(runtime.clone(), config));
     modules.load_manifests(manifests(args)?);
