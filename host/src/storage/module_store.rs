@@ -84,12 +84,9 @@ async fn event(
     Ok(())
 }
 
-/// Stores a version (already validated by the caller) and makes it live.
-/// Pushing the very same content again only makes it live.
-pub async fn push(pool: &PgPool, module: &StoredModule, by: &str) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
-    // One push per module at a time.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))").bind(&module.name).execute(&mut *tx).await?;
+/// Stores a version unless it is stored already; the same name and version
+/// with other content is refused.
+async fn store_version(tx: &mut sqlx::PgConnection, module: &StoredModule, by: &str) -> Result<(), StoreError> {
     let existing: Option<String> =
         sqlx::query_scalar("SELECT hash FROM normalizer_module_versions WHERE name = $1 AND version = $2")
             .bind(&module.name)
@@ -117,6 +114,16 @@ pub async fn push(pool: &PgPool, module: &StoredModule, by: &str) -> Result<(), 
             .await?;
         }
     }
+    Ok(())
+}
+
+/// Stores a version (already validated by the caller) and makes it live.
+/// Pushing the very same content again only makes it live.
+pub async fn push(pool: &PgPool, module: &StoredModule, by: &str) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    // One push per module at a time.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))").bind(&module.name).execute(&mut *tx).await?;
+    store_version(&mut tx, module, by).await?;
     make_live(&mut tx, &module.name, &module.version, by).await?;
     event(&mut tx, &module.name, "push", Some(&module.version), by).await?;
     notify(&mut tx, &module.name).await?;
@@ -149,33 +156,7 @@ pub async fn push_shadow(pool: &PgPool, module: &StoredModule, by: &str) -> Resu
     if live.is_none() {
         return Err(StoreError::NothingToShadow(module.name.clone()));
     }
-    let existing: Option<String> =
-        sqlx::query_scalar("SELECT hash FROM normalizer_module_versions WHERE name = $1 AND version = $2")
-            .bind(&module.name)
-            .bind(&module.version)
-            .fetch_optional(&mut *tx)
-            .await?;
-    match existing {
-        Some(hash) if hash != module.hash => {
-            return Err(StoreError::VersionExists { name: module.name.clone(), version: module.version.clone() });
-        }
-        Some(_) => {}
-        None => {
-            sqlx::query(
-                "INSERT INTO normalizer_module_versions (name, version, manifest, component, samples, hash, pushed_by)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(&module.name)
-            .bind(&module.version)
-            .bind(&module.manifest)
-            .bind(&module.component)
-            .bind(&module.samples)
-            .bind(&module.hash)
-            .bind(by)
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
+    store_version(&mut tx, module, by).await?;
     sqlx::query(
         "UPDATE normalizer_modules SET shadow_version = $2, changed_by = $3, changed_at = now() WHERE name = $1",
     )
