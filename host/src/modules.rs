@@ -754,6 +754,16 @@ impl Modules {
         let route = Route::new(&manifest.rules)?;
         let limits = manifest.limits.resolve(self.runtime.limits(), self.config.maxima)?;
         let module = self.runtime.load_with(&bytes, limits).map_err(|e| e.to_string())?;
+        // The manifest names the code it ships: a component that calls
+        // itself something else is the wrong file, or an unbumped version.
+        if let Some(d) = module.descriptor()
+            && (d.name != manifest.name || d.version != manifest.version)
+        {
+            return Err(format!(
+                "the component describes itself as {}@{}, but the manifest says {}@{}; they must match",
+                d.name, d.version, manifest.name, manifest.version
+            ));
+        }
         let loaded = Arc::new(Module {
             component: module,
             label: format!("{}@{}", manifest.name, manifest.version),

@@ -33,22 +33,53 @@ fn run_cli(args: &[&str]) -> (String, String, i32) {
     (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap(), out.status.code().unwrap_or(-1))
 }
 
-/// A module in `dir`: `<name>.toml`, `<name>.wasm` (a copy of `fixture`) and,
-/// if given, `<name>.samples.jsonl`.
-fn module(dir: &Path, name: &str, fixture: &str, topics: &str, extra: &str, samples: Option<&str>) -> PathBuf {
-    std::fs::copy(common::component(fixture), dir.join(format!("{name}.wasm"))).unwrap();
+/// The name and version a fixture component describes itself with, which
+/// its manifest must repeat.
+fn identity(fixture: &str) -> (String, String) {
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    match runtime.load_file(&common::component(fixture)) {
+        Ok(c) => {
+            let d = c.descriptor().unwrap();
+            (d.name.clone(), d.version.clone())
+        }
+        // A component that does not load: any identity will do.
+        Err(_) => (fixture.replace('_', "-"), "0.1.0".into()),
+    }
+}
+
+/// A module in `dir`: `<file>.toml`, `<file>.wasm` (a copy of `fixture`) and,
+/// if given, `<file>.samples.jsonl`; the manifest names the component's own
+/// name and version.
+fn module(dir: &Path, file: &str, fixture: &str, topics: &str, extra: &str, samples: Option<&str>) -> PathBuf {
+    let (name, version) = identity(fixture);
+    manifest_as(dir, file, &name, &version, fixture, topics, extra, samples)
+}
+
+/// [`module`] with the manifest's name and version given.
+#[allow(clippy::too_many_arguments)]
+fn manifest_as(
+    dir: &Path,
+    file: &str,
+    name: &str,
+    version: &str,
+    fixture: &str,
+    topics: &str,
+    extra: &str,
+    samples: Option<&str>,
+) -> PathBuf {
+    std::fs::copy(common::component(fixture), dir.join(format!("{file}.wasm"))).unwrap();
     let samples_line = match samples {
         Some(text) => {
-            std::fs::write(dir.join(format!("{name}.samples.jsonl")), text).unwrap();
-            format!("samples = \"{name}.samples.jsonl\"\n")
+            std::fs::write(dir.join(format!("{file}.samples.jsonl")), text).unwrap();
+            format!("samples = \"{file}.samples.jsonl\"\n")
         }
         None => String::new(),
     };
-    let manifest = dir.join(format!("{name}.toml"));
+    let manifest = dir.join(format!("{file}.toml"));
     std::fs::write(
         &manifest,
         format!(
-            "name = \"{name}\"\nversion = \"0.1.0\"\ncomponent = \"{name}.wasm\"\n{samples_line}{extra}\n[match]\ntopics = [\"{topics}\"]\n"
+            "name = \"{name}\"\nversion = \"{version}\"\ncomponent = \"{file}.wasm\"\n{samples_line}{extra}\n[match]\ntopics = [\"{topics}\"]\n"
         ),
     )
     .unwrap();
@@ -100,15 +131,15 @@ fn both_contract_versions_run_side_by_side_and_1_1_refines_the_builtin_answer() 
 
     // And both live in one modules directory, each on its topics.
     let dir = tempfile::tempdir().unwrap();
-    module(dir.path(), "a-old", "normalizer_default", "old_*", "", None);
+    module(dir.path(), "a-old", "normalizer_campus_delivery", "old_*", "", None);
     module(dir.path(), "b-new", "fixture_refine", "new_*", "", None);
     let modules = live(dir.path());
     let infos = modules.list();
     assert_eq!(infos.len(), 2, "{:?}", modules.rejections());
     assert_eq!(infos.iter().map(|i| i.contract.as_str()).collect::<Vec<_>>(), ["1.0.0", "1.1.0"]);
     let out = modules.normalize(&[record("old_x", 0, with_producer), record("new_x", 0, with_producer)]);
-    assert_eq!(out[0].normalizer, "a-old@0.1.0");
-    assert_eq!(out[1].normalizer, "b-new@0.1.0");
+    assert_eq!(out[0].normalizer, "campus-delivery@1.0.0");
+    assert_eq!(out[1].normalizer, "refine@0.1.0");
     assert_eq!(out[0].fields.source_service, builtin(with_producer).source_service);
     assert_eq!(out[1].fields.source_service.as_deref(), Some("dispatch"));
 }
@@ -175,9 +206,9 @@ fn a_manifest_sets_its_own_limits_within_the_host_maxima() {
     );
     let modules = live(dir.path());
     let infos = modules.list();
-    let fast = infos.iter().find(|i| i.name == "fast").unwrap();
+    let fast = infos.iter().find(|i| i.manifest.ends_with("fast.toml")).unwrap();
     assert_eq!(fast.deadline_ms, 10);
-    let roomy = infos.iter().find(|i| i.name == "roomy").unwrap();
+    let roomy = infos.iter().find(|i| i.manifest.ends_with("roomy.toml")).unwrap();
     assert_eq!((roomy.memory_bytes, roomy.max_output_bytes), (256 << 20, 100));
     let rejected = modules.rejections();
     assert_eq!(rejected.len(), 1, "{rejected:?}");
@@ -216,6 +247,7 @@ fn fixture_directory(dir: &Path) {
     module(dir, "i-wrong-contract", "fixture_wrong_contract", "i", "", Some(&good));
     module(dir, "j-no-samples", "fixture_refine", "j", "", None);
     module(dir, "k-over-limit", "fixture_refine", "k", "[limits]\ndeadline_ms = 5000\n", Some(&good));
+    manifest_as(dir, "l-not-itself", "refine", "0.2.0", "fixture_refine", "l", "", Some(&good));
 }
 
 #[test]
@@ -224,7 +256,7 @@ fn the_tester_gives_the_live_verdict_on_every_fixture_module() {
     fixture_directory(dir.path());
     let modules = live(dir.path());
     let live_names: Vec<String> = modules.list().into_iter().map(|i| i.name).collect();
-    assert_eq!(live_names, ["a-default", "b-refine", "j-no-samples"], "{:?}", modules.rejections());
+    assert_eq!(live_names, ["default", "refine", "refine"], "{:?}", modules.rejections());
 
     let (out, err, code) = run_cli(&[
         "normalize",
@@ -248,6 +280,10 @@ fn the_tester_gives_the_live_verdict_on_every_fixture_module() {
     for reason in modules.rejections().iter().map(|r| r.reason.clone()) {
         assert!(out.contains(&reason), "the tester does not show {reason:?}:\n{out}");
     }
+    assert!(
+        out.contains("the component describes itself as refine@0.1.0, but the manifest says refine@0.2.0"),
+        "{out}"
+    );
     // What the author needs to see beside the failing sample.
     assert!(out.contains("order_id: expected \"43\", got \"42\""), "{out}");
     assert!(out.contains("line 2: not a valid sample: \"topic\" must be a string"), "{out}");
@@ -256,7 +292,7 @@ fn the_tester_gives_the_live_verdict_on_every_fixture_module() {
     // One module alone, by manifest: the same verdict.
     let (out, _, code) = run_cli(&["normalize", "--manifest", dir.path().join("b-refine.toml").to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("PASS b-refine@0.1.0") && out.contains("contract 1.1.0"), "{out}");
+    assert!(out.contains("PASS refine@0.1.0") && out.contains("contract 1.1.0"), "{out}");
 }
 
 #[test]
@@ -379,7 +415,7 @@ fn watch_judges_again_when_a_file_changes() {
         }
     };
     let first = next_verdict(&rx);
-    assert!(first.starts_with("PASS w@0.1.0"), "{first}");
+    assert!(first.starts_with("PASS refine@0.1.0"), "{first}");
     // Wait for the watcher to be in place, then break the samples.
     while !rx.recv_timeout(Duration::from_secs(30)).unwrap().starts_with("watching ") {}
     std::fs::write(dir.path().join("w.samples.jsonl"), good.replace("\"42\"", "\"41\"")).unwrap();

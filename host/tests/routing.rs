@@ -25,11 +25,14 @@ fn record(topic: &str, key: Option<&str>, value: &[u8]) -> Record {
     }
 }
 
-fn module(dir: &Path, file: &str, name: &str, fixture: &str, rules: &str) {
+/// A module file pair; the manifest repeats the component's own name and
+/// version (`name@version` below).
+fn module(dir: &Path, file: &str, name_at_version: &str, fixture: &str, rules: &str) {
+    let (name, version) = name_at_version.split_once('@').unwrap();
     std::fs::copy(common::component(fixture), dir.join(format!("{file}.wasm"))).unwrap();
     std::fs::write(
         dir.join(format!("{file}.toml")),
-        format!("name = \"{name}\"\nversion = \"1.0.0\"\ncomponent = \"{file}.wasm\"\n[match]\n{rules}\n"),
+        format!("name = \"{name}\"\nversion = \"{version}\"\ncomponent = \"{file}.wasm\"\n[match]\n{rules}\n"),
     )
     .unwrap();
 }
@@ -58,15 +61,15 @@ fn two_producers_of_one_topic_go_to_their_own_modules() {
     module(
         dir.path(),
         "a-http-routes",
-        "http-routes",
+        "campus-delivery@1.0.0",
         "normalizer_campus_delivery",
         "topics = [\"order_events\"]\nfields = { \"type\" = { glob = \"ORDER_*\" }, \"payload.orderId\" = { present = true } }",
     );
     module(
         dir.path(),
         "b-handlers",
-        "handlers",
-        "normalizer_default",
+        "refine@0.1.0",
+        "fixture_refine",
         "topics = [\"order_events\"]\nfields = { source = \"order-service\", \"type\" = { glob = \"order.*\" } }",
     );
     let m = modules(dir.path());
@@ -80,28 +83,18 @@ fn two_producers_of_one_topic_go_to_their_own_modules() {
         record("order_events", None, b"not json"),
     ]);
     let labels: Vec<&str> = out.iter().map(|n| n.normalizer.as_str()).collect();
-    assert_eq!(labels, ["http-routes@1.0.0", "handlers@1.0.0", "default@1.0.0", "default@1.0.0"]);
+    assert_eq!(labels, ["campus-delivery@1.0.0", "refine@0.1.0", "default@1.0.0", "default@1.0.0"]);
     assert_eq!(out[0].fields.order_id.as_deref(), Some("42"));
 }
 
 #[test]
 fn field_rules_read_numbers_as_sent_nested_paths_and_keys() {
     let dir = tempfile::tempdir().unwrap();
-    module(
-        dir.path(),
-        "a",
-        "amount",
-        "normalizer_default",
-        "topics = [\"t\"]\nfields = { \"data.amount\" = \"1.50\" }",
-    );
-    module(dir.path(), "b", "keyed", "normalizer_default", "topics = [\"t\"]\nkey = \"tenant-7/*\"");
-    module(
-        dir.path(),
-        "c",
-        "absent",
-        "normalizer_default",
-        "topics = [\"t\"]\nfields = { data = { present = false } }",
-    );
+    let amount = "topics = [\"t\"]\nfields = { \"data.amount\" = \"1.50\" }";
+    module(dir.path(), "a", "campus-delivery@1.0.0", "normalizer_campus_delivery", amount);
+    module(dir.path(), "b", "refine@0.1.0", "fixture_refine", "topics = [\"t\"]\nkey = \"tenant-7/*\"");
+    let absent = "topics = [\"t\"]\nfields = { data = { present = false } }";
+    module(dir.path(), "c", "versioned@1.0.0", "fixture_versioned_1_0_0", absent);
     let m = modules(dir.path());
     let out = m.normalize(&[
         record("t", None, br#"{"data": {"amount": 1.50}}"#),
@@ -111,21 +104,24 @@ fn field_rules_read_numbers_as_sent_nested_paths_and_keys() {
         record("t", None, b"\xEF\xBB\xBF{\"data\": {\"amount\": 1.50}}"),
     ]);
     let labels: Vec<&str> = out.iter().map(|n| n.normalizer.as_str()).collect();
-    assert_eq!(labels, ["amount@1.0.0", "default@1.0.0", "keyed@1.0.0", "absent@1.0.0", "amount@1.0.0"]);
+    assert_eq!(
+        labels,
+        ["campus-delivery@1.0.0", "default@1.0.0", "refine@0.1.0", "versioned@1.0.0", "campus-delivery@1.0.0"]
+    );
 }
 
 #[test]
 fn bad_field_rules_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    module(dir.path(), "a", "x", "normalizer_default", "topics = [\"t\"]\nfields = { \"a..b\" = \"1\" }");
+    module(dir.path(), "a", "default@1.0.0", "normalizer_default", "topics = [\"t\"]\nfields = { \"a..b\" = \"1\" }");
     module(
         dir.path(),
         "b",
-        "y",
+        "default@1.0.0",
         "normalizer_default",
         "topics = [\"t\"]\nfields = { a = { glob = \"x\", present = true } }",
     );
-    module(dir.path(), "c", "z", "normalizer_default", "topics = [\"t\"]\nkey = \"[\"");
+    module(dir.path(), "c", "default@1.0.0", "normalizer_default", "topics = [\"t\"]\nkey = \"[\"");
     let m = Modules::new(
         Runtime::new(Limits::default()).unwrap(),
         ModulesConfig {
@@ -147,17 +143,17 @@ fn bad_field_rules_are_refused_with_the_reason() {
 fn unsupported_passes_the_record_to_the_next_matching_module_then_the_default() {
     let dir = tempfile::tempdir().unwrap();
     // `refine` answers `unsupported` for a value that is not JSON.
-    module(dir.path(), "a", "refine", "fixture_refine", "topics = [\"t\", \"u\"]");
-    module(dir.path(), "b", "second", "normalizer_default", "topics = [\"t\"]");
+    module(dir.path(), "a", "refine@0.1.0", "fixture_refine", "topics = [\"t\", \"u\"]");
+    module(dir.path(), "b", "versioned@1.0.0", "fixture_versioned_1_0_0", "topics = [\"t\"]");
     let m = modules(dir.path());
     let out = m.normalize(&[
         record("t", None, br#"{"order_id": "1", "producer": "p"}"#),
         record("t", None, b"\xff not json"),
         record("u", None, b"\xff not json"),
     ]);
-    assert_eq!(out[0].normalizer, "refine@1.0.0");
+    assert_eq!(out[0].normalizer, "refine@0.1.0");
     assert_eq!(out[0].fields.source_service.as_deref(), Some("p"));
-    assert_eq!(out[1].normalizer, "second@1.0.0");
+    assert_eq!(out[1].normalizer, "versioned@1.0.0");
     assert_eq!(out[2].normalizer, "default@1.0.0");
     assert!(out.iter().all(|n| n.error.is_none()), "{out:?}");
     // Passing a record on is not a failure of the module.

@@ -301,6 +301,7 @@ fn check_reports_what_is_wrong() {
     let (code, out) = run(&[("DATABASE_URL", &db), ("KAFKA_BOOTSTRAP_SERVERS", &servers)]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ok   database: answers") && out.contains("ok   broker:"), "{out}");
+    assert!(out.contains("ok   module store: "), "{out}");
     let (code, out) =
         run(&[("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none"), ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")]);
     assert_eq!(code, 1, "{out}");

@@ -17,8 +17,6 @@ fn wasm(name: &str) -> PathBuf {
     p
 }
 
-const CAMPUS_SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../normalizers/campus-delivery/samples.jsonl");
-
 /// A module folder: `m.toml`, `m.wasm`, `m.samples.jsonl`.
 fn module_dir(name: &str, version: &str, component: &str, samples: &str, topics: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(unique("push"));
@@ -106,20 +104,38 @@ fn push_body(dir: &Path) -> String {
     .to_string()
 }
 
+/// A samples line: an authorize_payment record and the status `versioned`
+/// at `version` gives it.
+fn versioned_sample(version: &str) -> String {
+    format!(
+        "{{\"topic\": \"t\", \"value_text\": {}, \"expected\": {{\"status\": \"v{version}\", \"order_id\": \"7\"}}}}\n",
+        serde_json::to_string(r#"{"type": "authorize_payment", "payload": {"order_id": 7}}"#).unwrap()
+    )
+}
+
+/// The `versioned` fixture at `version`, as a module folder.
+fn versioned(version: &str, samples: &str) -> PathBuf {
+    module_dir(
+        "versioned",
+        version,
+        &format!("fixture_versioned_{}", version.replace('.', "_")),
+        samples,
+        "*_payment_commands",
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_follow_the_store() {
     let prefix = unique("store");
     let topic = format!("{prefix}_payment_commands");
     Kafka::shared().create_topic(&topic, 2).await;
     let (db_url, pool) = fresh_database("store").await;
-    let samples = std::fs::read_to_string(CAMPUS_SAMPLES).unwrap();
 
     // Replica B also has a modules directory holding a manifest of the same
     // name as a stored module: the store wins.
     let b_dir = std::env::temp_dir().join(format!("{prefix}-b-modules"));
     std::fs::create_dir_all(&b_dir).unwrap();
-    let local =
-        module_dir("campus-delivery", "0.0.1-local", "normalizer_campus_delivery", &samples, "*_payment_commands");
+    let local = versioned("2.0.0", "");
     for f in ["m.toml", "m.wasm", "m.samples.jsonl"] {
         std::fs::copy(local.join(f), b_dir.join(f)).unwrap();
     }
@@ -133,69 +149,66 @@ async fn two_replicas_follow_the_store() {
     a.wait_ready(Duration::from_secs(60));
     b.wait_ready(Duration::from_secs(60));
     both_run(&[&a], &[]);
-    both_run(&[&b], &["campus-delivery@0.0.1-local"]);
+    both_run(&[&b], &["versioned@2.0.0"]);
 
     // Push: validated, stored, live on both within a second (the poll is a
     // minute, so this is the notification).
-    let v1 = module_dir("campus-delivery", "1.0.0", "normalizer_campus_delivery", &samples, "*_payment_commands");
+    let v1 = versioned("1.0.0", &versioned_sample("1.0.0"));
     let (out, ok) = cli(&db_url, &["push", v1.join("m.toml").to_str().unwrap()]);
     assert!(ok, "{out}");
-    let took = both_run(&[&a, &b], &["campus-delivery@1.0.0"]);
+    let took = both_run(&[&a, &b], &["versioned@1.0.0"]);
     eprintln!("push live on both replicas after {took:?}");
     assert!(took < Duration::from_secs(1), "{took:?}");
     let b_rejected = http_get(b.http, "/normalizers").unwrap().1;
-    assert!(b_rejected.contains("overridden by the module store, where campus-delivery@1.0.0 is live"), "{b_rejected}");
+    assert!(b_rejected.contains("overridden by the module store, where versioned@1.0.0 is live"), "{b_rejected}");
 
     // Records are normalized by the stored module.
     let producer = Kafka::shared().unbatched_producer();
     let record = r#"{"type": "authorize_payment", "correlation_id": "s-1", "payload": {"order_id": 7, "customer": {"clerkUserId": "user_7"}}}"#;
     produce(&producer, &Out::new(&topic, record)).await;
     wait_for_rows(&pool, &prefix, 1, Duration::from_secs(30)).await;
-    let (normalizer, customer): (String, Option<String>) =
-        sqlx::query_as("SELECT normalizer, customer_id FROM notifications WHERE starts_with(source_topic, $1)")
+    let (normalizer, status): (String, Option<String>) =
+        sqlx::query_as("SELECT normalizer, status FROM notifications WHERE starts_with(source_topic, $1)")
             .bind(&prefix)
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!((normalizer.as_str(), customer.as_deref()), ("campus-delivery@1.0.0", Some("user_7")));
+    assert_eq!((normalizer.as_str(), status.as_deref()), ("versioned@1.0.0", Some("v1.0.0")));
 
     // A second version, then a rollback to the first.
-    let v2 = module_dir("campus-delivery", "1.1.0", "normalizer_campus_delivery", &samples, "*_payment_commands");
+    let v2 = versioned("1.1.0", &versioned_sample("1.1.0"));
     assert!(cli(&db_url, &["push", v2.join("m.toml").to_str().unwrap()]).1);
-    both_run(&[&a, &b], &["campus-delivery@1.1.0"]);
-    let (out, ok) = cli(&db_url, &["rollback", "campus-delivery"]);
-    assert!(ok && out.contains("campus-delivery@1.0.0 is live"), "{out}");
-    let took = both_run(&[&a, &b], &["campus-delivery@1.0.0"]);
+    both_run(&[&a, &b], &["versioned@1.1.0"]);
+    let (out, ok) = cli(&db_url, &["rollback", "versioned"]);
+    assert!(ok && out.contains("versioned@1.0.0 is live"), "{out}");
+    let took = both_run(&[&a, &b], &["versioned@1.0.0"]);
     assert!(took < Duration::from_secs(1), "rollback took {took:?}");
 
     // Refusals change nothing.
-    let (out, ok) = cli(&db_url, &["rollback", "campus-delivery@9.9.9"]);
-    assert!(!ok && out.contains("campus-delivery@9.9.9 is not in the store (stored versions: 1.0.0, 1.1.0)"), "{out}");
-    let failing = module_dir(
-        "campus-delivery",
-        "2.0.0",
-        "normalizer_campus_delivery",
-        &samples.replacen("\"user_2abc\"", "\"somebody-else\"", 1),
-        "*_payment_commands",
-    );
+    let (out, ok) = cli(&db_url, &["rollback", "versioned@9.9.9"]);
+    assert!(!ok && out.contains("versioned@9.9.9 is not in the store (stored versions: 1.0.0, 1.1.0)"), "{out}");
+    let failing = versioned("2.0.0", &versioned_sample("1.0.0"));
     let (out, ok) = cli(&db_url, &["push", failing.join("m.toml").to_str().unwrap()]);
     assert!(
-        !ok && out.contains("refused, nothing stored") && out.contains("customer_id: expected \"somebody-else\""),
+        !ok && out.contains("refused, nothing stored") && out.contains("status: expected \"v1.0.0\", got \"v2.0.0\""),
         "{out}"
     );
-    let corrupt = module_dir("campus-delivery", "2.0.1", "normalizer_campus_delivery", &samples, "*_payment_commands");
+    let corrupt = module_dir("versioned", "2.0.1", "fixture_versioned_2_0_0", "", "*_payment_commands");
     std::fs::write(corrupt.join("m.wasm"), b"\0asm not really").unwrap();
     let (out, ok) = cli(&db_url, &["push", corrupt.join("m.toml").to_str().unwrap()]);
     assert!(!ok && out.contains("not a valid WebAssembly component"), "{out}");
-    let conflicting = module_dir("campus-delivery", "1.1.0", "normalizer_default", "", "*_payment_commands");
+    let impostor = module_dir("versioned", "3.0.0", "fixture_versioned_1_0_0", "", "*_payment_commands");
+    let (out, ok) = cli(&db_url, &["push", impostor.join("m.toml").to_str().unwrap()]);
+    assert!(!ok && out.contains("describes itself as versioned@1.0.0, but the manifest says versioned@3.0.0"), "{out}");
+    let conflicting = versioned("1.1.0", "");
     let (out, ok) = cli(&db_url, &["push", conflicting.join("m.toml").to_str().unwrap()]);
     assert!(!ok && out.contains("already stored with other content"), "{out}");
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(live(&a), ["campus-delivery@1.0.0"]);
-    assert_eq!(live(&b), ["campus-delivery@1.0.0"]);
+    assert_eq!(live(&a), ["versioned@1.0.0"]);
+    assert_eq!(live(&b), ["versioned@1.0.0"]);
 
     // Over HTTP, with the admin token only where it is configured.
-    let other = module_dir("team-b", "3.0.0", "normalizer_default", "", "*_user_events");
+    let other = module_dir("refine", "0.1.0", "fixture_refine", "", "*_user_events");
     let body = push_body(&other);
     assert_eq!(post(a.http, "/admin/modules", Some("admin-secret"), &body).0, 403, "no ADMIN_TOKEN on replica A");
     assert_eq!(post(b.http, "/admin/modules", None, &body).0, 401);
@@ -207,32 +220,30 @@ async fn two_replicas_follow_the_store() {
     let (status, answer) = post(b.http, "/admin/modules", Some("admin-secret"), &body);
     assert_eq!(status, 201, "{answer}");
     // One team's push leaves the other team's module as it was.
-    both_run(&[&a, &b], &["campus-delivery@1.0.0", "team-b@3.0.0"]);
+    both_run(&[&a, &b], &["refine@0.1.0", "versioned@1.0.0"]);
 
     // A shadow version runs beside the live one on live traffic: compared,
     // never stored, then promoted.
     let (out, ok) = cli(&db_url, &["push", "--shadow", other.join("m.toml").to_str().unwrap()]);
-    assert!(ok, "{out}"); // team-b@3.0.0 again, as its own shadow: nothing differs
+    assert!(ok, "{out}"); // refine@0.1.0 again, as its own shadow: nothing differs
     let (out, ok) = cli(&db_url, &["push", "--shadow", corrupt.join("m.toml").to_str().unwrap()]);
     assert!(!ok && out.contains("refused, nothing stored"), "{out}");
-    let nothing_live = module_dir("team-c", "1.0.0", "normalizer_default", "", "*_user_events");
+    let nothing_live = module_dir("campus-delivery", "1.0.0", "normalizer_campus_delivery", "", "*_payment_commands");
     let (out, ok) = cli(&db_url, &["push", "--shadow", nothing_live.join("m.toml").to_str().unwrap()]);
-    assert!(!ok && out.contains("team-c has no live version in the store"), "{out}");
-    // The built-in rules as campus-delivery 2.1.0: they do not read
-    // `customer.clerkUserId`, so the shadow differs on authorize_payment.
-    let v3 = module_dir("campus-delivery", "2.1.0", "normalizer_default", "", "*_payment_commands");
+    assert!(!ok && out.contains("campus-delivery has no live version in the store"), "{out}");
+    let v3 = versioned("2.0.0", "");
     let (out, ok) = cli(&db_url, &["push", "--shadow", v3.join("m.toml").to_str().unwrap()]);
     assert!(ok, "{out}");
     let shadow_of = |h: &Host| -> Value {
         let n: Value = serde_json::from_str(&http_get(h.http, "/normalizers").unwrap().1).unwrap();
-        n["modules"].as_array().unwrap().iter().find(|m| m["name"] == "campus-delivery").unwrap()["shadow"].clone()
+        n["modules"].as_array().unwrap().iter().find(|m| m["name"] == "versioned").unwrap()["shadow"].clone()
     };
     let start = Instant::now();
-    while shadow_of(&a)["version"] != "2.1.0" || shadow_of(&b)["version"] != "2.1.0" {
+    while shadow_of(&a)["version"] != "2.0.0" || shadow_of(&b)["version"] != "2.0.0" {
         assert!(start.elapsed() < Duration::from_secs(5), "{} {}", shadow_of(&a), shadow_of(&b));
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(live(&a), ["campus-delivery@1.0.0", "team-b@3.0.0"], "a shadow push leaves the live version");
+    assert_eq!(live(&a), ["refine@0.1.0", "versioned@1.0.0"], "a shadow push leaves the live version");
     for i in 0..3 {
         let record = format!(
             r#"{{"type": "authorize_payment", "correlation_id": "s-{i}", "payload": {{"order_id": {i}, "customer": {{"clerkUserId": "user_{i}"}}}}}}"#
@@ -241,14 +252,14 @@ async fn two_replicas_follow_the_store() {
     }
     wait_for_rows(&pool, &prefix, 4, Duration::from_secs(30)).await;
     let stored: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT normalizer, customer_id FROM notifications WHERE starts_with(source_topic, $1) ORDER BY kafka_offset",
+        "SELECT normalizer, status FROM notifications WHERE starts_with(source_topic, $1) ORDER BY kafka_offset",
     )
     .bind(&prefix)
     .fetch_all(&pool)
     .await
     .unwrap();
     assert!(
-        stored.iter().all(|(n, c)| n == "campus-delivery@1.0.0" && c.is_some()),
+        stored.iter().all(|(n, s)| n == "versioned@1.0.0" && s.as_deref() == Some("v1.0.0")),
         "only live answers are stored: {stored:?}"
     );
     let compared = |s: &Value| s["records"].as_u64().unwrap_or(0);
@@ -260,53 +271,58 @@ async fn two_replicas_follow_the_store() {
         .into_iter()
         .find_map(|s| s["samples"].as_array().and_then(|a| a.first().cloned()))
         .unwrap();
-    assert_eq!(sample["fields"][0]["field"], "customer_id", "{sample}");
-    assert_eq!(sample["fields"][0]["shadow"], Value::Null, "{sample}");
+    assert_eq!(sample["fields"][0]["field"], "status", "{sample}");
+    assert_eq!(
+        (sample["fields"][0]["live"].as_str(), sample["fields"][0]["shadow"].as_str()),
+        (Some("v1.0.0"), Some("v2.0.0"))
+    );
     // `modules diff` sums the replicas' reports (written every second).
     let start = Instant::now();
     loop {
-        let (out, ok) = cli(&db_url, &["diff", "campus-delivery"]);
+        let (out, ok) = cli(&db_url, &["diff", "versioned"]);
         assert!(ok, "{out}");
-        if out.contains("campus-delivery@2.1.0 in shadow: 3 of 3 records answered differently") {
-            assert!(out.contains("customer_id: Some(\"user_"), "{out}");
+        if out.contains("versioned@2.0.0 in shadow: 3 of 3 records answered differently") {
+            assert!(out.contains("status: Some(\"v1.0.0\") → Some(\"v2.0.0\")"), "{out}");
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(10), "{out}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (out, ok) = cli(&db_url, &["promote", "campus-delivery"]);
-    assert!(ok && out.contains("campus-delivery@2.1.0 is live"), "{out}");
-    both_run(&[&a, &b], &["campus-delivery@2.1.0", "team-b@3.0.0"]);
+    let (out, ok) = cli(&db_url, &["promote", "versioned"]);
+    assert!(ok && out.contains("versioned@2.0.0 is live"), "{out}");
+    both_run(&[&a, &b], &["refine@0.1.0", "versioned@2.0.0"]);
     assert!(shadow_of(&a).is_null() && shadow_of(&b).is_null());
-    let (out, ok) = cli(&db_url, &["promote", "campus-delivery"]);
+    let (out, ok) = cli(&db_url, &["promote", "versioned"]);
     assert!(!ok && out.contains("no shadow version to promote"), "{out}");
 
     // Remove; the directory's own manifest then serves B again.
-    let (out, ok) = cli(&db_url, &["remove", "campus-delivery"]);
+    let (out, ok) = cli(&db_url, &["remove", "versioned"]);
     assert!(ok, "{out}");
     let start = Instant::now();
     loop {
-        if live(&a) == ["team-b@3.0.0"] && live(&b) == ["campus-delivery@0.0.1-local", "team-b@3.0.0"] {
+        if live(&a) == ["refine@0.1.0"] && live(&b) == ["versioned@2.0.0", "refine@0.1.0"] {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(5), "after remove: {:?} {:?}", live(&a), live(&b));
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(start.elapsed() < Duration::from_secs(1), "remove took {:?}", start.elapsed());
+    let b_after = http_get(b.http, "/normalizers").unwrap().1;
+    assert!(b_after.contains(&b_dir.join("m.toml").display().to_string()), "B serves its file again: {b_after}");
 
-    let (out, ok) = cli(&db_url, &["history", "campus-delivery"]);
+    let (out, ok) = cli(&db_url, &["history", "versioned"]);
     assert!(ok, "{out}");
     for needle in [
         "push     1.0.0",
         "push     1.1.0",
         "rollback 1.0.0",
-        "shadow   2.1.0",
-        "promote  2.1.0",
+        "shadow   2.0.0",
+        "promote  2.0.0",
         "remove",
         "stored versions: 1.0.0",
     ] {
         assert!(out.contains(needle), "history lacks {needle:?}:\n{out}");
     }
     let (out, ok) = cli(&db_url, &["list"]);
-    assert!(ok && out.contains("team-b@3.0.0") && !out.contains("campus-delivery"), "{out}");
+    assert!(ok && out.contains("refine@0.1.0") && !out.contains("versioned"), "{out}");
 }

@@ -93,39 +93,30 @@ async fn install_replace_remove_while_records_flow() {
 
     phase("default@1.0.0", &mut expected).await;
 
-    // Install: component and samples first, then the manifest.
-    std::fs::copy(wasm("normalizer_campus_delivery"), dir.join("campus.wasm")).unwrap();
-    std::fs::copy(CAMPUS_SAMPLES, dir.join("campus.samples.jsonl")).unwrap();
-    put(
-        &dir,
-        "campus.toml",
-        manifest("campus-delivery", "1.0.0", "campus.wasm", "*_payment_commands", Some("campus.samples.jsonl"))
-            .as_bytes(),
-    );
-    let took = wait_for(&host, "install", |n| versions(n) == ["campus-delivery@1.0.0"]);
+    // Install: component first, then the manifest.
+    std::fs::copy(wasm("fixture_versioned_1_0_0"), dir.join("m.wasm")).unwrap();
+    put(&dir, "m.toml", manifest("versioned", "1.0.0", "m.wasm", "*_payment_commands", None).as_bytes());
+    let took = wait_for(&host, "install", |n| versions(n) == ["versioned@1.0.0"]);
     eprintln!("install live after {took:?}");
     // Compiling a component in an unoptimised (test) build of the host takes
     // most of this; the release build's figure is in the README.
     assert!(took < Duration::from_secs(5), "install took {took:?}");
-    phase("campus-delivery@1.0.0", &mut expected).await;
+    phase("versioned@1.0.0", &mut expected).await;
 
-    // Replace in place (a new version).
-    std::fs::write(
-        dir.join("campus.toml"),
-        manifest("campus-delivery", "1.1.0", "campus.wasm", "*_payment_commands", Some("campus.samples.jsonl")),
-    )
-    .unwrap();
-    let took = wait_for(&host, "replace", |n| versions(n) == ["campus-delivery@1.1.0"]);
+    // Replace in place: a new version, component first.
+    put(&dir, "m.wasm", &std::fs::read(wasm("fixture_versioned_1_1_0")).unwrap());
+    put(&dir, "m.toml", manifest("versioned", "1.1.0", "m.wasm", "*_payment_commands", None).as_bytes());
+    let took = wait_for(&host, "replace", |n| versions(n) == ["versioned@1.1.0"]);
     eprintln!("replace live after {took:?}");
-    phase("campus-delivery@1.1.0", &mut expected).await;
+    phase("versioned@1.1.0", &mut expected).await;
 
     // Remove.
-    std::fs::remove_file(dir.join("campus.toml")).unwrap();
+    std::fs::remove_file(dir.join("m.toml")).unwrap();
     wait_for(&host, "remove", |n| versions(n).is_empty());
     phase("default@1.0.0", &mut expected).await;
 
     let rows = sqlx::query(
-        "SELECT source_topic, kafka_partition, kafka_offset, normalizer, customer_id FROM notifications WHERE starts_with(source_topic, $1)",
+        "SELECT source_topic, kafka_partition, kafka_offset, normalizer, status FROM notifications WHERE starts_with(source_topic, $1)",
     )
     .bind(&prefix)
     .fetch_all(&pool)
@@ -139,8 +130,9 @@ async fn install_replace_remove_while_records_flow() {
     for (c, label) in &expected {
         let row = stored.iter().find(|(sc, _, _)| sc == c).unwrap_or_else(|| panic!("{c:?} not stored"));
         assert_eq!(row.1, *label, "{c:?}");
-        // Only the module knows where authorize_payment keeps the customer.
-        assert_eq!(row.2.is_some(), label.starts_with("campus"), "{c:?}: {row:?}");
+        // Each version marks the status with its own version.
+        let status = label.strip_prefix("versioned@").map(|v| format!("v{v}"));
+        assert_eq!(row.2, status, "{c:?}: {row:?}");
     }
 }
 
@@ -154,7 +146,8 @@ async fn misbehaving_modules_are_contained() {
         let topic = format!("{prefix}-{f}");
         Kafka::shared().create_topic(&topic, 1).await;
         std::fs::copy(wasm(&format!("fixture_{f}")), dir.join(format!("{f}.wasm"))).unwrap();
-        put(&dir, &format!("{f}.toml"), manifest(f, "0.1.0", &format!("{f}.wasm"), &topic, None).as_bytes());
+        let name = f.replace('_', "-");
+        put(&dir, &format!("{f}.toml"), manifest(&name, "0.1.0", &format!("{f}.wasm"), &topic, None).as_bytes());
     }
     let good = format!("{prefix}-good");
     Kafka::shared().create_topic(&good, 2).await;
@@ -225,11 +218,11 @@ async fn misbehaving_modules_are_contained() {
     assert!(metrics.contains(r#"notification_normalizer_errors_total{normalizer="spin@0.1.0"}"#), "{metrics}");
 
     // A later good version clears the quarantine.
-    put(&dir, "trap.wasm", &std::fs::read(wasm("normalizer_campus_delivery")).unwrap());
-    put(&dir, "trap.toml", manifest("trap", "0.2.0", "trap.wasm", &format!("{prefix}-trap"), None).as_bytes());
+    put(&dir, "trap.wasm", &std::fs::read(wasm("fixture_versioned_2_0_0")).unwrap());
+    put(&dir, "trap.toml", manifest("versioned", "2.0.0", "trap.wasm", &format!("{prefix}-trap"), None).as_bytes());
     wait_for(&host, "fixed version", |n| {
         n["modules"].as_array().is_some_and(|m| {
-            m.iter().any(|m| m["name"] == "trap" && m["version"] == "0.2.0" && m["quarantined"] == false)
+            m.iter().any(|m| m["name"] == "versioned" && m["version"] == "2.0.0" && m["quarantined"] == false)
         })
     });
     let c = produce(&producer, &Out::new(&format!("{prefix}-trap"), r#"{"order_id": "after-fix"}"#)).await;
@@ -242,7 +235,7 @@ async fn misbehaving_modules_are_contained() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!((normalizer.as_str(), error), ("trap@0.2.0", None));
+    assert_eq!((normalizer.as_str(), error), ("versioned@2.0.0", None));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -278,9 +271,15 @@ async fn rejected_versions_leave_the_previous_one_serving() {
         (
             "failing samples",
             Box::new(|d: &Path| {
-                put(d, "campus.wasm", &std::fs::read(wasm("normalizer_default")).unwrap());
+                let wrong = std::fs::read_to_string(CAMPUS_SAMPLES).unwrap().replacen("\"user_2abc\"", "\"nobody\"", 1);
+                put(d, "campus.samples.jsonl", wrong.as_bytes());
             }),
             "sample failures",
+        ),
+        (
+            "a component that is not the one the manifest names",
+            Box::new(|d: &Path| put(d, "campus.wasm", &std::fs::read(wasm("normalizer_default")).unwrap())),
+            "the component describes itself as default@1.0.0, but the manifest says campus-delivery@1.0.0",
         ),
         ("bad manifest", Box::new(|d: &Path| put(d, "campus.toml", b"name = 1")), "invalid manifest"),
     ];
@@ -296,6 +295,7 @@ async fn rejected_versions_leave_the_previous_one_serving() {
         assert_eq!(n["modules"][0]["hash"], hash, "{what}");
         // Restore the good files for the next case.
         put(&dir, "campus.wasm", &std::fs::read(wasm("normalizer_campus_delivery")).unwrap());
+        put(&dir, "campus.samples.jsonl", &std::fs::read(CAMPUS_SAMPLES).unwrap());
         put(
             &dir,
             "campus.toml",
@@ -325,13 +325,9 @@ async fn configmap_symlink_swaps_are_followed() {
     let version_dir = |v: &str| {
         let d = dir.join(format!("..2026_11_26_{v}"));
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::copy(wasm("normalizer_campus_delivery"), d.join("campus.wasm")).unwrap();
+        std::fs::copy(wasm(&format!("fixture_versioned_{}", v.replace('.', "_"))), d.join("campus.wasm")).unwrap();
         std::fs::copy(CAMPUS_SAMPLES, d.join("campus.samples.jsonl")).unwrap();
-        std::fs::write(
-            d.join("campus.toml"),
-            manifest("campus-delivery", v, "campus.wasm", "*", Some("campus.samples.jsonl")),
-        )
-        .unwrap();
+        std::fs::write(d.join("campus.toml"), manifest("versioned", v, "campus.wasm", "*", None)).unwrap();
         d
     };
     let first = version_dir("1.0.0");
@@ -342,13 +338,13 @@ async fn configmap_symlink_swaps_are_followed() {
     let mut options = HostOptions::new(&db_url, &prefix);
     options.env.push(("NORMALIZERS_DIR".into(), dir.display().to_string()));
     let host = Host::start(&options);
-    wait_for(&host, "initial", |n| versions(n) == ["campus-delivery@1.0.0"]);
+    wait_for(&host, "initial", |n| versions(n) == ["versioned@1.0.0"]);
 
     let second = version_dir("2.0.0");
     symlink(second.file_name().unwrap(), dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     std::fs::remove_dir_all(&first).unwrap();
-    let took = wait_for(&host, "swap", |n| versions(n) == ["campus-delivery@2.0.0"]);
+    let took = wait_for(&host, "swap", |n| versions(n) == ["versioned@2.0.0"]);
     eprintln!("ConfigMap swap live after {took:?}");
     assert!(normalizers(&host)["rejected"].as_array().unwrap().is_empty());
 }
@@ -366,28 +362,30 @@ async fn two_producers_on_one_topic_each_get_their_module() {
     let dir = tempfile_dir(&prefix);
     std::fs::copy(wasm("normalizer_campus_delivery"), dir.join("routes.wasm")).unwrap();
     std::fs::copy(wasm("fixture_refine"), dir.join("handlers.wasm")).unwrap();
-    std::fs::copy(wasm("normalizer_default"), dir.join("rest.wasm")).unwrap();
-    let module = |name: &str, component: &str, rules: &str| {
+    std::fs::copy(wasm("fixture_versioned_1_0_0"), dir.join("rest.wasm")).unwrap();
+    // Each manifest repeats its component's own name@version.
+    let module = |name_at_version: &str, component: &str, rules: &str| {
+        let (name, version) = name_at_version.split_once('@').unwrap();
         format!(
-            "name = \"{name}\"\nversion = \"1.0.0\"\ncomponent = \"{component}\"\n[match]\ntopics = [\"*_order_events\"]\n{rules}\n"
+            "name = \"{name}\"\nversion = \"{version}\"\ncomponent = \"{component}\"\n[match]\ntopics = [\"*_order_events\"]\n{rules}\n"
         )
     };
     put(
         &dir,
         "a-routes.toml",
-        module("http-routes", "routes.wasm", "fields = { \"type\" = { glob = \"ORDER_*\" } }").as_bytes(),
+        module("campus-delivery@1.0.0", "routes.wasm", "fields = { \"type\" = { glob = \"ORDER_*\" } }").as_bytes(),
     );
     put(
         &dir,
         "b-handlers.toml",
         module(
-            "handlers",
+            "refine@0.1.0",
             "handlers.wasm",
             "fields = { source = \"order-service\", \"type\" = { glob = \"order.*\" } }",
         )
         .as_bytes(),
     );
-    put(&dir, "c-rest.toml", module("rest", "rest.wasm", "").as_bytes());
+    put(&dir, "c-rest.toml", module("versioned@1.0.0", "rest.wasm", "").as_bytes());
     let mut options = HostOptions::new(&db_url, &prefix);
     options.env.push(("NORMALIZERS_DIR".into(), dir.display().to_string()));
     let host = Host::start(&options);
@@ -398,16 +396,16 @@ async fn two_producers_on_one_topic_each_get_their_module() {
     let records: [(&[u8], &str); 4] = [
         (
             br#"{"type": "ORDER_ACCEPTED", "correlation_id": "order-20250404100000-0000abcd", "source": "order-service", "payload": {"customerId": "u1", "runnerId": "r1", "orderId": 42, "status": "ACCEPTED", "event": "{}"}}"#,
-            "http-routes@1.0.0",
+            "campus-delivery@1.0.0",
         ),
         (
             br#"{"type": "order.status_updated", "correlation_id": "saga-1", "source": "order-service", "payload": {"order_id": 42, "status": "PAID"}}"#,
-            "handlers@1.0.0",
+            "refine@0.1.0",
         ),
         // Not JSON: no content rule holds, so the module without any takes it.
-        (b"\xff\xfe not json", "rest@1.0.0"),
+        (b"\xff\xfe not json", "versioned@1.0.0"),
         // Another producer on the same topic.
-        (br#"{"type": "payment.authorized", "payload": {"order_id": 42}}"#, "rest@1.0.0"),
+        (br#"{"type": "payment.authorized", "payload": {"order_id": 42}}"#, "versioned@1.0.0"),
     ];
     let mut coordinates = Vec::new();
     for (value, _) in &records {
@@ -429,12 +427,12 @@ async fn two_producers_on_one_topic_each_get_their_module() {
 
     // `unsupported` chains: a module with no content rules that refuses
     // values that are not JSON, ahead of `rest`.
-    put(&dir, "b2-refine.toml", module("refine", "handlers.wasm", "").as_bytes());
+    put(&dir, "b2-refine.toml", module("refine@0.1.0", "handlers.wasm", "").as_bytes());
     wait_for(&host, "refine", |n| versions(n).len() == 4);
     let json = produce(&producer, &Out::new(&topic, br#"{"producer": "p", "type": "x"}"#.to_vec())).await;
     let binary = produce(&producer, &Out::new(&topic, b"\xff binary".to_vec())).await;
     wait_for_rows(&pool, &prefix, records.len() + 2, Duration::from_secs(30)).await;
-    for (c, expected) in [(json, "refine@1.0.0"), (binary, "rest@1.0.0")] {
+    for (c, expected) in [(json, "refine@0.1.0"), (binary, "versioned@1.0.0")] {
         let (normalizer, error): (String, Option<String>) = sqlx::query_as(
             "SELECT normalizer, normalizer_error FROM notifications WHERE source_topic = $1 AND kafka_partition = $2 AND kafka_offset = $3",
         )

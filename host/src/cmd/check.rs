@@ -1,5 +1,5 @@
 //! `notification-host check`: configuration, database and broker
-//! reachability, and the modules directory, as one report. Exits non-zero
+//! reachability, the modules directory and the module store, as one report. Exits non-zero
 //! when anything is wrong, so it can gate a rollout.
 
 use std::io::Write;
@@ -20,10 +20,14 @@ pub async fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
     };
     report(true, "configuration", "parsed".into())?;
 
+    let mut database = None;
     match args.db.url().and_then(|url| Db::connect_lazy(url, 1)) {
         Ok(db) => {
             let answered = tokio::time::timeout(Duration::from_secs(10), db.ping()).await.unwrap_or(false);
             report(answered, "database", if answered { "answers".into() } else { "does not answer".into() })?;
+            if answered {
+                database = Some(db);
+            }
         }
         Err(e) => report(false, "database", format!("{e:#}"))?,
     }
@@ -46,6 +50,26 @@ pub async fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
             for r in rejected {
                 report(false, "module", format!("{}: {}", r.manifest, r.reason))?;
             }
+        }
+    }
+    if let Some(db) = database {
+        match crate::storage::module_store::live(db.pool()).await {
+            Ok(live) => {
+                let names: Vec<String> = live
+                    .iter()
+                    .map(|m| match &m.shadow {
+                        Some((v, _)) => format!("{}@{} (shadow {v})", m.name, m.version),
+                        None => format!("{}@{}", m.name, m.version),
+                    })
+                    .collect();
+                report(true, "module store", format!("{} live: {}", names.len(), names.join(", ")))?;
+            }
+            // Before the first migration there is no store yet; `serve`
+            // and `migrate` create it.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {
+                report(true, "module store", "not created yet (serve or migrate creates it)".into())?
+            }
+            Err(e) => report(false, "module store", format!("cannot be read: {e}"))?,
         }
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -10,6 +10,8 @@
 
 use std::io::Write;
 
+use anyhow::Context as _;
+
 use crate::config::RenormalizeArgs;
 use crate::modules::Modules;
 use crate::storage::{Db, StoredRow};
@@ -20,6 +22,8 @@ const PAGE: i64 = 1000;
 /// refused are written to `out` and not counted as changed.
 pub async fn run(args: &RenormalizeArgs, db: &Db, out: &mut dyn Write) -> anyhow::Result<(u64, u64)> {
     let modules = Modules::load(&args.serve.modules, false, Default::default()).await?;
+    // The module store's live versions too, as `serve` runs them.
+    crate::modules::refresh_store(db, &modules).await.context("cannot read the module store")?;
     if let Some(r) = modules.rejections().first() {
         anyhow::bail!("module {} is rejected ({}); fix it before renormalizing", r.manifest, r.reason);
     }

@@ -425,8 +425,9 @@ fn module_dir(a: &Args, which: &str) -> anyhow::Result<PathBuf> {
     let (wasm, manifest) = match which {
         "default" => (
             "normalizer_default.wasm",
-            "name = \"default-component\"\nversion = \"1.0.0\"\ncomponent = \"m.wasm\"\n[match]\ntopics = [\"*\"]\n"
-                .to_owned(),
+            // The component's own name and version (the label then reads
+            // like the built-in default's, and the rows' `normalizer` does too).
+            "name = \"default\"\nversion = \"1.0.0\"\ncomponent = \"m.wasm\"\n[match]\ntopics = [\"*\"]\n".to_owned(),
         ),
         _ => (
             "normalizer_campus_delivery.wasm",
