@@ -341,7 +341,7 @@ pub struct ModulesArgs {
     pub module_memory_max: usize,
 
     /// Wall-clock time one call into a module may take (enforced by an epoch
-    /// that advances every millisecond, so time the process spends waiting
+    /// that advances every 5 ms, so time the process spends waiting
     /// for a CPU counts too; a starved host can fail a healthy module, which
     /// the quarantine's trial batches then bring back).
     #[arg(long, env = env::MODULE_DEADLINE, default_value = "50ms", value_parser = parse_duration)]
