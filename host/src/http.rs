@@ -612,7 +612,7 @@ async fn send_notification(
 
 /// Whether reading a body failed because it passed the size cap (rather than
 /// because the transfer itself was broken).
-fn over_limit(error: &axum::Error) -> bool {
+pub(crate) fn over_limit(error: &axum::Error) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = cause {
         if e.is::<http_body_util::LengthLimitError>() {

@@ -343,8 +343,10 @@ struct OutputLog {
 pub struct Entry {
     /// The manifest's path, or `store:<name>` for a stored module.
     key: String,
+    /// Where it came from.
+    source: Source,
     manifest: Manifest,
-    /// First 16 hex digits of the SHA-256 of the component and manifest.
+    /// The content hash ([`content_hash`]).
     hash: String,
     loaded_at: DateTime<Utc>,
     route: Route,
@@ -392,6 +394,8 @@ pub struct Modules {
     store: Mutex<Vec<Arc<StoredModule>>>,
     /// Shadow versions from the store, by module name.
     shadows: ArcSwap<HashMap<String, Arc<Shadow>>>,
+    /// The shadow versions the store last named, loaded or not.
+    shadows_seen: Mutex<Vec<(String, String, String)>>,
     /// Serializes reloads (the watcher and the poller may both ask).
     reload_lock: Mutex<()>,
 }
@@ -445,6 +449,7 @@ impl Modules {
             reports: Mutex::new(BTreeMap::new()),
             store: Mutex::new(Vec::new()),
             shadows: ArcSwap::from_pointee(HashMap::new()),
+            shadows_seen: Mutex::new(Vec::new()),
             reload_lock: Mutex::new(()),
         }
     }
@@ -509,7 +514,7 @@ impl Modules {
                 let answers = run(entry, &batch, &self.config, &self.metrics);
                 // A shadow of this module sees the same records, after it.
                 if let Some(shadow) = shadows.get(&entry.manifest.name) {
-                    shadow.compare(&batch, &answers, self.config.quarantine_after.min(10), &self.metrics);
+                    shadow.compare(&batch, &answers, &self.metrics);
                 }
                 for (i, answer) in indices.into_iter().zip(answers) {
                     match answer {
@@ -579,6 +584,9 @@ impl Modules {
     /// Rescans the modules directory and swaps in what changed. Blocking
     /// (compiles components); call it off the async workers.
     pub fn reload(&self) {
+        let Ok(_guard) = self.reload_lock.lock() else { return };
+        // The sources are gathered under the lock, so a reload that started
+        // earlier cannot apply an older store set over a newer one.
         let mut sources: Vec<Source> = Vec::new();
         if let Some(dir) = self.config.dir.clone() {
             match std::fs::read_dir(&dir) {
@@ -590,15 +598,21 @@ impl Modules {
                         .map(Source::File),
                 ),
                 Err(error) => {
-                    tracing::warn!(dir = %dir.display(), %error, "Cannot read the modules directory; keeping the live modules.");
-                    return;
+                    // Keep the live directory modules as they are; store
+                    // changes still apply.
+                    tracing::warn!(dir = %dir.display(), %error, "Cannot read the modules directory; keeping its live modules.");
+                    let live = self.current.load();
+                    sources.extend(live.entries.iter().filter_map(|e| match &e.source {
+                        Source::File(path) => Some(Source::File(path.clone())),
+                        Source::Stored(_) => None,
+                    }));
                 }
             }
         }
         if let Ok(store) = self.store.lock() {
             sources.extend(store.iter().cloned().map(Source::Stored));
         }
-        self.apply(sources);
+        self.apply_locked(sources);
     }
 
     /// Replaces the module store's live and shadow versions (the store
@@ -608,6 +622,10 @@ impl Modules {
             *store = live;
         }
         self.reload();
+        let Ok(_guard) = self.reload_lock.lock() else { return };
+        if let Ok(mut seen) = self.shadows_seen.lock() {
+            *seen = shadows.iter().map(|m| (m.name.clone(), m.version.clone(), m.hash.clone())).collect();
+        }
         let previous = self.shadows.load_full();
         let mut next = HashMap::new();
         for m in shadows {
@@ -616,7 +634,7 @@ impl Modules {
                 next.insert(m.name.clone(), Arc::clone(kept));
                 continue;
             }
-            match self.prepare(&Source::Stored(Arc::clone(&m)), None) {
+            match self.prepare(&Source::Stored(Arc::clone(&m)), None, &key) {
                 Ok(Prepared::New(entry)) => {
                     tracing::info!(module = %entry.module.label, "Shadow version loaded; its answers are compared, not stored.");
                     if let Ok(mut r) = self.rejections.lock() {
@@ -641,7 +659,21 @@ impl Modules {
                 }
             }
         }
+        if let Ok(mut r) = self.rejections.lock() {
+            let wanted: Vec<String> = self
+                .shadows_seen
+                .lock()
+                .map(|s| s.iter().map(|(n, _, _)| format!("store-shadow:{n}")).collect())
+                .unwrap_or_default();
+            r.retain(|k, _| !k.starts_with("store-shadow:") || wanted.contains(k));
+        }
         self.shadows.store(Arc::new(next));
+    }
+
+    /// The shadow versions the store last named (loaded or rejected): the
+    /// store watcher fetches a shadow only when this changes.
+    pub fn shadows_seen(&self) -> Vec<(String, String, String)> {
+        self.shadows_seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// The module store's versions this replica holds.
@@ -652,40 +684,28 @@ impl Modules {
     /// Makes exactly these manifests the live set, as a directory scan
     /// does (the tester judges with it). Blocking (compiles components).
     pub fn load_manifests(&self, manifests: Vec<PathBuf>) {
-        self.apply(manifests.into_iter().map(Source::File).collect());
+        let Ok(_guard) = self.reload_lock.lock() else { return };
+        self.apply_locked(manifests.into_iter().map(Source::File).collect());
     }
 
     /// Makes exactly these sources the live set, in routing order (a file by
     /// its name, a stored module as if its manifest were `<name>.toml`):
     /// unchanged ones stay, new or changed ones go through the gate, rejected
-    /// ones keep their previous version. A stored module wins over a file
-    /// manifest of the same name.
-    fn apply(&self, mut sources: Vec<Source>) {
-        let Ok(_guard) = self.reload_lock.lock() else { return };
+    /// ones keep their previous version. A stored module that is live wins
+    /// over a file manifest of the same name; a stored version that is
+    /// refused, with nothing earlier from the store to keep, leaves the file
+    /// serving. The caller holds `reload_lock`.
+    fn apply_locked(&self, mut sources: Vec<Source>) {
         sources.sort_by_key(Source::order);
-        let stored: HashMap<String, String> = sources
-            .iter()
-            .filter_map(|s| match s {
-                Source::Stored(m) => Some((m.name.clone(), m.version.clone())),
-                Source::File(_) => None,
-            })
-            .collect();
         let previous = self.current.load_full();
         let by_key: HashMap<&str, &Arc<Entry>> = previous.entries.iter().map(|e| (e.key.as_str(), e)).collect();
         let keys: Vec<String> = sources.iter().map(Source::key).collect();
-        let mut entries = Vec::new();
+        let mut prepared: HashMap<String, Arc<Entry>> = HashMap::new();
         let mut changed = false;
-        for source in &sources {
+        let mut take = |source: &Source,
+                        result: Result<Prepared, String>,
+                        prepared: &mut HashMap<String, Arc<Entry>>| {
             let key = source.key();
-            let result = match source {
-                Source::File(path) => match manifest_name(path).and_then(|n| stored.get(&n).map(|v| (n, v))) {
-                    Some((name, version)) => {
-                        Err(format!("overridden by the module store, where {name}@{version} is live"))
-                    }
-                    None => self.prepare(source, by_key.get(key.as_str()).copied()),
-                },
-                Source::Stored(_) => self.prepare(source, by_key.get(key.as_str()).copied()),
-            };
             match result {
                 Ok(Prepared::Unchanged(entry)) => {
                     // The files are back to the live version: an earlier
@@ -693,14 +713,14 @@ impl Modules {
                     if let Ok(mut r) = self.rejections.lock() {
                         r.remove(&key);
                     }
-                    entries.push(entry);
+                    prepared.insert(key, entry);
                 }
                 Ok(Prepared::New(entry)) => {
                     tracing::info!(module = %entry.module.label, hash = %entry.hash, manifest = %key, "Normalizer module loaded.");
                     if let Ok(mut r) = self.rejections.lock() {
                         r.remove(&key);
                     }
-                    entries.push(Arc::new(*entry));
+                    prepared.insert(key, Arc::new(*entry));
                     changed = true;
                 }
                 Err(reason) => {
@@ -713,13 +733,35 @@ impl Modules {
                         r.insert(key.clone(), Rejection { manifest: key.clone(), reason, at: Utc::now() });
                     }
                     if let Some(entry) = by_key.get(key.as_str()) {
-                        entries.push(Arc::clone(entry));
+                        prepared.insert(key, Arc::clone(entry));
                     }
                 }
             }
+        };
+        // The store first: which names it serves decides the files' fate.
+        for source in sources.iter().filter(|s| matches!(s, Source::Stored(_))) {
+            let result = self.prepare(source, by_key.get(source.key().as_str()).copied(), &source.key());
+            take(source, result, &mut prepared);
+        }
+        let served_by_store: HashMap<String, String> = prepared
+            .values()
+            .filter(|e| matches!(e.source, Source::Stored(_)))
+            .map(|e| (e.manifest.name.clone(), e.manifest.version.clone()))
+            .collect();
+        for source in sources.iter().filter(|s| matches!(s, Source::File(_))) {
+            let Source::File(path) = source else { continue };
+            let result = match manifest_name(path).and_then(|n| served_by_store.get(&n).map(|v| (n, v))) {
+                Some((name, version)) => Err(format!("overridden by the module store, where {name}@{version} is live")),
+                None => self.prepare(source, by_key.get(source.key().as_str()).copied(), &source.key()),
+            };
+            take(source, result, &mut prepared);
         }
         // A file overridden by the store leaves the live set.
-        entries.retain(|e| e.key.starts_with("store:") || !stored.contains_key(&e.manifest.name));
+        let entries: Vec<Arc<Entry>> = sources
+            .iter()
+            .filter_map(|s| prepared.get(&s.key()).cloned())
+            .filter(|e| matches!(e.source, Source::Stored(_)) || !served_by_store.contains_key(&e.manifest.name))
+            .collect();
         if entries.len() != previous.entries.len()
             || entries.iter().zip(previous.entries.iter()).any(|(a, b)| !Arc::ptr_eq(a, b))
         {
@@ -738,7 +780,9 @@ impl Modules {
         }
     }
 
-    fn prepare(&self, source: &Source, previous: Option<&Arc<Entry>>) -> Result<Prepared, String> {
+    /// Reads, compiles and judges one source; its samples report is kept
+    /// under `report_key`.
+    fn prepare(&self, source: &Source, previous: Option<&Arc<Entry>>, report_key: &str) -> Result<Prepared, String> {
         let (manifest_text, bytes, samples_text) = match source {
             Source::File(path) => read_module_files(path)?,
             Source::Stored(m) => (m.manifest.clone(), m.component.clone(), m.samples.clone()),
@@ -773,12 +817,13 @@ impl Modules {
             let report = judge_samples(&loaded, &text);
             let verdict = report.verdict();
             if let Ok(mut reports) = self.reports.lock() {
-                reports.insert(source.key(), report);
+                reports.insert(report_key.to_owned(), report);
             }
             verdict?;
         }
         Ok(Prepared::New(Box::new(Entry {
             key: source.key(),
+            source: source.clone(),
             manifest,
             hash,
             loaded_at: Utc::now(),
@@ -826,6 +871,14 @@ pub fn validate_for_store(
     samples: Option<String>,
 ) -> Result<StoredModule, String> {
     let parsed: Manifest = toml::from_str(&manifest).map_err(|e| format!("invalid manifest: {e}"))?;
+    // The samples gate cannot be skipped by leaving the samples out.
+    match (&parsed.samples, &samples) {
+        (Some(file), None) => {
+            return Err(format!("the manifest names samples ({}) but none were given", file.display()));
+        }
+        (None, Some(_)) => return Err("samples were given but the manifest names none".into()),
+        _ => {}
+    }
     let hash = content_hash(&component, &manifest, samples.as_deref());
     let candidate = Arc::new(StoredModule {
         name: parsed.name.clone(),
@@ -845,7 +898,9 @@ pub fn validate_for_store(
             maxima: maxima(args),
         },
     );
-    judge.apply(vec![Source::Stored(Arc::clone(&candidate))]);
+    if let Ok(_guard) = judge.reload_lock.lock() {
+        judge.apply_locked(vec![Source::Stored(Arc::clone(&candidate))]);
+    }
     if let Some(rejection) = judge.rejections().into_iter().next() {
         return Err(rejection.reason);
     }
@@ -907,14 +962,25 @@ pub fn read_module_files(path: &Path) -> Result<(String, Vec<u8>, Option<String>
     Ok((manifest_text, bytes, samples_text))
 }
 
-/// First 16 hex digits of the SHA-256 of a module's component, manifest and
-/// samples: what tells one version's content from another's.
+/// First 32 hex digits (128 bits) of the SHA-256 of a module's component,
+/// manifest and samples, each prefixed by its length so that no two
+/// different triples hash alike: what tells one version's content from
+/// another's.
 pub fn content_hash(component: &[u8], manifest: &str, samples: Option<&str>) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(component);
-    hasher.update(manifest.as_bytes());
-    hasher.update(samples.unwrap_or_default().as_bytes());
-    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    for part in [component, manifest.as_bytes()] {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    match samples {
+        Some(text) => {
+            hasher.update([1]);
+            hasher.update((text.len() as u64).to_le_bytes());
+            hasher.update(text.as_bytes());
+        }
+        None => hasher.update([0]),
+    }
+    hasher.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 impl Entry {

@@ -161,3 +161,37 @@ fn unsupported_passes_the_record_to_the_next_matching_module_then_the_default() 
     assert_eq!(info[0].errors, 0);
     assert!(!info[0].quarantined);
 }
+
+/// A stored module wins over a directory manifest of the same name only
+/// while it is live: a stored version that is refused leaves the file
+/// serving.
+#[test]
+fn the_store_overrides_a_file_only_with_a_live_version() {
+    use notification_host::modules::content_hash;
+    use notification_host::storage::module_store::StoredModule;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    module(dir.path(), "m", "versioned@2.0.0", "fixture_versioned_2_0_0", "topics = [\"t\"]");
+    let m = modules(dir.path());
+    let stored = |component: Vec<u8>| {
+        let manifest = "name = \"versioned\"\nversion = \"1.0.0\"\ncomponent = \"x\"\n[match]\ntopics = [\"t\"]\n";
+        let hash = content_hash(&component, manifest, None);
+        Arc::new(StoredModule {
+            name: "versioned".into(),
+            version: "1.0.0".into(),
+            manifest: manifest.into(),
+            component,
+            samples: None,
+            hash,
+        })
+    };
+    let labels = |m: &Modules| m.list().into_iter().map(|i| format!("{}@{}", i.name, i.version)).collect::<Vec<_>>();
+    m.set_store(vec![stored(b"\0asm not a component".to_vec())], vec![]);
+    assert_eq!(labels(&m), ["versioned@2.0.0"], "a refused stored version leaves the file serving");
+    assert!(m.rejections().iter().any(|r| r.manifest == "store:versioned"), "{:?}", m.rejections());
+    m.set_store(vec![stored(std::fs::read(common::component("fixture_versioned_1_0_0")).unwrap())], vec![]);
+    assert_eq!(labels(&m), ["versioned@1.0.0"], "a live stored version wins");
+    assert!(m.rejections().iter().any(|r| r.reason.contains("overridden by the module store")), "{:?}", m.rejections());
+    m.set_store(vec![], vec![]);
+    assert_eq!(labels(&m), ["versioned@2.0.0"], "removed from the store, the file serves again");
+}

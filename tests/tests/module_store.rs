@@ -217,6 +217,12 @@ async fn two_replicas_follow_the_store() {
     let (status, answer) = post(b.http, "/admin/modules", Some("admin-secret"), &bad);
     assert_eq!(status, 422, "{answer}");
     assert!(answer.contains("not a valid WebAssembly component"), "{answer}");
+    // The samples gate cannot be skipped by leaving the samples out.
+    let mut without_samples: Value = serde_json::from_str(&push_body(&v1)).unwrap();
+    without_samples.as_object_mut().unwrap().remove("samples");
+    let (status, answer) = post(b.http, "/admin/modules", Some("admin-secret"), &without_samples.to_string());
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer.contains("names samples (m.samples.jsonl) but none were given"), "{answer}");
     let (status, answer) = post(b.http, "/admin/modules", Some("admin-secret"), &body);
     assert_eq!(status, 201, "{answer}");
     // One team's push leaves the other team's module as it was.

@@ -19,6 +19,12 @@ use crate::samples::{FIELD_NAMES, field};
 /// How many differing records a shadow keeps, newest first.
 pub const SHADOW_SAMPLES: usize = 20;
 
+/// Failures in a row after which a shadow stops being called, and how long
+/// it then rests: a broken shadow costs a few calls per cooldown, not a
+/// deadline per batch.
+const SHADOW_FAILURES: u64 = 3;
+const SHADOW_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// One field the two versions answered differently.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldDiff {
@@ -51,6 +57,9 @@ pub struct ShadowInfo {
     pub differing: u64,
     /// The latest differing records (at most [`SHADOW_SAMPLES`]).
     pub samples: Vec<ShadowDiff>,
+    /// Whether it is resting after failing on records in a row (its
+    /// batches meanwhile are not compared).
+    pub resting: bool,
 }
 
 /// A loaded shadow version and what it has seen.
@@ -62,6 +71,8 @@ pub struct Shadow {
     records: AtomicU64,
     differing: AtomicU64,
     samples: Mutex<VecDeque<ShadowDiff>>,
+    /// When it last failed on [`SHADOW_FAILURES`] records in a row.
+    tripped_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl Shadow {
@@ -74,17 +85,31 @@ impl Shadow {
             records: AtomicU64::new(0),
             differing: AtomicU64::new(0),
             samples: Mutex::new(VecDeque::new()),
+            tripped_at: Mutex::new(None),
         }
     }
 
     /// Runs the shadow over the records the live module just answered and
     /// compares: `live[i]` is the live answer for `batch[i]` (None when the
-    /// live module passed the record on, which is not compared). The shadow
-    /// stops at `quarantine_after` failures in a row, as a live module does,
-    /// so a broken shadow cannot stall ingestion.
-    pub fn compare(&self, batch: &[&Record], live: &[Option<Normalized>], quarantine_after: u64, metrics: &Metrics) {
-        let mut breaker = Breaker::new(0, quarantine_after);
+    /// live module passed the record on, which is not compared). After
+    /// [`SHADOW_FAILURES`] failures in a row the shadow rests for
+    /// [`SHADOW_COOLDOWN`], so a broken or slow shadow cannot stall
+    /// ingestion.
+    pub fn compare(&self, batch: &[&Record], live: &[Option<Normalized>], metrics: &Metrics) {
+        if self.resting() {
+            return;
+        }
+        let mut breaker = Breaker::new(0, SHADOW_FAILURES);
         let run = self.module.normalize(batch, &mut breaker);
+        if breaker.tripped() {
+            tracing::warn!(
+                module = %self.name, version = %self.version, cooldown = ?SHADOW_COOLDOWN,
+                "Shadow version failed on records in a row; it rests before its next batch."
+            );
+            if let Ok(mut t) = self.tripped_at.lock() {
+                *t = Some(std::time::Instant::now());
+            }
+        }
         let (mut records, mut differing) = (0u64, 0u64);
         for ((record, live), (shadow, error)) in batch.iter().zip(live).zip(run.answers) {
             let Some(live) = live else { continue };
@@ -124,6 +149,10 @@ impl Shadow {
         metrics.module_shadow_differences.get_or_create(&labels).inc_by(differing);
     }
 
+    fn resting(&self) -> bool {
+        self.tripped_at.lock().ok().and_then(|t| *t).is_some_and(|at| at.elapsed() < SHADOW_COOLDOWN)
+    }
+
     pub fn info(&self) -> ShadowInfo {
         ShadowInfo {
             version: self.version.clone(),
@@ -131,6 +160,7 @@ impl Shadow {
             records: self.records.load(Ordering::Relaxed),
             differing: self.differing.load(Ordering::Relaxed),
             samples: self.samples.lock().map(|s| s.iter().cloned().collect()).unwrap_or_default(),
+            resting: self.resting(),
         }
     }
 }

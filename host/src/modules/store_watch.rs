@@ -22,15 +22,14 @@ const SHADOW_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 pub async fn refresh(db: &Db, modules: &Arc<Modules>) -> anyhow::Result<bool> {
     let live = module_store::live(db.pool()).await?;
     let held = modules.store_versions();
-    let held_shadows = modules.shadows();
+    let seen_shadows = modules.shadows_seen();
     let same_live = live.len() == held.len()
         && live.iter().zip(&held).all(|(l, h)| l.name == h.name && l.version == h.version && l.hash == h.hash);
     let wanted_shadows: Vec<(&str, &str, &str)> =
         live.iter().filter_map(|l| l.shadow.as_ref().map(|(v, h)| (l.name.as_str(), v.as_str(), h.as_str()))).collect();
-    let same_shadows = wanted_shadows.len() == held_shadows.len()
-        && wanted_shadows
-            .iter()
-            .all(|(n, v, h)| held_shadows.iter().any(|s| s.name == *n && s.version == *v && s.hash == *h));
+    // Loaded or refused, a shadow the store still names is not fetched again.
+    let same_shadows = wanted_shadows.len() == seen_shadows.len()
+        && wanted_shadows.iter().all(|(n, v, h)| seen_shadows.iter().any(|(sn, sv, sh)| sn == n && sv == v && sh == h));
     if same_live && same_shadows {
         return Ok(false);
     }

@@ -132,6 +132,12 @@ pub async fn push(pool: &PgPool, module: &StoredModule, by: &str) -> Result<(), 
 }
 
 async fn make_live(tx: &mut sqlx::PgConnection, name: &str, version: &str, by: &str) -> Result<(), sqlx::Error> {
+    // A version made live is no longer its own shadow.
+    sqlx::query("UPDATE normalizer_modules SET shadow_version = NULL WHERE name = $1 AND shadow_version = $2")
+        .bind(name)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO normalizer_modules (name, version, changed_by) VALUES ($1, $2, $3)
          ON CONFLICT (name) DO UPDATE SET version = excluded.version, changed_by = excluded.changed_by, changed_at = now()",
@@ -238,7 +244,8 @@ pub async fn report_shadow(
     Ok(())
 }
 
-/// The shadow version of `name` and every replica's report of it.
+/// The shadow version of `name` and every replica's report of it from the
+/// last ten minutes (a replica that stopped reports nothing newer).
 pub async fn shadow_reports(pool: &PgPool, name: &str) -> Result<Option<(String, Vec<ShadowReport>)>, sqlx::Error> {
     let shadow: Option<Option<String>> =
         sqlx::query_scalar("SELECT shadow_version FROM normalizer_modules WHERE name = $1")
@@ -248,7 +255,7 @@ pub async fn shadow_reports(pool: &PgPool, name: &str) -> Result<Option<(String,
     let Some(version) = shadow.flatten() else { return Ok(None) };
     let reports = sqlx::query(
         "SELECT replica, records, differing, samples, updated_at FROM normalizer_shadow_reports
-         WHERE name = $1 AND version = $2 ORDER BY replica",
+         WHERE name = $1 AND version = $2 AND updated_at > now() - interval '10 minutes' ORDER BY replica",
     )
     .bind(name)
     .bind(&version)
@@ -322,6 +329,7 @@ pub async fn rollback(pool: &PgPool, name: &str, version: Option<&str>, by: &str
 /// later rollback).
 pub async fn remove(pool: &PgPool, name: &str, by: &str) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))").bind(name).execute(&mut *tx).await?;
     let removed = sqlx::query("DELETE FROM normalizer_modules WHERE name = $1").bind(name).execute(&mut *tx).await?;
     if removed.rows_affected() == 0 {
         return Err(StoreError::NotInStore(name.to_owned()));
