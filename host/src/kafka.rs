@@ -127,8 +127,10 @@ pub fn create_consumer(
         // Bounds what librdkafka prefetches while the writer is behind.
         .set("queued.max.messages.kbytes", "32768")
         // A fetch returns after at most this long even when little arrived:
-        // the bound on how long a quiet topic's record waits in the broker.
-        .set("fetch.wait.max.ms", "100")
+        // the bound on how long a quiet topic's record waits in the broker
+        // (brokers that do not answer a fetch as soon as data arrives hold
+        // every record this long). Under load fetches return full at once.
+        .set("fetch.wait.max.ms", "25")
         .set("statistics.interval.ms", "10000");
     for (key, value) in &config.options {
         client.set(key, value);

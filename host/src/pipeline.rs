@@ -71,15 +71,25 @@ pub async fn run(pipeline: Pipeline, shutdown: CancellationToken, give_up: Cance
     let Pipeline { consumer, db, modules, status, metrics, kafka_config, config, db_config } = pipeline;
     let (batch_tx, batch_rx) = mpsc::channel::<Vec<Record>>(1);
     let (rows_tx, rows_rx) = mpsc::channel::<Prepared>(1);
+    let in_flight = Arc::new(InFlight::default());
 
     let normalizer = tokio::spawn(normalize_stage(batch_rx, rows_tx, modules, metrics.clone()));
-    let writer = tokio::spawn(writer_stage(rows_rx, db, db_config, consumer.clone(), status.clone(), metrics, give_up));
+    let writer = tokio::spawn(writer_stage(
+        rows_rx,
+        db,
+        db_config,
+        consumer.clone(),
+        status.clone(),
+        metrics,
+        give_up,
+        in_flight.clone(),
+    ));
 
     // Topic discovery runs beside the poll loop: a metadata request to a slow
     // broker must not stop consumption while it waits.
     let discovery =
         tokio::spawn(discover_topics(consumer.clone(), kafka_config.clone(), status.clone(), shutdown.clone()));
-    poll_loop(&consumer, &config, batch_tx, &shutdown).await;
+    poll_loop(&consumer, &config, batch_tx, &in_flight, &shutdown).await;
     discovery.abort();
 
     // The poll loop has handed over its last batch and closed the channel;
@@ -130,10 +140,32 @@ async fn discover_topics(
     }
 }
 
+/// Batches handed to the later stages and not yet written. While none is,
+/// a new batch waits only [`IDLE_LINGER`] for more records, not the whole
+/// `BATCH_LINGER`: with nothing to overlap with, waiting only adds latency.
+/// Under load batches are in flight, so they still fill up.
+#[derive(Default)]
+struct InFlight {
+    batches: std::sync::atomic::AtomicUsize,
+    /// Signalled when the last batch in flight is written.
+    idle: tokio::sync::Notify,
+}
+
+impl InFlight {
+    fn none(&self) -> bool {
+        self.batches.load(std::sync::atomic::Ordering::Acquire) == 0
+    }
+}
+
+/// How long a batch waits for more records when nothing is in flight: long
+/// enough to take in the rest of a fetch, short against a write.
+const IDLE_LINGER: Duration = Duration::from_millis(2);
+
 async fn poll_loop(
     consumer: &Arc<HostConsumer>,
     config: &PipelineConfig,
     batch_tx: mpsc::Sender<Vec<Record>>,
+    in_flight: &InFlight,
     shutdown: &CancellationToken,
 ) {
     let batch_size = config.batch_size as usize;
@@ -169,6 +201,7 @@ async fn poll_loop(
             permit = batch_tx.reserve(), if pending.is_some() => {
                 let Ok(permit) = permit else { break };
                 if let Some(records) = pending.take() {
+                    in_flight.batches.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                     permit.send(records);
                 }
                 if paused {
@@ -181,6 +214,14 @@ async fn poll_loop(
                 batch_bytes = 0;
                 batch_deadline = None;
             }
+            () = in_flight.idle.notified(), if !batch.is_empty() && pending.is_none() => {
+                // The later stages just went idle: the batch in hand need not
+                // wait out its linger.
+                if in_flight.none() {
+                    let soon = Instant::now() + IDLE_LINGER.min(config.batch_linger);
+                    batch_deadline = Some(batch_deadline.map_or(soon, |d| d.min(soon)));
+                }
+            }
             () = sleep_until(pause_at), if pause_at.is_some() => {
                 tracing::info!("Writes are stalled; pausing consumption and staying in the group.");
                 kafka::set_paused(consumer, true);
@@ -189,7 +230,9 @@ async fn poll_loop(
             message = consumer.recv(), if !blocked || paused => match message {
                 Ok(message) => {
                     if batch.is_empty() {
-                        batch_deadline = Some(Instant::now() + config.batch_linger);
+                        let linger =
+                            if in_flight.none() { IDLE_LINGER.min(config.batch_linger) } else { config.batch_linger };
+                        batch_deadline = Some(Instant::now() + linger);
                     }
                     let record = kafka::to_record(&message);
                     batch_bytes += record_bytes(&record);
@@ -205,6 +248,7 @@ async fn poll_loop(
 
     // Shutdown: hand over what is in hand, in order.
     for records in [pending.take(), Some(batch)].into_iter().flatten().filter(|b| !b.is_empty()) {
+        in_flight.batches.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if batch_tx.send(records).await.is_err() {
             break;
         }
@@ -281,6 +325,7 @@ fn prepare(records: Vec<Record>, modules: &Modules, metrics: &Metrics) -> Prepar
 }
 
 /// Writes every batch; returns whether all of them were written.
+#[allow(clippy::too_many_arguments)]
 async fn writer_stage(
     mut batches: mpsc::Receiver<Prepared>,
     db: Db,
@@ -289,6 +334,7 @@ async fn writer_stage(
     status: Arc<Status>,
     metrics: Arc<Metrics>,
     give_up: CancellationToken,
+    in_flight: Arc<InFlight>,
 ) -> bool {
     let mut known = KnownPartitions::default();
     while let Some(batch) = batches.recv().await {
@@ -324,6 +370,9 @@ async fn writer_stage(
         let offsets = batch.last_offsets;
         if let Err(error) = tokio::task::spawn_blocking(move || kafka::store_offsets(&consumer, &offsets)).await {
             tracing::error!(%error, "Storing offsets failed.");
+        }
+        if in_flight.batches.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            in_flight.idle.notify_one();
         }
     }
     true
