@@ -47,6 +47,9 @@ ensure_tools() {
   [ -f /usr/include/zlib.h ] || pkgs+=(zlib1g-dev)
   pg_bin_dir >/dev/null || pkgs+=(postgresql)
   id postgres >/dev/null 2>&1 || pkgs+=(postgresql)
+  # The console tests drive a real browser: Debian's Chromium and its
+  # ChromeDriver, installed together so their versions match.
+  { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || pkgs+=(chromium chromium-driver)
   [ ${#pkgs[@]} = 0 ] || { log "installing ${pkgs[*]}"; apt_install "${pkgs[@]}"; }
 
   # The API test validates the served OpenAPI document with a standard validator.

@@ -30,6 +30,7 @@ pub mod env {
     pub const SHUTDOWN_TIMEOUT: &str = "SHUTDOWN_TIMEOUT";
     pub const LOG_FORMAT: &str = "LOG_FORMAT";
     pub const API_TOKEN: &str = "API_TOKEN";
+    pub const READ_TOKEN: &str = "READ_TOKEN";
     pub const NORMALIZERS_DIR: &str = "NORMALIZERS_DIR";
     pub const NORMALIZERS_POLL_INTERVAL: &str = "NORMALIZERS_POLL_INTERVAL";
     pub const MODULE_MEMORY_LIMIT: &str = "MODULE_MEMORY_LIMIT";
@@ -72,6 +73,7 @@ pub mod env {
         SHUTDOWN_TIMEOUT,
         LOG_FORMAT,
         API_TOKEN,
+        READ_TOKEN,
         MAX_BODY_BYTES,
         NORMALIZERS_DIR,
         NORMALIZERS_POLL_INTERVAL,
@@ -516,6 +518,13 @@ pub struct HttpConfig {
     /// When set, POST endpoints require `Authorization: Bearer <token>`.
     #[arg(long, env = env::API_TOKEN, hide_env_values = true)]
     pub api_token: Option<String>,
+
+    /// When set, reads need it: the query API and `GET /normalizers` as
+    /// `Authorization: Bearer <token>`, and the console at /ui, which asks
+    /// for it once and keeps it in a cookie. Health, readiness, metrics
+    /// and the API reference stay open.
+    #[arg(long, env = env::READ_TOKEN, hide_env_values = true)]
+    pub read_token: Option<String>,
 
     /// Largest request body accepted (bytes); larger ones get 413.
     #[arg(long, env = env::MAX_BODY_BYTES, default_value_t = 1 << 20)]

@@ -5,8 +5,10 @@
 //! Every answer is JSON, errors included; a client never sees SQL or internal
 //! error text (it is logged instead).
 
+pub mod access;
 mod admin;
 mod apidocs;
+pub mod console;
 mod error;
 mod extract;
 
@@ -66,6 +68,10 @@ pub struct AppState {
     pub admin_max_body_bytes: usize,
     /// The module settings a pushed version is judged with.
     pub module_settings: Arc<crate::config::ModulesArgs>,
+    /// When set, reads (the query API, `/normalizers`, the console) need it.
+    pub read_token: Option<access::ReadToken>,
+    /// The console's live tail: new rows from any replica.
+    pub live: Arc<console::LiveFeed>,
 }
 
 #[derive(OpenApi)]
@@ -75,31 +81,42 @@ pub struct AppState {
 )]
 struct ApiDoc;
 
-/// The routes a replica of `role` serves, and the OpenAPI document
+/// The routes a replica of `role` serves: those open to anyone (health,
+/// readiness, metrics, writes with their own tokens), those that read the
+/// log (behind the read token when one is set), and the OpenAPI document
 /// describing exactly those routes.
-fn routes(role: Role) -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let operations = OpenApiRouter::with_openapi(ApiDoc::openapi())
+fn routes(role: Role) -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
+    let (open, open_doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(metrics))
-        .routes(routes!(normalizers))
-        .routes(routes!(admin::push_module));
-    if !role.serves_api() {
-        return operations.split_for_parts();
-    }
-    operations
-        .routes(routes!(order_latest))
-        .routes(routes!(order_all))
-        .routes(routes!(order_timeline))
-        .routes(routes!(correlation))
-        .routes(routes!(list_notifications))
-        .routes(routes!(send_notification))
-        .split_for_parts()
+        .routes(routes!(admin::push_module))
+        .split_for_parts();
+    let reads = OpenApiRouter::new().routes(routes!(normalizers));
+    let (open, reads) = if role.serves_api() {
+        let (send, send_doc) = OpenApiRouter::new().routes(routes!(send_notification)).split_for_parts();
+        let reads = reads
+            .routes(routes!(order_latest))
+            .routes(routes!(order_all))
+            .routes(routes!(order_timeline))
+            .routes(routes!(correlation))
+            .routes(routes!(list_notifications))
+            .routes(routes!(one_notification));
+        let mut doc = open_doc;
+        doc.merge(send_doc);
+        ((open.merge(send), doc), reads)
+    } else {
+        ((open, open_doc), reads)
+    };
+    let (reads, reads_doc) = reads.split_for_parts();
+    let (open, mut doc) = open;
+    doc.merge(reads_doc);
+    (open, reads, doc)
 }
 
 /// The OpenAPI document of the API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes(Role::All).1
+    routes(Role::All).2
 }
 
 /// The application's routes, without a socket (tests call it directly).
@@ -108,13 +125,15 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The routes of a replica of `role`: an `ingest` replica serves health,
-/// readiness, metrics and the normalizers only.
+/// readiness, metrics and the normalizers only; the others also serve the
+/// API and the console.
 pub fn router_for(state: AppState, role: Role) -> Router {
-    let (api, doc) = routes(role);
+    let (open, reads, doc) = routes(role);
     let doc_json = serde_json::to_value(&doc).unwrap_or_default();
     let reference = apidocs::page(&doc_json).into_string();
     let doc = Arc::new(doc);
-    let mut router = api
+    let mut router = open
+        .merge(reads.route_layer(middleware::from_fn_with_state(state.clone(), access::require_read)))
         .route(
             "/openapi.json",
             axum::routing::get(move || {
@@ -124,6 +143,9 @@ pub fn router_for(state: AppState, role: Role) -> Router {
         )
         .fallback(|| async { ApiError::NotFound("No such endpoint.") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    if role.serves_api() {
+        router = router.merge(console::router(&state));
+    }
     for path in ["/apidocs", "/apidocs/"] {
         let page = reference.clone();
         router = router.route(path, axum::routing::get(move || async move { axum::response::Html(page) }));
@@ -163,7 +185,11 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
     let response = next.run(request).await;
     let status = response.status().as_u16();
     state.metrics.http_requests.get_or_create(&RequestLabels { route: route.clone(), method, status }).inc();
-    state.metrics.http_seconds.get_or_create(&RouteLabel { route }).observe(started.elapsed().as_secs_f64());
+    // A live-tail stream is answered at once and then lasts as long as its
+    // page: its time is not a latency.
+    if route != console::EVENTS_ROUTE {
+        state.metrics.http_seconds.get_or_create(&RouteLabel { route }).observe(started.elapsed().as_secs_f64());
+    }
     response
 }
 
@@ -416,7 +442,7 @@ async fn order_all(
     if rows.is_empty() && after.is_none() {
         return Err(ApiError::NotFound(NO_ORDER));
     }
-    Ok(rows_answer(rows, limit, &format!("/order/{}", encode_path(&order_id)), state.compat))
+    Ok(rows_answer(rows, limit, &format!("/order/{}", console::path_segment(&order_id)), state.compat))
 }
 
 /// A JSON array of at most `limit` rows (the query fetched one more, to
@@ -441,20 +467,6 @@ fn rows_answer(mut rows: Vec<Notification>, limit: u32, path: &str, compat: ApiC
         }
     }
     response
-}
-
-/// Percent-encodes an id for a path segment (everything but unreserved
-/// characters), so a `Link` is a valid URL for any id.
-fn encode_path(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// An order's timeline across services.
@@ -521,7 +533,20 @@ async fn correlation(
     if rows.is_empty() && after.is_none() {
         return Err(ApiError::NotFound("No notifications found for this correlation id."));
     }
-    Ok(rows_answer(rows, limit, &format!("/correlation/{}", encode_path(&correlation_id)), state.compat))
+    Ok(rows_answer(rows, limit, &format!("/correlation/{}", console::path_segment(&correlation_id)), state.compat))
+}
+
+/// One notification by its row id (`notificationId`).
+#[utoipa::path(get, path = "/notifications/{notification_id}", tag = "queries",
+    params(("notification_id" = i64, Path, description = "The row id, `notificationId` in answers")),
+    responses((status = 200, body = NotificationBody, description = "The notification"), (status = 404, description = "No such notification."),
+              (status = 400, description = "Not a row id")))]
+async fn one_notification(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<Response, ApiError> {
+    let id: i64 = id.parse().map_err(|_| ApiError::Invalid("notification_id must be a whole number.".into()))?;
+    match state.db.notification(id).await? {
+        Some(n) => Ok(Json(NotificationBody::new(n, state.compat)).into_response()),
+        None => Err(ApiError::NotFound("No such notification.")),
+    }
 }
 
 /// A page of notifications.

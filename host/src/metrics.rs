@@ -112,6 +112,13 @@ pub struct Metrics {
     pub database_up: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub http_requests: Family<RequestLabels, Counter<u64, AtomicU64>>,
     pub http_seconds: Family<RouteLabel, Histogram>,
+    /// Console live-tail streams open now.
+    pub live_streams: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Records a live-tail stream did not send because its browser was
+    /// behind (coalesced).
+    pub live_skipped: Counter,
+    /// Content-Security-Policy violations browsers reported from the console.
+    pub csp_violations: Counter,
 }
 
 impl Default for Metrics {
@@ -186,7 +193,25 @@ impl Default for Metrics {
         registry.register("consumer_lag", "Records behind the partition's high watermark", consumer_lag.clone());
         registry.register("database_up", "1 when the database answers", database_up.clone());
         registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
-        registry.register("http_request_seconds", "HTTP request latency by route", http_seconds.clone());
+        registry.register(
+            "http_request_seconds",
+            "HTTP request latency by route (live-tail streams excluded)",
+            http_seconds.clone(),
+        );
+        let live_streams = Gauge::default();
+        let live_skipped = Counter::default();
+        let csp_violations = Counter::default();
+        registry.register("console_live_streams", "Console live-tail streams open now", live_streams.clone());
+        registry.register(
+            "console_live_skipped",
+            "Records a live-tail stream left out because its browser could not keep up",
+            live_skipped.clone(),
+        );
+        registry.register(
+            "console_csp_violations",
+            "Content-Security-Policy violations browsers reported from the console",
+            csp_violations.clone(),
+        );
         Metrics {
             registry,
             consumed,
@@ -208,6 +233,9 @@ impl Default for Metrics {
             database_up,
             http_requests,
             http_seconds,
+            live_streams,
+            live_skipped,
+            csp_violations,
         }
     }
 }

@@ -26,7 +26,12 @@
 //! - `partitions`: monthly partitions, created ahead and on demand, and
 //!   retention.
 //! - `renormalize`: reading stored records back and rewriting their fields.
+//! - `console`: the console's reads (events without their values, recent
+//!   orders, what kind of id a search term is).
+//! - `live`: the notification every write sends, and listening for it.
 
+mod console;
+mod live;
 pub mod module_store;
 mod partitions;
 mod reads;
@@ -34,10 +39,12 @@ mod renormalize;
 mod rows;
 mod write;
 
+pub use console::{EventSummary, IdKind, RecentOrder};
+pub use live::{Heard, STORED_CHANNEL, StoredBatch, StoredListener};
 pub use partitions::{KnownPartitions, maintain_partitions, maintenance, partition_window};
 pub use reads::{ListFilter, NewApiNotification, Notification, Position};
 pub use renormalize::StoredRecord;
-pub use rows::{MAX_NOTE_BYTES, StoredRow};
+pub use rows::{MAX_NOTE_BYTES, StoredRow, document_text};
 pub use write::{API_EVENT_TYPE, API_SOURCE_SERVICE, API_STATUS, API_TOPIC, Reduced, ReducedForm, WriteError, Written};
 
 use std::time::Duration;

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::api::{Api, ingest};
+
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -14,111 +16,14 @@ use chrono::{DateTime, Utc};
 use http_body_util::BodyExt;
 use notification_host::config::{ApiCompat, Role};
 use notification_host::http::{AppState, router, router_for};
-use notification_host::metrics::Metrics;
 use notification_host::normalize::Normalizer;
 use notification_host::record::Record;
-use notification_host::status::Status;
 use notification_host::storage::{Db, StoredRow};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tower::ServiceExt;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
-
-struct Api {
-    state: AppState,
-}
-
-impl Api {
-    fn new(pool: PgPool) -> Api {
-        Api::with_token(pool, None)
-    }
-
-    fn with_token(pool: PgPool, token: Option<&str>) -> Api {
-        let status = Arc::new(Status::default());
-        status.set_db_up(true);
-        status.set_subscribed(1);
-        status.set_assigned(3);
-        Api {
-            state: AppState {
-                db: Db::from_pool(pool),
-                status,
-                metrics: Arc::new(Metrics::default()),
-                api_token: token.map(Arc::from),
-                max_body_bytes: 1 << 20,
-                modules: Arc::new(notification_host::modules::Modules::new(
-                    notification_host::runtime::Runtime::new(Default::default()).unwrap(),
-                    notification_host::modules::ModulesConfig {
-                        dir: None,
-                        quarantine_after: 10,
-                        quarantine_cooldown: std::time::Duration::from_secs(30),
-                        maxima: Default::default(),
-                    },
-                )),
-                compat: ApiCompat::Current,
-                cors_allowed_origins: Arc::from(Vec::new()),
-                admin_token: None,
-                admin_max_body_bytes: 1 << 20,
-                module_settings: Arc::new(
-                    <notification_host::config::Cli as clap::Parser>::parse_from(["notification-host"]).serve.modules,
-                ),
-            },
-        }
-    }
-
-    async fn call(&self, request: Request<Body>) -> (StatusCode, Value) {
-        let response = router(self.state.clone()).oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        (status, body)
-    }
-
-    async fn get(&self, uri: &str) -> (StatusCode, Value) {
-        self.call(Request::get(uri).body(Body::empty()).unwrap()).await
-    }
-
-    async fn post(
-        &self,
-        uri: &str,
-        content_type: Option<&str>,
-        auth: Option<&str>,
-        body: impl Into<Body>,
-    ) -> (StatusCode, Value) {
-        let mut r = Request::post(uri);
-        if let Some(ct) = content_type {
-            r = r.header(header::CONTENT_TYPE, ct);
-        }
-        if let Some(a) = auth {
-            r = r.header(header::AUTHORIZATION, a);
-        }
-        self.call(r.body(body.into()).unwrap()).await
-    }
-}
-
-/// Stores records through the real ingest path (normalizer + StoredRow).
-async fn ingest(pool: &PgPool, records: Vec<(&str, i32, i64, i64, &str)>) {
-    let db = Db::from_pool(pool.clone());
-    let records: Vec<Record> = records
-        .into_iter()
-        .map(|(topic, partition, offset, ts, value)| Record {
-            topic: topic.into(),
-            partition,
-            offset,
-            timestamp: Some(ts),
-            key: None,
-            headers: vec![],
-            value: Some(value.as_bytes().to_vec()),
-        })
-        .collect();
-    let normalized = Normalizer::Builtin.normalize(&records);
-    let rows: Vec<StoredRow> = records.into_iter().zip(normalized).map(|(r, n)| StoredRow::from_record(r, n)).collect();
-    db.insert(&rows).await.unwrap();
-}
 
 const T0: i64 = 1_743_760_800_000; // 2025-04-04T10:00:00Z
 
@@ -572,7 +477,7 @@ async fn openapi_matches_the_real_routes(pool: PgPool) {
     for (path, item) in paths {
         for method in item.as_object().unwrap().keys() {
             documented.push(format!("{} {path}", method.to_uppercase()));
-            let uri = path.replace("{order_id}", "42").replace("{correlation_id}", "saga-1");
+            let uri = path.replace("{order_id}", "42").replace("{correlation_id}", "saga-1").replace("{notification_id}", "1");
             let request =
                 Request::builder().method(method.to_uppercase().as_str()).uri(&uri).body(Body::empty()).unwrap();
             let (status, body) = api.call(request).await;
@@ -590,6 +495,7 @@ async fn openapi_matches_the_real_routes(pool: PgPool) {
         "GET /metrics",
         "GET /normalizers",
         "GET /notifications",
+        "GET /notifications/{notification_id}",
         "GET /order/{order_id}",
         "GET /order/{order_id}/latest",
         "GET /order/{order_id}/timeline",

@@ -9,6 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod browser;
+pub mod history;
+pub mod saga;
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -161,6 +165,55 @@ impl Out {
     pub fn new(topic: &str, value: impl Into<Vec<u8>>) -> Out {
         Out { topic: topic.into(), value: Some(value.into()), ..Out::default() }
     }
+}
+
+/// The largest value a record can carry on an Apache Kafka broker with its
+/// default `message.max.bytes` (1,048,588 bytes per record batch), less the
+/// batch and record overhead of this test's records.
+pub const AT_THE_SIZE_LIMIT: usize = 1_048_588 - 200;
+
+/// Records whose values a hostile or careless producer sends: not JSON,
+/// not UTF-8, empty, a tombstone, a megabyte of JSON, a value at the size
+/// limit, `\u0000`, an unpaired surrogate, 10,000-level nesting, gzip,
+/// Avro, a byte order mark, binary keys and header names, a timestamp in
+/// the year 3000. With each, whether its value is stored as a JSON
+/// document (None: it may or may not be, as PostgreSQL decides).
+pub fn hostile_values(topic: &str) -> Vec<(Out, Option<bool>)> {
+    let big_json =
+        format!(r#"{{"type": "big", "payload": {{"order_id": "o-big", "blob": "{}"}}}}"#, "x".repeat(1_000_000));
+    let nested = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+    let gzip =
+        vec![0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0xcb, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    let avro = vec![0x00, 0x00, 0x00, 0x00, 0x01, 0x06, b'a', b'b', b'c', 0x02];
+    let mut with_meta = Out::new(topic, r#"{"order_id": "meta"}"#);
+    with_meta.key = Some(vec![0xff, 0x00, b'k']);
+    with_meta.headers = vec![
+        ("producer".into(), Some(b"payment-service".to_vec())),
+        ("producer".into(), None),
+        ("bin".into(), Some(vec![0xde, 0xad, 0x00])),
+        // A name that is not UTF-8: kept byte for byte, as is every other header.
+        (vec![0xff, b'n', 0xfe], Some(b"after".to_vec())),
+        ("last".into(), None),
+    ];
+    with_meta.timestamp = Some(1_743_760_800_123);
+    let mut far_future = Out::new(topic, r#"{"order_id": "future"}"#);
+    far_future.timestamp = Some(32_503_680_000_000); // year 3000
+    vec![
+        (Out::new(topic, "not json at all"), Some(false)),
+        (Out::new(topic, b"\xff\xfe{\"order_id\": 1}".to_vec()), Some(false)),
+        (Out::new(topic, Vec::new()), Some(false)),
+        (Out { topic: topic.into(), value: None, ..Out::default() }, None),
+        (Out::new(topic, big_json), Some(true)),
+        (Out::new(topic, "x".repeat(AT_THE_SIZE_LIMIT)), Some(false)),
+        (Out::new(topic, r#"{"order_id": "nul\u0000inside"}"#), Some(false)),
+        (Out::new(topic, r#"{"order_id": "lone \ud800 surrogate"}"#), Some(false)),
+        (Out::new(topic, nested), None),
+        (Out::new(topic, gzip), Some(false)),
+        (Out::new(topic, avro), Some(false)),
+        (Out::new(topic, b"\xef\xbb\xbf{\"order_id\": \"bom\"}".to_vec()), Some(true)),
+        (with_meta, Some(true)),
+        (far_future, Some(true)),
+    ]
 }
 
 /// A produced record's coordinates.

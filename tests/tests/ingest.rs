@@ -19,49 +19,6 @@ struct Expect {
     json: Option<bool>,
 }
 
-/// The largest value a record can carry on an Apache Kafka broker with its
-/// default `message.max.bytes` (1,048,588 bytes per record batch), less the
-/// batch and record overhead of this test's records.
-const AT_THE_SIZE_LIMIT: usize = 1_048_588 - 200;
-
-fn bad_values(topic: &str) -> Vec<(Out, Option<bool>)> {
-    let big_json =
-        format!(r#"{{"type": "big", "payload": {{"order_id": "o-big", "blob": "{}"}}}}"#, "x".repeat(1_000_000));
-    let nested = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
-    let gzip =
-        vec![0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0xcb, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
-    let avro = vec![0x00, 0x00, 0x00, 0x00, 0x01, 0x06, b'a', b'b', b'c', 0x02];
-    let mut with_meta = Out::new(topic, r#"{"order_id": "meta"}"#);
-    with_meta.key = Some(vec![0xff, 0x00, b'k']);
-    with_meta.headers = vec![
-        ("producer".into(), Some(b"payment-service".to_vec())),
-        ("producer".into(), None),
-        ("bin".into(), Some(vec![0xde, 0xad, 0x00])),
-        // A name that is not UTF-8: kept byte for byte, as is every other header.
-        (vec![0xff, b'n', 0xfe], Some(b"after".to_vec())),
-        ("last".into(), None),
-    ];
-    with_meta.timestamp = Some(1_743_760_800_123);
-    let mut far_future = Out::new(topic, r#"{"order_id": "future"}"#);
-    far_future.timestamp = Some(32_503_680_000_000); // year 3000
-    vec![
-        (Out::new(topic, "not json at all"), Some(false)),
-        (Out::new(topic, b"\xff\xfe{\"order_id\": 1}".to_vec()), Some(false)),
-        (Out::new(topic, Vec::new()), Some(false)),
-        (Out { topic: topic.into(), value: None, ..Out::default() }, None),
-        (Out::new(topic, big_json), Some(true)),
-        (Out::new(topic, "x".repeat(AT_THE_SIZE_LIMIT)), Some(false)),
-        (Out::new(topic, r#"{"order_id": "nul\u0000inside"}"#), Some(false)),
-        (Out::new(topic, r#"{"order_id": "lone \ud800 surrogate"}"#), Some(false)),
-        (Out::new(topic, nested), None),
-        (Out::new(topic, gzip), Some(false)),
-        (Out::new(topic, avro), Some(false)),
-        (Out::new(topic, b"\xef\xbb\xbf{\"order_id\": \"bom\"}".to_vec()), Some(true)),
-        (with_meta, Some(true)),
-        (far_future, Some(true)),
-    ]
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_topic_every_shape_stored_exactly_once() {
     let prefix = unique("ing");
@@ -107,7 +64,7 @@ async fn every_topic_every_shape_stored_exactly_once() {
             },
         );
     }
-    for (out, json) in bad_values(&topics[5].0) {
+    for (out, json) in hostile_values(&topics[5].0) {
         let c = produce(&producer, &out).await;
         expected.insert(c, Expect { value: out.value, key: out.key, timestamp: out.timestamp, fields: None, json });
     }
@@ -194,16 +151,30 @@ async fn sigterm_writes_what_it_holds_and_exits_promptly() {
     let topic = format!("{prefix}-events");
     Kafka::shared().create_topic(&topic, 2).await;
     let mut options = HostOptions::new(&db_url, &prefix);
-    // A long linger: records sit in the batch until shutdown flushes them.
+    // A long linger: once a batch is in flight, the next one fills until
+    // shutdown flushes it.
     options.env.push(("BATCH_LINGER".into(), "60s".into()));
     let mut host = Host::start(&options);
     host.wait_ready(Duration::from_secs(60));
+    // The table is locked: the first batch waits in the writer, the rest in
+    // the poll loop, so at SIGTERM the host holds every record unwritten.
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE notifications IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
     let producer = Kafka::shared().producer();
     for i in 0..50 {
         produce(&producer, &Out::new(&topic, format!(r#"{{"order_id": "t-{i}"}}"#))).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(stored(&pool, &prefix).await.is_empty(), "the linger should still hold the batch");
+    let started = std::time::Instant::now();
+    while host.metric("notification_records_consumed_total").unwrap_or_default() < 1.0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "nothing reached the writer; log:\n{}", host.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(host.metric("notification_records_stored_total"), Some(0.0), "the lock holds every write");
+    let pid = host.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    lock.commit().await.unwrap();
     let took = host.terminate(Duration::from_secs(25));
     assert!(took < Duration::from_secs(20), "shutdown took {took:?}");
     assert_eq!(stored(&pool, &prefix).await.len(), 50, "log:\n{}", host.log_text());

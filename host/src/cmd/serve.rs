@@ -76,6 +76,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             admin_token: args.http.admin_token.as_deref().filter(|t| !t.trim().is_empty()).map(Arc::from),
             admin_max_body_bytes: args.http.admin_max_body_bytes,
             module_settings: Arc::new(args.modules.clone()),
+            read_token: http::access::ReadToken::new(args.http.read_token.as_deref()),
+            live: http::console::LiveFeed::new(db.clone(), metrics.clone(), shutdown.clone()),
         },
         args.role,
     );

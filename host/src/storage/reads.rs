@@ -28,19 +28,21 @@ pub struct Notification {
     pub ingest_note: Option<String>,
     pub stored_at: DateTime<Utc>,
     pub kafka_key: Option<Vec<u8>>,
+    /// The record timestamp as the broker gave it (None when it had none).
+    pub kafka_timestamp: Option<DateTime<Utc>>,
     /// The headers as stored: JSON text.
     pub kafka_headers: Option<String>,
 }
 
 pub(super) const COLUMNS: &str = "notification_id, customer_id, runner_id, order_id, event::text AS event_json, raw_value, \
      status, created_at, source_topic, event_type, correlation_id, source_service, kafka_partition, kafka_offset, \
-     normalizer, normalizer_error, ingest_note, stored_at, kafka_key, kafka_headers::text AS kafka_headers";
+     normalizer, normalizer_error, ingest_note, stored_at, kafka_key, kafka_timestamp, kafka_headers::text AS kafka_headers";
 
 /// Record-time order, ties broken by the row id (the order rows were
 /// written: within a partition, offset order). The same keyset as
 /// `GET /notifications`, so every list of rows pages with one cursor form.
-const TIME_ORDER: &str = "created_at, notification_id";
-const TIME_ORDER_DESC: &str = "created_at DESC, notification_id DESC";
+pub(super) const TIME_ORDER: &str = "created_at, notification_id";
+pub(super) const TIME_ORDER_DESC: &str = "created_at DESC, notification_id DESC";
 
 pub use notification_parse::request::{ListFilter, NewApiNotification, Position};
 
@@ -48,6 +50,13 @@ impl Db {
     /// The latest notification of an order by record time.
     pub async fn latest_for_order(&self, order_id: &str) -> Result<Option<Notification>, sqlx::Error> {
         sqlx::query_as(sqlx::AssertSqlSafe(latest_sql())).bind(order_id).fetch_optional(&self.pool).await
+    }
+
+    /// One notification by its row id. The id is not the partition key, so
+    /// every month's partition is asked (each through its primary key).
+    pub async fn notification(&self, notification_id: i64) -> Result<Option<Notification>, sqlx::Error> {
+        let sql = format!("SELECT {COLUMNS} FROM notifications WHERE notification_id = $1 LIMIT 1");
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(notification_id).fetch_optional(&self.pool).await
     }
 
     /// Notifications of an order, oldest first: at most `limit`, after
@@ -100,7 +109,7 @@ impl Db {
             n: Notification,
             direct: bool,
         }
-        let sql = timeline_sql();
+        let sql = timeline_sql(COLUMNS);
         let rows: Vec<Row> =
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(order_id).bind(limit).fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(|r| (r.n, r.direct)).collect())
@@ -146,7 +155,7 @@ impl Db {
                 .await?;
             plans.push((name, text(plan)));
         }
-        let timeline = format!("EXPLAIN {}", timeline_sql());
+        let timeline = format!("EXPLAIN {}", timeline_sql(COLUMNS));
         plans.push((
             "timeline",
             text(
@@ -220,7 +229,7 @@ fn list_query(
 const HASHED_ID_COLUMNS: [&str; 4] = ["order_id", "customer_id", "runner_id", "correlation_id"];
 
 /// `column` equals the text `param`, in the form the hash index serves.
-fn id_equals(column: &str, param: &str) -> String {
+pub(super) fn id_equals(column: &str, param: &str) -> String {
     debug_assert!(HASHED_ID_COLUMNS.contains(&column.rsplit('.').next().unwrap_or(column)));
     format!("hashtextextended({column}, 0) = hashtextextended({param}, 0) AND {column} = {param}")
 }
@@ -235,23 +244,29 @@ fn latest_sql() -> String {
 /// Rows of one id after an optional (created_at, notification_id) position
 /// ($2, $3), at most $4.
 fn for_column_sql(column: &str) -> String {
+    for_column_sql_of(COLUMNS, column)
+}
+
+pub(super) fn for_column_sql_of(columns: &str, column: &str) -> String {
     format!(
-        "SELECT {COLUMNS} FROM notifications WHERE {} \
+        "SELECT {columns} FROM notifications WHERE {} \
          AND ($2::timestamptz IS NULL OR (created_at, notification_id) > ($2, $3::int8)) \
          ORDER BY {TIME_ORDER} LIMIT $4",
         id_equals(column, "$1::text")
     )
 }
 
-fn timeline_sql() -> String {
+/// An order's rows and the rows sharing a correlation id with them, as
+/// `columns`, with `direct` telling which name the order ($1), at most $2.
+pub(super) fn timeline_sql(columns: &str) -> String {
     format!(
-        "WITH direct AS (SELECT {COLUMNS} FROM notifications WHERE {by_order}), \
+        "WITH direct AS (SELECT {columns} FROM notifications WHERE {by_order}), \
          sagas AS (SELECT DISTINCT correlation_id FROM direct WHERE correlation_id IS NOT NULL) \
          SELECT * FROM ( \
            SELECT *, true AS direct FROM direct \
            UNION ALL \
            SELECT n.*, false AS direct FROM sagas s CROSS JOIN LATERAL ( \
-             SELECT {COLUMNS} FROM notifications \
+             SELECT {columns} FROM notifications \
              WHERE {by_saga} AND order_id IS DISTINCT FROM $1::text) n \
          ) t ORDER BY {TIME_ORDER} LIMIT $2",
         by_order = id_equals("order_id", "$1::text"),

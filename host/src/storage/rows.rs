@@ -137,6 +137,23 @@ impl StoredRow {
 
 /// The value as a JSON document for the `event` column, or why it is not one.
 fn json_document(bytes: &[u8]) -> Result<&str, String> {
+    let text = any_json_document(bytes)?;
+    if has_nul_escape(text) {
+        return Err("the JSON document contains \\u0000, which JSONB cannot store".into());
+    }
+    Ok(text)
+}
+
+/// The JSON document of a stored row, to show it: the `event` column, or
+/// else the value itself when it is JSON (a document JSONB refused, such as
+/// one holding `\u0000`, is still one to read).
+pub fn document_text<'a>(event_json: Option<&'a str>, raw_value: Option<&'a [u8]>) -> Option<&'a str> {
+    event_json.or_else(|| any_json_document(raw_value?).ok())
+}
+
+/// The value as JSON text (a leading byte order mark skipped), or why it is
+/// not JSON.
+fn any_json_document(bytes: &[u8]) -> Result<&str, String> {
     let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     let text = std::str::from_utf8(bytes)
         .map_err(|e| format!("the value is not valid UTF-8 (first invalid byte at {})", e.valid_up_to()))?;
@@ -146,9 +163,6 @@ fn json_document(bytes: &[u8]) -> Result<&str, String> {
     // Validates the whole document without building it (and without a depth
     // limit: nested values are skipped, not recursed into).
     serde_json::from_str::<&RawValue>(text).map_err(|e| format!("the value is not JSON: {e}"))?;
-    if has_nul_escape(text) {
-        return Err("the JSON document contains \\u0000, which JSONB cannot store".into());
-    }
     Ok(text)
 }
 

@@ -2,6 +2,7 @@
 //! PostgreSQL refuses found and stored in a reduced form, so that one record
 //! never stops the log. Also the API's insert.
 
+use super::live::notify_stored_sql;
 use super::reads::{COLUMNS, NewApiNotification, Notification};
 use super::{Db, StoredRow};
 
@@ -156,7 +157,7 @@ impl Db {
     }
 
     async fn insert_batch(&self, rows: &[StoredRow]) -> Result<u64, sqlx::Error> {
-        let result = sqlx::query(INSERT_SQL)
+        let inserted: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(INSERT_SQL.as_str()))
             .bind(col(rows, |r| r.fields.customer_id.clone()))
             .bind(col(rows, |r| r.fields.runner_id.clone()))
             .bind(col(rows, |r| r.fields.order_id.clone()))
@@ -176,23 +177,32 @@ impl Db {
             .bind(col(rows, |r| r.ingest_note.clone()))
             .bind(col(rows, |r| r.normalizer.clone()))
             .bind(col(rows, |r| r.normalizer_error.clone()))
-            .execute(&self.pool)
+            .fetch_one(&self.pool)
             .await?;
-        Ok(result.rows_affected())
+        Ok(u64::try_from(inserted).unwrap_or_default())
     }
 }
 
 /// One array per column keeps the statement text constant (so PostgreSQL
-/// prepares it once) whatever the batch size.
-const INSERT_SQL: &str = "INSERT INTO notifications (customer_id, runner_id, order_id, event, status, created_at, \
-     source_topic, event_type, correlation_id, source_service, kafka_partition, kafka_offset, kafka_key, \
-     kafka_headers, kafka_timestamp, raw_value, ingest_note, normalizer, normalizer_error) \
-     SELECT c1, c2, c3, c4::jsonb, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14::jsonb, c15, c16, c17, c18, c19 \
-     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[], \
-     $8::text[], $9::text[], $10::text[], $11::int4[], $12::int8[], $13::bytea[], $14::text[], \
-     $15::timestamptz[], $16::bytea[], $17::text[], $18::text[], $19::text[]) \
-     AS t(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19) \
-     ON CONFLICT ON CONSTRAINT notifications_kafka_record DO NOTHING";
+/// prepares it once) whatever the batch size. The statement answers how
+/// many rows were new, and tells listeners (the console's live tail, on any
+/// replica) what it stored, in the same transaction.
+static INSERT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH stored AS (INSERT INTO notifications (customer_id, runner_id, order_id, event, status, created_at, \
+         source_topic, event_type, correlation_id, source_service, kafka_partition, kafka_offset, kafka_key, \
+         kafka_headers, kafka_timestamp, raw_value, ingest_note, normalizer, normalizer_error) \
+         SELECT c1, c2, c3, c4::jsonb, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14::jsonb, c15, c16, c17, c18, c19 \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[], \
+         $8::text[], $9::text[], $10::text[], $11::int4[], $12::int8[], $13::bytea[], $14::text[], \
+         $15::timestamptz[], $16::bytea[], $17::text[], $18::text[], $19::text[]) \
+         AS t(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19) \
+         ON CONFLICT ON CONSTRAINT notifications_kafka_record DO NOTHING \
+         RETURNING notification_id, created_at) \
+         SELECT count(*)::int8 AS inserted, {} AS notified FROM stored",
+        notify_stored_sql()
+    )
+});
 
 fn col<T>(rows: &[StoredRow], f: impl Fn(&StoredRow) -> T) -> Vec<T> {
     rows.iter().map(f).collect()
@@ -239,10 +249,12 @@ impl Db {
     /// as `{"message": <event>}`. `raw_value` keeps the exact request body.
     pub async fn insert_api(&self, n: &NewApiNotification, body: &[u8]) -> Result<Notification, sqlx::Error> {
         let sql = format!(
-            "INSERT INTO notifications (customer_id, runner_id, order_id, event, status, created_at, source_topic, \
-             event_type, correlation_id, source_service, raw_value) \
+            "WITH stored AS (INSERT INTO notifications (customer_id, runner_id, order_id, event, status, created_at, \
+             source_topic, event_type, correlation_id, source_service, raw_value) \
              VALUES ($1, $2, $3, jsonb_build_object('message', $4::text::jsonb), '{API_STATUS}', now(), '{API_TOPIC}', \
-             '{API_EVENT_TYPE}', gen_random_uuid()::text, '{API_SOURCE_SERVICE}', $5) RETURNING {COLUMNS}"
+             '{API_EVENT_TYPE}', gen_random_uuid()::text, '{API_SOURCE_SERVICE}', $5) RETURNING *) \
+             SELECT {COLUMNS} FROM stored CROSS JOIN (SELECT {} AS notified FROM stored) notify",
+            notify_stored_sql()
         );
         sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(&n.customer_id)

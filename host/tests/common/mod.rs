@@ -1,6 +1,8 @@
 //! Helpers shared by the host's integration tests.
 #![allow(dead_code)]
 
+pub mod api;
+
 use std::path::PathBuf;
 
 /// A built normalizer component, e.g. `component("normalizer_default")`.

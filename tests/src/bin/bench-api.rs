@@ -17,8 +17,10 @@ use hdrhistogram::Histogram;
 use notification_host::storage::{Db, ListFilter};
 use sqlx::postgres::PgPoolOptions;
 
-const ORDERS: i64 = 100_000;
-const CUSTOMERS: i64 = 20_000;
+use notification_e2e::history::{CUSTOMERS, ORDERS};
+
+/// The months the rows are spread over, ending now.
+const HISTORY_MONTHS: u32 = 24;
 
 struct Args {
     database_url: String,
@@ -46,57 +48,6 @@ fn args() -> anyhow::Result<Args> {
         bail!("usage: bench-api --database-url URL --api http://HOST:PORT [--rows N] [--rate R] [--seconds S]");
     }
     Ok(a)
-}
-
-/// About 70% of rows name their order; the rest (payment, user events) are
-/// tied to it only by the saga id. Values are ~500-byte JSON documents.
-async fn load(db: &Db, rows: i64) -> anyhow::Result<()> {
-    let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications").fetch_one(db.pool()).await?;
-    if existing >= rows {
-        println!("table already holds {existing} rows; not loading");
-        return Ok(());
-    }
-    let started = Instant::now();
-    let chunk = 200_000;
-    let mut from = existing + 1;
-    while from <= rows {
-        let to = (from + chunk - 1).min(rows);
-        sqlx::query(
-            "INSERT INTO notifications (customer_id, runner_id, order_id, event, status, created_at, source_topic, \
-               event_type, correlation_id, source_service, kafka_partition, kafka_offset, kafka_headers, kafka_timestamp, \
-               raw_value, normalizer) \
-             SELECT d.customer_id, d.runner_id, d.order_id, d.doc::jsonb, d.status, d.ts, d.topic, d.event_type, \
-               d.saga, d.source, (g % 3)::int, g, '[]'::jsonb, d.ts, convert_to(d.doc, 'UTF8'), 'default@1.0.0' \
-             FROM generate_series($1::int8, $2::int8) g, LATERAL ( \
-               SELECT \
-                 CASE WHEN g % 10 < 7 THEN 'order-' || (g % $3) END AS order_id, \
-                 CASE WHEN g % 10 < 4 THEN 'cust-' || (g % $4) END AS customer_id, \
-                 CASE WHEN g % 10 = 5 THEN 'runner-' || (g % 5000) END AS runner_id, \
-                 'saga-' || (g % $3) AS saga, \
-                 (ARRAY['order_events','order-events','payment_events','payment_commands','user_events','user_commands','escrow-events','saga-events'])[1 + g % 8] AS topic, \
-                 (ARRAY['order.created','order.status_updated','payment.authorized','authorize_payment','user.payment_info_retrieved','get_payment_info','escrow.held','saga.step'])[1 + g % 8] AS event_type, \
-                 (ARRAY['order-service','payment-service','user-service',NULL])[1 + g % 4] AS source, \
-                 (ARRAY['PENDING','ACCEPTED','COMPLETED',NULL])[1 + g % 4] AS status, \
-                 timestamptz '2025-01-01' + make_interval(secs => g * 7 + (g % 13)) AS ts, \
-                 json_build_object('type', 'order.created', 'correlation_id', 'saga-' || (g % $3), 'source', 'order-service', \
-                   'timestamp', '2025-04-04T10:00:00.123456', 'payload', json_build_object('order_id', g % $3, \
-                   'customer_id', 'cust-' || (g % $4), 'status', 'PENDING', 'saga_id', 'saga-' || (g % $3), \
-                   'order_details', json_build_object('foodItems', json_build_array(json_build_object('item_name', 'Iced latte', \
-                   'quantity', 2, 'price', 4.5)), 'storeLocation', 'Student Union', 'deliveryLocation', 'Dorm ' || (g % 40), \
-                   'note', repeat('x', 120))))::text AS doc \
-             ) d",
-        )
-        .bind(from)
-        .bind(to)
-        .bind(ORDERS)
-        .bind(CUSTOMERS)
-        .execute(db.pool())
-        .await?;
-        println!("loaded {to} rows ({:.0} s)", started.elapsed().as_secs_f64());
-        from = to + 1;
-    }
-    sqlx::query("ANALYZE notifications").execute(db.pool()).await?;
-    Ok(())
 }
 
 struct Endpoint {
@@ -197,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
     let a = args()?;
     let pool = PgPoolOptions::new().max_connections(4).connect(&a.database_url).await?;
     let db = Db::from_pool(pool);
-    load(&db, a.rows).await?;
+    notification_e2e::history::load(&db, a.rows, HISTORY_MONTHS).await?;
 
     println!("\nQuery plans (every one must use an index):");
     let filter = ListFilter {

@@ -1,28 +1,16 @@
 //! Publishes one realistic create-order saga, as the delivery platform's
-//! services do (see the README): commands and events on mixed topic names,
-//! snake_case envelopes, camelCase HTTP-route events with a stringified order
-//! snapshot, and events tied to the order only by the saga id.
+//! services do (see the README and `notification_e2e::saga`).
 //!
 //! Usage: saga-demo [ORDER_ID]   (reads KAFKA_BOOTSTRAP_SERVERS)
 
 use std::time::Duration;
 
 use anyhow::Context as _;
+use notification_e2e::saga;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::json;
-
-const TOPICS: [&str; 7] = [
-    "order_commands",
-    "order_events",
-    "order-events",
-    "payment_commands",
-    "payment_events",
-    "user_commands",
-    "user_events",
-];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -31,184 +19,24 @@ async fn main() -> anyhow::Result<()> {
         Some(a) => a.parse().context("ORDER_ID must be a number")?,
         None => 4242,
     };
-    let saga = format!("5f1e0c2a-9b7d-4c1e-8a3f-{order_id:012}");
-    let http_corr = format!("order-20250404100000-{:08x}", order_id);
-    let customer = "user_2demoCustomer";
-    let runner = "user_2demoRunner";
-
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", &servers).create().context("cannot reach the broker")?;
-    let new: Vec<NewTopic<'_>> = TOPICS.iter().map(|t| NewTopic::new(t, 3, TopicReplication::Fixed(1))).collect();
+    let new: Vec<NewTopic<'_>> = saga::TOPICS.iter().map(|t| NewTopic::new(t, 3, TopicReplication::Fixed(1))).collect();
     // Topics that exist already are fine.
     let _ = admin.create_topics(&new, &AdminOptions::new()).await;
 
-    let snapshot = |status: &str, runner_id: Option<&str>| {
-        json!({"orderId": order_id, "customerId": customer, "runnerId": runner_id, "status": status,
-               "orderDescription": json!({"foodItems": [{"item_name": "Iced latte", "quantity": 2, "price": 4.5}]}).to_string(),
-               "storeLocation": "Student Union", "deliveryLocation": "Dorm 7"})
-        .to_string()
-    };
-    let envelope = |kind: &str, corr: &str, source: Option<&str>, ts: &str, payload: serde_json::Value| {
-        let mut e = json!({"type": kind, "correlation_id": corr, "timestamp": ts});
-        if let Some(s) = source {
-            e["source"] = json!(s);
-        }
-        e["payload"] = payload;
-        e
-    };
-    let events = vec![
-        (
-            "order_commands",
-            envelope(
-                "create_order",
-                &saga,
-                None,
-                "2025-04-04T10:00:00.000001",
-                json!({"customer_id": customer, "order_details": {"foodItems": [{"item_name": "Iced latte", "quantity": 2, "price": 4.5}],
-                   "storeLocation": "Student Union", "deliveryLocation": "Dorm 7", "foodFee": 9.0, "deliveryFee": 2.5}, "saga_id": saga}),
-            ),
-        ),
-        (
-            "order_events",
-            envelope(
-                "order.created",
-                &saga,
-                Some("order-service"),
-                "2025-04-04T10:00:00.200000",
-                json!({"order_id": order_id, "customer_id": customer, "status": "PENDING", "saga_id": saga}),
-            ),
-        ),
-        (
-            "user_commands",
-            envelope("get_payment_info", &saga, None, "2025-04-04T10:00:00.300000", json!({"user_id": customer})),
-        ),
-        (
-            "user_events",
-            envelope(
-                "user.payment_info_retrieved",
-                &saga,
-                Some("user-service"),
-                "2025-04-04T10:00:00.400000+00:00",
-                json!({"payment_info": {"stripeCustomerId": "cus_demo", "paymentMethodId": "pm_demo"}}),
-            ),
-        ),
-        (
-            "payment_commands",
-            envelope(
-                "authorize_payment",
-                &saga,
-                None,
-                "2025-04-04T10:00:00.500000",
-                json!({"order_id": order_id, "customer": {"clerkUserId": customer, "stripeCustomerId": "cus_demo",
-                   "userStripeCard": {"payment_method_id": "pm_demo"}}, "order": {"amount": 1150, "description": format!("Order {order_id}")},
-                   "return_url": "https://example.test/return"}),
-            ),
-        ),
-        (
-            "payment_events",
-            envelope(
-                "payment.authorized",
-                &saga,
-                Some("payment-service"),
-                "2025-04-04T10:00:01.000000",
-                json!({"payment_id": "pi_demo", "order_id": order_id, "payment_intent_id": "pi_demo", "status": "requires_capture"}),
-            ),
-        ),
-        (
-            "order_commands",
-            envelope(
-                "update_order_status",
-                &saga,
-                None,
-                "2025-04-04T10:00:01.100000",
-                json!({"order_id": order_id, "status": "CONFIRMED"}),
-            ),
-        ),
-        (
-            "order_events",
-            envelope(
-                "order.status_updated",
-                &saga,
-                Some("order-service"),
-                "2025-04-04T10:00:01.200000",
-                json!({"order_id": order_id, "status": "CONFIRMED", "saga_id": saga}),
-            ),
-        ),
-        (
-            "order-events",
-            envelope(
-                "ORDER_ACCEPTED",
-                &http_corr,
-                Some("order-service"),
-                "2025-04-04T10:05:00.000000",
-                json!({"customerId": customer, "runnerId": runner, "orderId": order_id, "status": "ACCEPTED", "event": snapshot("ACCEPTED", Some(runner))}),
-            ),
-        ),
-        (
-            "order-events",
-            envelope(
-                "ORDER_COMPLETED",
-                &http_corr,
-                Some("order-service"),
-                "2025-04-04T10:30:00.000000",
-                json!({"customerId": customer, "runnerId": runner, "orderId": order_id, "status": "COMPLETED", "event": snapshot("COMPLETED", Some(runner))}),
-            ),
-        ),
-        (
-            "payment_commands",
-            envelope(
-                "release_payment",
-                &saga,
-                None,
-                "2025-04-04T10:30:01.000000",
-                json!({"payment_id": "pi_demo", "runner_id": runner, "runner_connect_account_id": "acct_demo"}),
-            ),
-        ),
-        (
-            "payment_events",
-            envelope(
-                "payment.released",
-                &saga,
-                Some("payment-service"),
-                "2025-04-04T10:30:02.000000",
-                json!({"payment_id": "pi_demo", "runner_id": runner, "amount": 11.5, "status": "SUCCEEDED", "transfer_id": "tr_demo"}),
-            ),
-        ),
-    ];
-
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &servers).create()?;
-    let base_ms = chrono::DateTime::parse_from_rfc3339("2025-04-04T10:00:00Z")?.timestamp_millis();
-    for (i, (topic, value)) in events.iter().enumerate() {
-        // Python's json.dumps separators, as the platform's producers write.
-        let text = python_json(value);
-        let ts = base_ms + i as i64 * 1000;
-        let record: FutureRecord<'_, (), str> = FutureRecord::to(topic).payload(text.as_str()).timestamp(ts);
+    let records = saga::records(order_id, "");
+    for (record, kind) in records.iter().zip(saga::EVENT_TYPES) {
+        let value = record.value.as_deref().unwrap_or_default();
+        let mut out: FutureRecord<'_, (), [u8]> = FutureRecord::to(&record.topic).payload(value);
+        if let Some(ts) = record.timestamp {
+            out = out.timestamp(ts);
+        }
         let delivery =
-            producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).context("produce failed")?;
-        println!(
-            "{topic:<17} {}/{:<5} {}",
-            delivery.partition,
-            delivery.offset,
-            value["type"].as_str().unwrap_or_default()
-        );
+            producer.send(out, Duration::from_secs(30)).await.map_err(|(e, _)| e).context("produce failed")?;
+        println!("{:<17} {}/{:<5} {kind}", record.topic, delivery.partition, delivery.offset);
     }
-    println!("published a saga of {} events for order {order_id} (saga {saga})", events.len());
+    println!("published a saga of {} events for order {order_id} (saga {})", records.len(), saga::saga_id(order_id));
     Ok(())
-}
-
-/// Serializes with `", "` and `": "` separators, like Python's json.dumps.
-fn python_json(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Object(map) => {
-            let items: Vec<String> = map
-                .iter()
-                .map(|(k, v)| format!("{}: {}", serde_json::Value::String(k.clone()), python_json(v)))
-                .collect();
-            format!("{{{}}}", items.join(", "))
-        }
-        serde_json::Value::Array(items) => {
-            format!("[{}]", items.iter().map(python_json).collect::<Vec<_>>().join(", "))
-        }
-        other => other.to_string(),
-    }
 }

@@ -1,0 +1,174 @@
+//! The console's reads: events without their values (for timelines, the
+//! live tail and a customer's or runner's events), the orders seen most
+//! recently, and which kinds of id a search term is.
+//!
+//! A timeline of 500 events must render in milliseconds, so these queries
+//! leave out the value, the document, the key and the headers (a record
+//! detail reads those, for one row) and use the same hash indexes as the
+//! API.
+
+use chrono::{DateTime, Utc};
+
+use super::Db;
+use super::live::StoredBatch;
+use super::reads::{TIME_ORDER_DESC, for_column_sql_of, id_equals, timeline_sql};
+
+/// One event as a timeline or the live tail shows it: every column but
+/// the value, the document, the key and the headers.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventSummary {
+    pub notification_id: i64,
+    pub created_at: DateTime<Utc>,
+    pub stored_at: DateTime<Utc>,
+    pub source_topic: String,
+    pub kafka_partition: Option<i32>,
+    pub kafka_offset: Option<i64>,
+    pub event_type: Option<String>,
+    pub order_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub runner_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub source_service: Option<String>,
+    pub status: Option<String>,
+    pub normalizer: Option<String>,
+    pub normalizer_error: Option<String>,
+    pub ingest_note: Option<String>,
+    /// The value's length in bytes; None for a tombstone.
+    pub value_bytes: Option<i32>,
+}
+
+const SUMMARY_COLUMNS: &str = "notification_id, created_at, stored_at, source_topic, kafka_partition, kafka_offset, \
+     event_type, order_id, customer_id, runner_id, correlation_id, source_service, status, normalizer, \
+     normalizer_error, ingest_note, octet_length(raw_value) AS value_bytes";
+
+/// The kinds of id a search term can be, in the order a search prefers
+/// them when a term is more than one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    Order,
+    Correlation,
+    Customer,
+    Runner,
+}
+
+impl IdKind {
+    pub const ALL: [IdKind; 4] = [IdKind::Order, IdKind::Correlation, IdKind::Customer, IdKind::Runner];
+
+    /// The column holding this kind of id.
+    pub fn column(self) -> &'static str {
+        match self {
+            IdKind::Order => "order_id",
+            IdKind::Correlation => "correlation_id",
+            IdKind::Customer => "customer_id",
+            IdKind::Runner => "runner_id",
+        }
+    }
+}
+
+/// An order seen recently, with its latest event.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RecentOrder {
+    pub order_id: String,
+    pub last_at: DateTime<Utc>,
+    pub event_type: Option<String>,
+    /// The latest status any of its recent events carried.
+    pub status: Option<String>,
+    pub source_service: Option<String>,
+    /// Its events among the recent rows looked at.
+    pub events: i64,
+}
+
+/// How many of the newest rows the landing page looks at for its recent
+/// orders: enough for a screenful of orders, bounded whatever the table's
+/// size.
+const RECENT_ROWS: i64 = 2000;
+
+impl Db {
+    /// An order's events and the events sharing a correlation id with them,
+    /// oldest first, at most `limit`; the flag says which name the order.
+    pub async fn timeline_events(&self, order_id: &str, limit: i64) -> Result<Vec<(EventSummary, bool)>, sqlx::Error> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            event: EventSummary,
+            direct: bool,
+        }
+        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(timeline_sql(SUMMARY_COLUMNS)))
+            .bind(order_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.event, r.direct)).collect())
+    }
+
+    /// One correlation id's events, oldest first, at most `limit`.
+    pub async fn correlation_events(&self, correlation_id: &str, limit: i64) -> Result<Vec<EventSummary>, sqlx::Error> {
+        sqlx::query_as(sqlx::AssertSqlSafe(for_column_sql_of(SUMMARY_COLUMNS, "correlation_id")))
+            .bind(correlation_id)
+            .bind(None::<DateTime<Utc>>)
+            .bind(None::<i64>)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// The newest events naming `id` as a `kind` id, newest first.
+    pub async fn latest_events_of(&self, kind: IdKind, id: &str, limit: i64) -> Result<Vec<EventSummary>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS} FROM notifications WHERE {} ORDER BY {TIME_ORDER_DESC} LIMIT $2",
+            id_equals(kind.column(), "$1::text")
+        );
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).bind(limit).fetch_all(&self.pool).await
+    }
+
+    /// The kinds of id `id` is stored as, in [`IdKind::ALL`]'s order.
+    pub async fn id_kinds(&self, id: &str) -> Result<Vec<IdKind>, sqlx::Error> {
+        let exists: Vec<String> = IdKind::ALL
+            .iter()
+            .map(|k| format!("EXISTS (SELECT 1 FROM notifications WHERE {})", id_equals(k.column(), "$1::text")))
+            .collect();
+        let sql = format!("SELECT {}", exists.join(", "));
+        let row: (bool, bool, bool, bool) =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(&self.pool).await?;
+        let found = [row.0, row.1, row.2, row.3];
+        Ok(IdKind::ALL.into_iter().zip(found).filter(|(_, f)| *f).map(|(k, _)| k).collect())
+    }
+
+    /// The orders of the newest rows (by record time, up to a day ahead of
+    /// now, so a record dated in the far future does not stay on top),
+    /// newest first, at most `limit`.
+    pub async fn recent_orders(&self, limit: i64) -> Result<Vec<RecentOrder>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT order_id, max(created_at) AS last_at, count(*) AS events, \
+               (array_agg(event_type ORDER BY created_at DESC, notification_id DESC))[1] AS event_type, \
+               (array_agg(status ORDER BY created_at DESC, notification_id DESC) FILTER (WHERE status IS NOT NULL))[1] AS status, \
+               (array_agg(source_service ORDER BY created_at DESC, notification_id DESC))[1] AS source_service \
+             FROM (SELECT order_id, created_at, notification_id, event_type, status, source_service FROM notifications \
+                   WHERE order_id IS NOT NULL AND created_at <= now() + interval '1 day' \
+                   ORDER BY created_at DESC, notification_id DESC LIMIT $2) recent \
+             GROUP BY order_id ORDER BY last_at DESC, order_id LIMIT $1",
+        )
+        .bind(limit)
+        .bind(RECENT_ROWS)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The rows one committed write stored (from its notification), in row
+    /// order. The ranges may also take in rows another replica wrote at
+    /// the same time; a reader that follows every notification removes
+    /// those it has already seen.
+    pub async fn stored_rows(&self, batch: &StoredBatch) -> Result<Vec<EventSummary>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS} FROM notifications WHERE created_at BETWEEN $3 AND $4 \
+             AND notification_id BETWEEN $1 AND $2 ORDER BY notification_id"
+        );
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(batch.first_id)
+            .bind(batch.last_id)
+            .bind(batch.earliest)
+            .bind(batch.latest)
+            .fetch_all(&self.pool)
+            .await
+    }
+}
