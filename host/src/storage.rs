@@ -42,7 +42,7 @@ mod write;
 pub use console::{EventSummary, IdKind, RecentOrder};
 pub use live::{Heard, STORED_CHANNEL, StoredBatch, StoredListener};
 pub use partitions::{KnownPartitions, maintain_partitions, maintenance, partition_window};
-pub use reads::{ListFilter, NewApiNotification, Notification, Position};
+pub use reads::{ListFilter, NewApiNotification, Notification, Position, full_scans_of_rows};
 pub use renormalize::StoredRecord;
 pub use rows::{MAX_NOTE_BYTES, StoredRow, document_text};
 pub use write::{API_EVENT_TYPE, API_SOURCE_SERVICE, API_STATUS, API_TOPIC, Reduced, ReducedForm, WriteError, Written};

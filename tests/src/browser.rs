@@ -131,4 +131,3 @@ impl Browser {
         self.client.get_alert_text().await.ok()
     }
 }
-

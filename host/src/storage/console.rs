@@ -83,6 +83,41 @@ pub struct RecentOrder {
 /// size.
 const RECENT_ROWS: i64 = 2000;
 
+/// The orders of the newest rows: $1 orders from the newest $2 rows.
+const RECENT_ORDERS_SQL: &str = "SELECT order_id, max(created_at) AS last_at, count(*) AS events, \
+     (array_agg(event_type ORDER BY created_at DESC, notification_id DESC))[1] AS event_type, \
+     (array_agg(status ORDER BY created_at DESC, notification_id DESC) FILTER (WHERE status IS NOT NULL))[1] AS status, \
+     (array_agg(source_service ORDER BY created_at DESC, notification_id DESC))[1] AS source_service \
+     FROM (SELECT order_id, created_at, notification_id, event_type, status, source_service FROM notifications \
+           WHERE order_id IS NOT NULL AND created_at <= now() + interval '1 day' \
+           ORDER BY created_at DESC, notification_id DESC LIMIT $2) recent \
+     GROUP BY order_id ORDER BY last_at DESC, order_id LIMIT $1";
+
+/// Whether $1 is stored as each kind of id, in [`IdKind::ALL`]'s order.
+fn search_sql() -> String {
+    let exists: Vec<String> = IdKind::ALL
+        .iter()
+        .map(|k| format!("EXISTS (SELECT 1 FROM notifications WHERE {})", id_equals(k.column(), "$1::text")))
+        .collect();
+    format!("SELECT {}", exists.join(", "))
+}
+
+/// The newest $2 events naming $1 as a `kind` id.
+fn latest_of_sql(kind: IdKind) -> String {
+    format!(
+        "SELECT {SUMMARY_COLUMNS} FROM notifications WHERE {} ORDER BY {TIME_ORDER_DESC} LIMIT $2",
+        id_equals(kind.column(), "$1::text")
+    )
+}
+
+/// Rows with ids $1 to $2 and record times $3 to $4.
+fn stored_rows_sql() -> String {
+    format!(
+        "SELECT {SUMMARY_COLUMNS} FROM notifications WHERE created_at BETWEEN $3 AND $4 \
+         AND notification_id BETWEEN $1 AND $2 ORDER BY notification_id"
+    )
+}
+
 impl Db {
     /// An order's events and the events sharing a correlation id with them,
     /// oldest first, at most `limit`; the flag says which name the order.
@@ -114,11 +149,7 @@ impl Db {
 
     /// The newest events naming `id` as a `kind` id, newest first.
     pub async fn latest_events_of(&self, kind: IdKind, id: &str, limit: i64) -> Result<Vec<EventSummary>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {SUMMARY_COLUMNS} FROM notifications WHERE {} ORDER BY {TIME_ORDER_DESC} LIMIT $2",
-            id_equals(kind.column(), "$1::text")
-        );
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).bind(limit).fetch_all(&self.pool).await
+        sqlx::query_as(sqlx::AssertSqlSafe(latest_of_sql(kind))).bind(id).bind(limit).fetch_all(&self.pool).await
     }
 
     /// The kinds of id `id` is stored as, in [`IdKind::ALL`]'s order.
@@ -138,20 +169,41 @@ impl Db {
     /// now, so a record dated in the far future does not stay on top),
     /// newest first, at most `limit`.
     pub async fn recent_orders(&self, limit: i64) -> Result<Vec<RecentOrder>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT order_id, max(created_at) AS last_at, count(*) AS events, \
-               (array_agg(event_type ORDER BY created_at DESC, notification_id DESC))[1] AS event_type, \
-               (array_agg(status ORDER BY created_at DESC, notification_id DESC) FILTER (WHERE status IS NOT NULL))[1] AS status, \
-               (array_agg(source_service ORDER BY created_at DESC, notification_id DESC))[1] AS source_service \
-             FROM (SELECT order_id, created_at, notification_id, event_type, status, source_service FROM notifications \
-                   WHERE order_id IS NOT NULL AND created_at <= now() + interval '1 day' \
-                   ORDER BY created_at DESC, notification_id DESC LIMIT $2) recent \
-             GROUP BY order_id ORDER BY last_at DESC, order_id LIMIT $1",
+        sqlx::query_as(RECENT_ORDERS_SQL).bind(limit).bind(RECENT_ROWS).fetch_all(&self.pool).await
+    }
+
+    /// The plans PostgreSQL chooses for the console's own queries (those
+    /// the API's [`Db::explain_api_queries`] does not cover), by name.
+    pub async fn explain_console_queries(
+        &self,
+        order_id: &str,
+        customer_id: &str,
+    ) -> Result<Vec<(&'static str, String)>, sqlx::Error> {
+        let text = |rows: Vec<String>| rows.join("\n");
+        let explain = |sql: &str| sqlx::AssertSqlSafe(format!("EXPLAIN {sql}"));
+        let mut plans = Vec::new();
+        let recent = sqlx::query_scalar(explain(RECENT_ORDERS_SQL)).bind(30_i64).bind(RECENT_ROWS);
+        plans.push(("recent orders", text(recent.fetch_all(&self.pool).await?)));
+        let search = sqlx::query_scalar(explain(&search_sql())).bind(order_id);
+        plans.push(("search", text(search.fetch_all(&self.pool).await?)));
+        let customer = sqlx::query_scalar(explain(&latest_of_sql(IdKind::Customer))).bind(customer_id).bind(500_i64);
+        plans.push(("customer", text(customer.fetch_all(&self.pool).await?)));
+        let record = sqlx::query_scalar(explain(&super::reads::notification_sql())).bind(1_i64);
+        plans.push(("record", text(record.fetch_all(&self.pool).await?)));
+        // A batch of the newest rows.
+        let now: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT max(created_at) FROM notifications WHERE created_at <= now() + interval '1 day'",
         )
-        .bind(limit)
-        .bind(RECENT_ROWS)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_one(&self.pool)
+        .await?;
+        let now = now.unwrap_or_else(Utc::now);
+        let live = sqlx::query_scalar(explain(&stored_rows_sql()))
+            .bind(1_i64)
+            .bind(1000_i64)
+            .bind(now - chrono::TimeDelta::minutes(1))
+            .bind(now);
+        plans.push(("live batch", text(live.fetch_all(&self.pool).await?)));
+        Ok(plans)
     }
 
     /// The rows one committed write stored (from its notification), in row
@@ -159,11 +211,7 @@ impl Db {
     /// the same time; a reader that follows every notification removes
     /// those it has already seen.
     pub async fn stored_rows(&self, batch: &StoredBatch) -> Result<Vec<EventSummary>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {SUMMARY_COLUMNS} FROM notifications WHERE created_at BETWEEN $3 AND $4 \
-             AND notification_id BETWEEN $1 AND $2 ORDER BY notification_id"
-        );
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        sqlx::query_as(sqlx::AssertSqlSafe(stored_rows_sql()))
             .bind(batch.first_id)
             .bind(batch.last_id)
             .bind(batch.earliest)

@@ -55,8 +55,7 @@ impl Db {
     /// One notification by its row id. The id is not the partition key, so
     /// every month's partition is asked (each through its primary key).
     pub async fn notification(&self, notification_id: i64) -> Result<Option<Notification>, sqlx::Error> {
-        let sql = format!("SELECT {COLUMNS} FROM notifications WHERE notification_id = $1 LIMIT 1");
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(notification_id).fetch_optional(&self.pool).await
+        sqlx::query_as(sqlx::AssertSqlSafe(notification_sql())).bind(notification_id).fetch_optional(&self.pool).await
     }
 
     /// Notifications of an order, oldest first: at most `limit`, after
@@ -172,6 +171,44 @@ impl Db {
     }
 }
 
+impl Db {
+    /// The partitions of `notifications` that hold rows now (the default
+    /// partition included): those whose full scan an index must spare.
+    pub async fn partitions_holding_rows(&self) -> Result<Vec<String>, sqlx::Error> {
+        let partitions: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'notifications'::regclass ORDER BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut holding = Vec::new();
+        for name in partitions {
+            // The name comes from the catalogue; quoted as an identifier.
+            let sql = format!("SELECT EXISTS (SELECT 1 FROM ONLY \"{}\")", name.replace('"', "\"\""));
+            if sqlx::query_scalar::<_, bool>(sqlx::AssertSqlSafe(sql)).fetch_one(&self.pool).await? {
+                holding.push(name);
+            }
+        }
+        Ok(holding)
+    }
+}
+
+/// The full scans in an `EXPLAIN` plan of tables that hold rows (from
+/// [`Db::partitions_holding_rows`], or the parent table itself): each is a
+/// query an index should have served. A scan of an empty partition (a
+/// month not reached yet) costs nothing and is not counted.
+pub fn full_scans_of_rows<'a>(plan: &'a str, holding: &[String]) -> Vec<&'a str> {
+    plan.lines()
+        .filter(|line| {
+            line.split("Seq Scan on ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .is_some_and(|table| table == "notifications" || holding.iter().any(|h| h == table))
+        })
+        .map(str::trim)
+        .collect()
+}
+
 /// The query of [`Db::list`], optionally prefixed (with `EXPLAIN`).
 fn list_query(
     prefix: &str,
@@ -234,6 +271,11 @@ pub(super) fn id_equals(column: &str, param: &str) -> String {
     format!("hashtextextended({column}, 0) = hashtextextended({param}, 0) AND {column} = {param}")
 }
 
+/// One row by its id ($1).
+pub(super) fn notification_sql() -> String {
+    format!("SELECT {COLUMNS} FROM notifications WHERE notification_id = $1 LIMIT 1")
+}
+
 fn latest_sql() -> String {
     format!(
         "SELECT {COLUMNS} FROM notifications WHERE {} ORDER BY {TIME_ORDER_DESC} LIMIT 1",
@@ -258,6 +300,11 @@ pub(super) fn for_column_sql_of(columns: &str, column: &str) -> String {
 
 /// An order's rows and the rows sharing a correlation id with them, as
 /// `columns`, with `direct` telling which name the order ($1), at most $2.
+///
+/// Each saga's rows are read by their index, oldest first and at most $2
+/// (a limit in the subquery keeps PostgreSQL from turning the lateral join
+/// into a hash join over every partition, and bounds the work for a saga
+/// with millions of rows).
 pub(super) fn timeline_sql(columns: &str) -> String {
     format!(
         "WITH direct AS (SELECT {columns} FROM notifications WHERE {by_order}), \
@@ -267,7 +314,7 @@ pub(super) fn timeline_sql(columns: &str) -> String {
            UNION ALL \
            SELECT n.*, false AS direct FROM sagas s CROSS JOIN LATERAL ( \
              SELECT {columns} FROM notifications \
-             WHERE {by_saga} AND order_id IS DISTINCT FROM $1::text) n \
+             WHERE {by_saga} AND order_id IS DISTINCT FROM $1::text ORDER BY {TIME_ORDER} LIMIT $2) n \
          ) t ORDER BY {TIME_ORDER} LIMIT $2",
         by_order = id_equals("order_id", "$1::text"),
         by_saga = id_equals("correlation_id", "s.correlation_id"),
