@@ -22,6 +22,8 @@ pub mod env {
     pub const BATCH_SIZE: &str = "BATCH_SIZE";
     pub const BATCH_LINGER: &str = "BATCH_LINGER";
     pub const BATCH_MAX_BYTES: &str = "BATCH_MAX_BYTES";
+    pub const VALUE_COMPRESSION: &str = "VALUE_COMPRESSION";
+    pub const DATABASE_WRITERS: &str = "DATABASE_WRITERS";
     pub const CORS_ALLOWED_ORIGINS: &str = "CORS_ALLOWED_ORIGINS";
     pub const ROLE: &str = "ROLE";
     pub const CONSUME_INFRASTRUCTURE_TOPICS: &str = "CONSUME_INFRASTRUCTURE_TOPICS";
@@ -65,6 +67,8 @@ pub mod env {
         BATCH_SIZE,
         BATCH_LINGER,
         BATCH_MAX_BYTES,
+        VALUE_COMPRESSION,
+        DATABASE_WRITERS,
         CORS_ALLOWED_ORIGINS,
         ROLE,
         CONSUME_INFRASTRUCTURE_TOPICS,
@@ -493,8 +497,7 @@ pub struct PipelineConfig {
     /// Most bytes of record data (values, keys and headers) in one batch. A
     /// batch is one statement, and PostgreSQL refuses a statement or an array
     /// over 1 GiB: a thousand records of a megabyte each would never be
-    /// written. The value is stored twice (bytes and document), so keep this
-    /// well under 512 MiB.
+    /// written. Keep this well under 1 GiB.
     #[arg(long, env = env::BATCH_MAX_BYTES, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..=(256 << 20)))]
     pub batch_max_bytes: u64,
 
@@ -506,6 +509,27 @@ pub struct PipelineConfig {
     /// hand and commit its offsets before it exits anyway.
     #[arg(long, env = env::SHUTDOWN_TIMEOUT, default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Database connections that write batches at once. Each Kafka
+    /// partition always goes to the same one, so a partition's records are
+    /// written, and their offsets committed, in order; PostgreSQL runs each
+    /// connection's inserts on a core of its own.
+    #[arg(long, env = env::DATABASE_WRITERS, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub writers: u32,
+
+    /// How values are stored: `zstd` compresses each value that shrinks by
+    /// an eighth or more (read back exactly by the API, the console and
+    /// renormalize); `off` keeps every value as it is, readable from SQL
+    /// (`raw_value`), at about twice the disk.
+    #[arg(long, env = env::VALUE_COMPRESSION, value_enum, default_value_t = ValueCompression::Zstd)]
+    pub value_compression: ValueCompression,
+}
+
+/// How the write path stores values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ValueCompression {
+    Zstd,
+    Off,
 }
 
 /// The HTTP server.

@@ -244,13 +244,15 @@ impl NotificationBody {
     /// The notification in the shape `compat` asks for.
     pub fn new(n: Notification, compat: ApiCompat) -> NotificationBody {
         let original = compat == ApiCompat::Original;
-        let document = match (n.event_json, &n.raw_value) {
-            (Some(json), _) => RawValue::from_string(json).ok(),
-            (None, Some(bytes)) => {
-                serde_json::to_string(&String::from_utf8_lossy(bytes)).ok().and_then(|s| RawValue::from_string(s).ok())
-            }
-            (None, None) => None,
+        let value = n.value();
+        let document = match crate::storage::document_text(n.event_json.as_deref(), value.as_deref()) {
+            Some(json) => RawValue::from_string(json.to_owned()).ok(),
+            None => value
+                .as_deref()
+                .and_then(|bytes| serde_json::to_string(&String::from_utf8_lossy(bytes)).ok())
+                .and_then(|s| RawValue::from_string(s).ok()),
         };
+        drop(value);
         let event = if original && n.kafka_offset.is_some() {
             original_wrapper(
                 &n.source_topic,

@@ -9,9 +9,13 @@
 //!    prefetch queue is bounded), and if that lasts it pauses its partitions
 //!    and polls on, so the consumer stays in its group;
 //! 2. the **normalize stage** runs the normalizers on a blocking thread;
-//! 3. the **writer** inserts each batch in one transaction, retrying with
-//!    backoff while the database is unreachable, and stores the batch's
-//!    offsets only after the commit.
+//! 3. the **writers** (`DATABASE_WRITERS`, each on a connection of its own)
+//!    insert the batch, split by partition so that each Kafka partition
+//!    always goes to the same writer: each part is one transaction, retried
+//!    with backoff while the database is unreachable, and its offsets are
+//!    stored only after its commit. A partition's records are thus written
+//!    and committed in order, while PostgreSQL works on several parts at
+//!    once.
 //!
 //! Topic discovery runs beside them, in a task of its own: its metadata
 //! request may wait on a slow broker, and the poll loop must not.
@@ -25,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::config::{DbConfig, KafkaConfig, PipelineConfig};
+use crate::config::{DbConfig, KafkaConfig, PipelineConfig, ValueCompression};
 use crate::kafka::{self, HostConsumer};
 use crate::metrics::{KindLabel, Metrics, NormalizerLabel, ReducedLabels, TopicLabel};
 use crate::modules::Modules;
@@ -70,18 +74,31 @@ pub struct Pipeline {
 pub async fn run(pipeline: Pipeline, shutdown: CancellationToken, give_up: CancellationToken) -> anyhow::Result<()> {
     let Pipeline { consumer, db, modules, status, metrics, kafka_config, config, db_config } = pipeline;
     let (batch_tx, batch_rx) = mpsc::channel::<Vec<Record>>(1);
-    let (rows_tx, rows_rx) = mpsc::channel::<Prepared>(1);
     let in_flight = Arc::new(InFlight::default());
-
-    let normalizer = tokio::spawn(normalize_stage(batch_rx, rows_tx, modules, metrics.clone()));
-    let writer = tokio::spawn(writer_stage(
-        rows_rx,
-        db,
-        db_config,
-        consumer.clone(),
-        status.clone(),
-        metrics,
-        give_up,
+    // One lane per writer: a batch is split by partition, each partition
+    // always to the same lane.
+    let mut lanes = Vec::new();
+    let mut writers = Vec::new();
+    for _ in 0..config.writers.max(1) {
+        let (rows_tx, rows_rx) = mpsc::channel::<Prepared>(1);
+        lanes.push(rows_tx);
+        writers.push(tokio::spawn(writer_stage(
+            rows_rx,
+            db.clone(),
+            db_config.clone(),
+            consumer.clone(),
+            status.clone(),
+            metrics.clone(),
+            give_up.clone(),
+            in_flight.clone(),
+        )));
+    }
+    let normalizer = tokio::spawn(normalize_stage(
+        batch_rx,
+        lanes,
+        modules,
+        metrics.clone(),
+        config.value_compression,
         in_flight.clone(),
     ));
 
@@ -95,7 +112,10 @@ pub async fn run(pipeline: Pipeline, shutdown: CancellationToken, give_up: Cance
     // The poll loop has handed over its last batch and closed the channel;
     // the later stages drain and end.
     normalizer.await?;
-    let all_written = writer.await?;
+    let mut all_written = true;
+    for writer in writers {
+        all_written &= writer.await?;
+    }
     // The final commit needs the group coordinator; with the broker gone it
     // would block indefinitely, so it gets a bounded wait. Uncommitted
     // offsets only mean redelivered records, which the unique key drops.
@@ -255,12 +275,13 @@ async fn poll_loop(
     }
 }
 
-/// The bytes a record adds to a batch's statement: its value twice (the
-/// bytes and the JSON document), key and headers.
+/// The bytes a record adds to a batch's statement at most: its value (as it
+/// is; compressed it is smaller), key and headers (a value that is not text
+/// goes as base64).
 fn record_bytes(r: &Record) -> usize {
     let value = r.value.as_ref().map_or(0, Vec::len);
     let headers: usize = r.headers.iter().map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len) * 2).sum();
-    2 * value + r.key.as_ref().map_or(0, Vec::len) + headers
+    value + r.key.as_ref().map_or(0, Vec::len) + headers
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -272,18 +293,31 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 async fn normalize_stage(
     mut batches: mpsc::Receiver<Vec<Record>>,
-    rows: mpsc::Sender<Prepared>,
+    lanes: Vec<mpsc::Sender<Prepared>>,
     modules: Arc<Modules>,
     metrics: Arc<Metrics>,
+    compression: ValueCompression,
+    in_flight: Arc<InFlight>,
 ) {
     while let Some(records) = batches.recv().await {
         let modules = modules.clone();
         let metrics = metrics.clone();
-        let prepared = tokio::task::spawn_blocking(move || prepare(records, &modules, &metrics)).await;
+        let count = lanes.len();
+        let prepared = tokio::task::spawn_blocking(move || {
+            prepare(records, &modules, &metrics, compression).split_by_partition(count)
+        })
+        .await;
         match prepared {
-            Ok(prepared) => {
-                if rows.send(prepared).await.is_err() {
-                    return;
+            Ok(parts) => {
+                // The batch was counted once; each part is written apart.
+                let sent = parts.iter().filter(|p| p.is_some()).count();
+                in_flight.batches.fetch_add(sent.saturating_sub(1), std::sync::atomic::Ordering::AcqRel);
+                for (lane, part) in lanes.iter().zip(parts) {
+                    if let Some(part) = part
+                        && lane.send(part).await.is_err()
+                    {
+                        return;
+                    }
                 }
             }
             Err(error) => {
@@ -296,7 +330,38 @@ async fn normalize_stage(
     }
 }
 
-fn prepare(records: Vec<Record>, modules: &Modules, metrics: &Metrics) -> Prepared {
+impl Prepared {
+    /// The batch as `lanes` parts, each Kafka partition always in the same
+    /// one (None for a lane the batch has nothing for). Rows keep their
+    /// order within a part.
+    fn split_by_partition(self, lanes: usize) -> Vec<Option<Prepared>> {
+        if lanes <= 1 {
+            return vec![Some(self)];
+        }
+        let lane_of = |topic: &str, partition: i32| {
+            use std::hash::{Hash as _, Hasher as _};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (topic, partition).hash(&mut h);
+            (h.finish() % lanes as u64) as usize
+        };
+        let mut parts: Vec<Prepared> = (0..lanes)
+            .map(|_| Prepared { rows: Vec::new(), last_offsets: HashMap::new(), per_topic: HashMap::new() })
+            .collect();
+        for row in self.rows {
+            let part = &mut parts[lane_of(&row.source_topic, row.kafka_partition.unwrap_or_default())];
+            *part.per_topic.entry(row.source_topic.clone()).or_default() += 1;
+            part.rows.push(row);
+        }
+        for ((topic, partition), offset) in self.last_offsets {
+            parts[lane_of(&topic, partition)].last_offsets.insert((topic, partition), offset);
+        }
+        parts.into_iter().map(|p| (!p.rows.is_empty()).then_some(p)).collect()
+    }
+}
+
+/// Normalizes a batch and turns it into rows, compressing their values
+/// (here, on the blocking thread, not on the writer's).
+fn prepare(records: Vec<Record>, modules: &Modules, metrics: &Metrics, compression: ValueCompression) -> Prepared {
     let normalized = modules.normalize(&records);
     debug_assert_eq!(normalized.len(), records.len());
     let mut last_offsets: HashMap<(String, i32), i64> = HashMap::new();
@@ -315,7 +380,11 @@ fn prepare(records: Vec<Record>, modules: &Modules, metrics: &Metrics) -> Prepar
                 );
                 metrics.normalizer_errors.get_or_create(&NormalizerLabel { normalizer: normalized.normalizer.clone() }).inc();
             }
-            StoredRow::from_record(record, normalized)
+            let mut row = StoredRow::from_record(record, normalized);
+            if compression == ValueCompression::Zstd {
+                row.compress_value();
+            }
+            row
         })
         .collect();
     for (topic, n) in &per_topic {
@@ -400,10 +469,7 @@ async fn write_with_retry(
                 status.set_write_blocked(None);
                 metrics.redelivered.inc_by((rows.len() as u64).saturating_sub(written.inserted));
                 for r in &written.reduced {
-                    metrics
-                        .reduced
-                        .get_or_create(&ReducedLabels { topic: r.topic.clone(), form: r.form.label() })
-                        .inc();
+                    metrics.reduced.get_or_create(&ReducedLabels { topic: r.topic.clone(), form: "last_resort" }).inc();
                 }
                 tracing::debug!(
                     rows = rows.len(),

@@ -29,6 +29,7 @@
 //! - `console`: the console's reads (events without their values, recent
 //!   orders, what kind of id a search term is).
 //! - `live`: the notification every write sends, and listening for it.
+//! - `value`: how a record's value is kept (once; zstd when that pays).
 
 mod console;
 mod live;
@@ -37,6 +38,7 @@ mod partitions;
 mod reads;
 mod renormalize;
 mod rows;
+mod value;
 mod write;
 
 pub use console::{EventSummary, IdKind, RecentOrder};
@@ -45,7 +47,8 @@ pub use partitions::{KnownPartitions, maintain_partitions, maintenance, partitio
 pub use reads::{ListFilter, NewApiNotification, Notification, Position, full_scans_of_rows};
 pub use renormalize::StoredRecord;
 pub use rows::{MAX_NOTE_BYTES, StoredRow, document_text};
-pub use write::{API_EVENT_TYPE, API_SOURCE_SERVICE, API_STATUS, API_TOPIC, Reduced, ReducedForm, WriteError, Written};
+pub use value::{CorruptValue, stored_value};
+pub use write::{API_EVENT_TYPE, API_SOURCE_SERVICE, API_STATUS, API_TOPIC, Reduced, WriteError, Written};
 
 use std::time::Duration;
 

@@ -255,7 +255,10 @@ fn rows(cases: &[Case]) -> (Vec<StoredRow>, Vec<Record>) {
         HOSTILE.fetch_add(1, Ordering::Relaxed);
         HOSTILE_BYTES.fetch_add(record.value.as_ref().map_or(0, Vec::len) as i64, Ordering::Relaxed);
         records.push(record.clone());
-        rows.push(StoredRow::from_record(record, normalized));
+        // As the pipeline writes it: the value compressed when that pays.
+        let mut row = StoredRow::from_record(record, normalized);
+        row.compress_value();
+        rows.push(row);
     }
     rows.push(ordinary());
     (rows, records)
@@ -298,8 +301,8 @@ async fn check(db: &Db, cases: Vec<Case>) -> Result<(), TestCaseError> {
     for (record, row) in records.iter().zip(&rows) {
         let found = sqlx::query(
             "SELECT raw_value, kafka_key, kafka_headers::text, (extract(epoch FROM kafka_timestamp) * 1000)::int8, \
-             customer_id, runner_id, order_id, event_type, correlation_id, source_service, status, normalizer_error \
-             FROM notifications WHERE source_topic = $1 AND kafka_partition = $2 AND kafka_offset = $3",
+             customer_id, runner_id, order_id, event_type, correlation_id, source_service, status, normalizer_error, \
+             value_zstd FROM notifications WHERE source_topic = $1 AND kafka_partition = $2 AND kafka_offset = $3",
         )
         .bind(&record.topic)
         .bind(record.partition)
@@ -309,9 +312,13 @@ async fn check(db: &Db, cases: Vec<Case>) -> Result<(), TestCaseError> {
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(found.len(), 1, "exactly one row for offset {}", record.offset);
         let r = &found[0];
-        prop_assert!(r.get::<Option<Vec<u8>>, _>(0) == record.value, "the exact value");
+        let (raw, zstd): (Option<Vec<u8>>, Option<Vec<u8>>) = (r.get(0), r.get(12));
+        let value = notification_host::storage::stored_value(raw.as_deref(), zstd.as_deref())
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(value.as_deref() == record.value.as_deref(), "the exact value");
         prop_assert!(r.get::<Option<Vec<u8>>, _>(1) == record.key, "the exact key");
-        let headers: Vec<serde_json::Value> = serde_json::from_str(&r.get::<String, _>(2)).unwrap();
+        let headers: Vec<serde_json::Value> =
+            r.get::<Option<String>, _>(2).map(|h| serde_json::from_str(&h).unwrap()).unwrap_or_default();
         prop_assert_eq!(headers.len(), record.headers.len());
         for (h, stored) in record.headers.iter().zip(&headers) {
             let key = h.key.replace('\0', "\u{FFFD}");

@@ -5,7 +5,8 @@
 
 use std::time::Instant;
 
-use notification_host::storage::Db;
+use notification_host::record::{Fields, Normalized, Record};
+use notification_host::storage::{Db, StoredRow};
 
 /// Distinct orders in the loaded rows.
 pub const ORDERS: i64 = 100_000;
@@ -13,7 +14,8 @@ pub const ORDERS: i64 = 100_000;
 pub const CUSTOMERS: i64 = 20_000;
 
 /// About 70% of rows name their order; the rest (payment, user events) are
-/// tied to it only by the saga id. Values are ~500-byte JSON documents.
+/// tied to it only by the saga id. Values are ~500-byte JSON documents,
+/// stored as the host stores them (through its write path, compressed).
 pub async fn load(db: &Db, rows: i64, months: u32) -> anyhow::Result<()> {
     let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications").fetch_one(db.pool()).await?;
     if existing >= rows {
@@ -27,48 +29,76 @@ pub async fn load(db: &Db, rows: i64, months: u32) -> anyhow::Result<()> {
     let first = now.date_naive().checked_sub_months(chrono::Months::new(months)).unwrap_or(now.date_naive());
     db.ensure_partitions(first, now.date_naive()).await?;
     let since = first.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or(now);
-    // Seconds between consecutive rows, so that they end about now.
-    let step = ((now - since).num_seconds() / rows.max(1)).max(1);
-    let chunk = 200_000;
+    // Milliseconds between consecutive rows, so that they end about now.
+    let step_ms = ((now - since).num_milliseconds() / rows.max(1)).max(1);
+    let chunk = 5000;
     let mut from = existing + 1;
     while from <= rows {
         let to = (from + chunk - 1).min(rows);
-        sqlx::query(
-            "INSERT INTO notifications (customer_id, runner_id, order_id, event, status, created_at, source_topic, \
-               event_type, correlation_id, source_service, kafka_partition, kafka_offset, kafka_headers, kafka_timestamp, \
-               raw_value, normalizer) \
-             SELECT d.customer_id, d.runner_id, d.order_id, d.doc::jsonb, d.status, d.ts, d.topic, d.event_type, \
-               d.saga, d.source, (g % 3)::int, g, '[]'::jsonb, d.ts, convert_to(d.doc, 'UTF8'), 'default@1.0.0' \
-             FROM generate_series($1::int8, $2::int8) g, LATERAL ( \
-               SELECT \
-                 CASE WHEN g % 10 < 7 THEN 'order-' || (g % $3) END AS order_id, \
-                 CASE WHEN g % 10 < 4 THEN 'cust-' || (g % $4) END AS customer_id, \
-                 CASE WHEN g % 10 = 5 THEN 'runner-' || (g % 5000) END AS runner_id, \
-                 'saga-' || (g % $3) AS saga, \
-                 (ARRAY['order_events','order-events','payment_events','payment_commands','user_events','user_commands','escrow-events','saga-events'])[1 + g % 8] AS topic, \
-                 (ARRAY['order.created','order.status_updated','payment.authorized','authorize_payment','user.payment_info_retrieved','get_payment_info','escrow.held','saga.step'])[1 + g % 8] AS event_type, \
-                 (ARRAY['order-service','payment-service','user-service',NULL])[1 + g % 4] AS source, \
-                 (ARRAY['PENDING','ACCEPTED','COMPLETED',NULL])[1 + g % 4] AS status, \
-                 $5::timestamptz + make_interval(secs => g * $6 + (g % 13)) AS ts, \
-                 json_build_object('type', 'order.created', 'correlation_id', 'saga-' || (g % $3), 'source', 'order-service', \
-                   'timestamp', '2025-04-04T10:00:00.123456', 'payload', json_build_object('order_id', g % $3, \
-                   'customer_id', 'cust-' || (g % $4), 'status', 'PENDING', 'saga_id', 'saga-' || (g % $3), \
-                   'order_details', json_build_object('foodItems', json_build_array(json_build_object('item_name', 'Iced latte', \
-                   'quantity', 2, 'price', 4.5)), 'storeLocation', 'Student Union', 'deliveryLocation', 'Dorm ' || (g % 40), \
-                   'note', repeat('x', 120))))::text AS doc \
-             ) d",
-        )
-        .bind(from)
-        .bind(to)
-        .bind(ORDERS)
-        .bind(CUSTOMERS)
-        .bind(since)
-        .bind(step as f64)
-        .execute(db.pool())
-        .await?;
-        println!("loaded {to} rows ({:.0} s)", started.elapsed().as_secs_f64());
+        let batch: Vec<StoredRow> =
+            (from..=to).map(|g| row(g, since.timestamp_millis() + g * step_ms + g % 13)).collect();
+        db.insert(&batch).await?;
+        if to % 200_000 == 0 || to == rows {
+            println!("loaded {to} rows ({:.0} s)", started.elapsed().as_secs_f64());
+        }
         from = to + 1;
     }
     sqlx::query("ANALYZE notifications").execute(db.pool()).await?;
     Ok(())
+}
+
+const TOPICS: [&str; 8] = [
+    "order_events",
+    "order-events",
+    "payment_events",
+    "payment_commands",
+    "user_events",
+    "user_commands",
+    "escrow-events",
+    "saga-events",
+];
+const EVENT_TYPES: [&str; 8] = [
+    "order.created",
+    "order.status_updated",
+    "payment.authorized",
+    "authorize_payment",
+    "user.payment_info_retrieved",
+    "get_payment_info",
+    "escrow.held",
+    "saga.step",
+];
+
+/// The `g`th row, at `ts` (ms).
+fn row(g: i64, ts: i64) -> StoredRow {
+    let order = g % ORDERS;
+    let saga = format!("saga-{order}");
+    let value = format!(
+        r#"{{"type": "order.created", "correlation_id": "{saga}", "source": "order-service", "timestamp": "2025-04-04T10:00:00.123456", "payload": {{"order_id": {order}, "customer_id": "cust-{c}", "status": "PENDING", "saga_id": "{saga}", "order_details": {{"foodItems": [{{"item_name": "Iced latte", "quantity": 2, "price": 4.5}}], "storeLocation": "Student Union", "deliveryLocation": "Dorm {dorm}", "note": "{note}"}}}}}}"#,
+        c = g % CUSTOMERS,
+        dorm = g % 40,
+        note = "x".repeat(120)
+    );
+    let i = g as usize;
+    let fields = Fields {
+        order_id: (g % 10 < 7).then(|| format!("order-{order}")),
+        customer_id: (g % 10 < 4).then(|| format!("cust-{}", g % CUSTOMERS)),
+        runner_id: (g % 10 == 5).then(|| format!("runner-{}", g % 5000)),
+        correlation_id: Some(saga),
+        event_type: Some(EVENT_TYPES[i % 8].to_owned()),
+        source_service: ["order-service", "payment-service", "user-service"].get(i % 4).map(|s| (*s).to_owned()),
+        status: ["PENDING", "ACCEPTED", "COMPLETED"].get(i % 4).map(|s| (*s).to_owned()),
+    };
+    let record = Record {
+        topic: TOPICS[i % 8].to_owned(),
+        partition: (g % 3) as i32,
+        offset: g,
+        timestamp: Some(ts),
+        key: None,
+        headers: vec![],
+        value: Some(value.into_bytes()),
+    };
+    let mut row =
+        StoredRow::from_record(record, Normalized { fields, normalizer: "default@1.0.0".into(), error: None });
+    row.compress_value();
+    row
 }

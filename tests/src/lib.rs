@@ -205,7 +205,9 @@ pub fn hostile_values(topic: &str) -> Vec<(Out, Option<bool>)> {
         (Out { topic: topic.into(), value: None, ..Out::default() }, None),
         (Out::new(topic, big_json), Some(true)),
         (Out::new(topic, "x".repeat(AT_THE_SIZE_LIMIT)), Some(false)),
-        (Out::new(topic, r#"{"order_id": "nul\u0000inside"}"#), Some(false)),
+        // JSON that PostgreSQL's JSONB refuses is JSON all the same; an
+        // unpaired surrogate, which strict parsers refuse, is answered as text.
+        (Out::new(topic, r#"{"order_id": "nul\u0000inside"}"#), Some(true)),
         (Out::new(topic, r#"{"order_id": "lone \ud800 surrogate"}"#), Some(false)),
         (Out::new(topic, nested), None),
         (Out::new(topic, gzip), Some(false)),

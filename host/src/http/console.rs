@@ -421,8 +421,9 @@ async fn record(
     let Some(n) = state.db.notification(id).await? else {
         return Err(UiError::NotFound(format!("There is no record {id}.")));
     };
-    let document = document_text(n.event_json.as_deref(), n.raw_value.as_deref());
-    Ok(signed_page(&state, &format!("Record {id}"), Nav::None, pages::record(&n, document)))
+    let value = n.value();
+    let document = document_text(n.event_json.as_deref(), value.as_deref());
+    Ok(signed_page(&state, &format!("Record {id}"), Nav::None, pages::record(&n, value.as_deref(), document)))
 }
 
 /// The exact value as a download: served as bytes, never rendered.
@@ -431,7 +432,7 @@ async fn record_value(
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, UiError> {
     let id = row_id(path)?;
-    let Some(value) = state.db.notification(id).await?.and_then(|n| n.raw_value) else {
+    let Some(value) = state.db.notification(id).await?.and_then(|n| n.value().map(std::borrow::Cow::into_owned)) else {
         return Err(UiError::NotFound(format!("Record {id} has no value.")));
     };
     Ok((

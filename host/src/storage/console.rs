@@ -33,8 +33,6 @@ pub struct EventSummary {
     pub normalizer: Option<String>,
     pub normalizer_error: Option<String>,
     pub ingest_note: Option<String>,
-    /// The value's length in bytes; None for a tombstone.
-    pub value_bytes: Option<i32>,
 }
 
 const SUMMARY_COLUMNS: &str = "notification_id, created_at, stored_at, source_topic, kafka_partition, kafka_offset, \

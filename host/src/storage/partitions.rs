@@ -26,7 +26,7 @@ impl Db {
                 let (lo, hi) = (month.format("%Y-%m-%d").to_string(), next.format("%Y-%m-%d").to_string());
                 // Names and bounds come from dates formatted here, never from input.
                 for sql in [
-                    format!("CREATE TABLE {name} (LIKE notifications INCLUDING DEFAULTS)"),
+                    format!("CREATE TABLE {name} (LIKE notifications INCLUDING DEFAULTS INCLUDING STORAGE)"),
                     format!(
                         "WITH moved AS (DELETE FROM notifications_default WHERE created_at >= '{lo}' AND created_at < '{hi}' RETURNING *) \
                          INSERT INTO {name} SELECT * FROM moved"

@@ -12,9 +12,14 @@ pub struct Notification {
     pub customer_id: Option<String>,
     pub runner_id: Option<String>,
     pub order_id: Option<String>,
-    /// The JSON document as text (never parsed on the way out).
+    /// The `event` column as text (never parsed on the way out): the
+    /// document of an API row, or of a record stored before the value was
+    /// kept once; see [`Notification::document`].
     pub event_json: Option<String>,
+    /// The value as stored: as it is, or as a zstd frame ([`Notification::value`]
+    /// gives the exact bytes either way).
     pub raw_value: Option<Vec<u8>>,
+    pub value_zstd: Option<Vec<u8>>,
     pub status: Option<String>,
     pub created_at: DateTime<Utc>,
     pub source_topic: String,
@@ -34,7 +39,7 @@ pub struct Notification {
     pub kafka_headers: Option<String>,
 }
 
-pub(super) const COLUMNS: &str = "notification_id, customer_id, runner_id, order_id, event::text AS event_json, raw_value, \
+pub(super) const COLUMNS: &str = "notification_id, customer_id, runner_id, order_id, event::text AS event_json, raw_value, value_zstd, \
      status, created_at, source_topic, event_type, correlation_id, source_service, kafka_partition, kafka_offset, \
      normalizer, normalizer_error, ingest_note, stored_at, kafka_key, kafka_timestamp, kafka_headers::text AS kafka_headers";
 
@@ -45,6 +50,17 @@ pub(super) const TIME_ORDER: &str = "created_at, notification_id";
 pub(super) const TIME_ORDER_DESC: &str = "created_at DESC, notification_id DESC";
 
 pub use notification_parse::request::{ListFilter, NewApiNotification, Position};
+
+impl Notification {
+    /// The exact value; None for a tombstone. A frame that cannot be read
+    /// (a damaged row) is logged and read as no value.
+    pub fn value(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
+        super::value::stored_value(self.raw_value.as_deref(), self.value_zstd.as_deref()).unwrap_or_else(|error| {
+            tracing::error!(notification_id = self.notification_id, %error, "A stored value cannot be read.");
+            None
+        })
+    }
+}
 
 impl Db {
     /// The latest notification of an order by record time.

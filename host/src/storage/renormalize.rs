@@ -39,6 +39,7 @@ impl Db {
             kafka_key: Option<Vec<u8>>,
             kafka_headers: Option<String>,
             raw_value: Option<Vec<u8>>,
+            value_zstd: Option<Vec<u8>>,
             customer_id: Option<String>,
             runner_id: Option<String>,
             order_id: Option<String>,
@@ -50,7 +51,7 @@ impl Db {
         }
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT notification_id, source_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, \
-             kafka_headers::text AS kafka_headers, raw_value, customer_id, runner_id, order_id, event_type, \
+             kafka_headers::text AS kafka_headers, raw_value, value_zstd, customer_id, runner_id, order_id, event_type, \
              correlation_id, source_service, status, normalizer \
              FROM notifications WHERE kafka_offset IS NOT NULL AND notification_id > $1 \
              AND ($2::text IS NULL OR source_topic = $2) AND ($3::int8 IS NULL OR kafka_offset >= $3) \
@@ -63,31 +64,35 @@ impl Db {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| StoredRecord {
-                notification_id: r.notification_id,
-                record: Record {
-                    topic: r.source_topic,
-                    partition: r.kafka_partition.unwrap_or_default(),
-                    offset: r.kafka_offset.unwrap_or_default(),
-                    timestamp: r.kafka_timestamp.map(|t| t.timestamp_millis()),
-                    key: r.kafka_key,
-                    headers: r.kafka_headers.as_deref().map(headers_from_json).unwrap_or_default(),
-                    value: r.raw_value,
-                },
-                fields: Fields {
-                    customer_id: r.customer_id,
-                    runner_id: r.runner_id,
-                    order_id: r.order_id,
-                    event_type: r.event_type,
-                    correlation_id: r.correlation_id,
-                    source_service: r.source_service,
-                    status: r.status,
-                },
-                normalizer: r.normalizer,
+        rows.into_iter()
+            .map(|r| {
+                let value = super::value::stored_value(r.raw_value.as_deref(), r.value_zstd.as_deref())
+                    .map_err(|e| sqlx::Error::Decode(format!("row {}: {e}", r.notification_id).into()))?
+                    .map(std::borrow::Cow::into_owned);
+                Ok(StoredRecord {
+                    notification_id: r.notification_id,
+                    record: Record {
+                        topic: r.source_topic,
+                        partition: r.kafka_partition.unwrap_or_default(),
+                        offset: r.kafka_offset.unwrap_or_default(),
+                        timestamp: r.kafka_timestamp.map(|t| t.timestamp_millis()),
+                        key: r.kafka_key,
+                        headers: r.kafka_headers.as_deref().map(headers_from_json).unwrap_or_default(),
+                        value,
+                    },
+                    fields: Fields {
+                        customer_id: r.customer_id,
+                        runner_id: r.runner_id,
+                        order_id: r.order_id,
+                        event_type: r.event_type,
+                        correlation_id: r.correlation_id,
+                        source_service: r.source_service,
+                        status: r.status,
+                    },
+                    normalizer: r.normalizer,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Replaces the normalizer's fields of the given rows (by id). A row

@@ -1,6 +1,7 @@
 //! Rows from records: what is stored for a record and its normalizer's
-//! answer (the JSON document, NUL-free text, representable times, headers as
-//! JSON), and the last-resort row for a record PostgreSQL refuses.
+//! answer (the value, once, compressed when that pays; NUL-free text;
+//! representable times; headers as JSON), and the last-resort row for a
+//! record PostgreSQL refuses.
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -13,17 +14,20 @@ use crate::record::{Fields, Header, Normalized, Record};
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredRow {
     pub fields: Fields,
-    /// The JSON document to store as `event`, as text.
-    pub event: Option<String>,
     pub created_at: DateTime<Utc>,
     pub source_topic: String,
     pub kafka_partition: Option<i32>,
     pub kafka_offset: Option<i64>,
     pub kafka_key: Option<Vec<u8>>,
-    /// The headers as JSON text.
+    /// The headers as JSON text; None when the record has none.
     pub kafka_headers: Option<String>,
     pub kafka_timestamp: Option<DateTime<Utc>>,
+    /// The exact value, when it is stored as it is.
     pub raw_value: Option<Vec<u8>>,
+    /// The value as a zstd frame, when it is stored compressed (see
+    /// [`super::value`]); exactly one of the two is set for a record that
+    /// has a value.
+    pub value_zstd: Option<Vec<u8>>,
     pub ingest_note: Option<String>,
     pub normalizer: Option<String>,
     pub normalizer_error: Option<String>,
@@ -32,19 +36,15 @@ pub struct StoredRow {
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl StoredRow {
-    /// Prepares the row for a consumed record.
+    /// Prepares the row for a consumed record, its value stored as it is
+    /// ([`StoredRow::compress_value`] compresses it).
     pub fn from_record(record: Record, normalized: Normalized) -> StoredRow {
         let mut notes = Vec::new();
-        let event = match record.value.as_deref() {
-            None => None,
-            Some(bytes) => match json_document(bytes) {
-                Ok(text) => Some(text.to_owned()),
-                Err(reason) => {
-                    notes.push(reason);
-                    None
-                }
-            },
-        };
+        // A value that is not a JSON document is stored all the same; the
+        // note says why the API answers it as text.
+        if let Some(Err(reason)) = record.value.as_deref().map(any_json_document) {
+            notes.push(reason);
+        }
         let kafka_timestamp = match record.timestamp {
             Some(ms) => match representable_timestamp(ms) {
                 Some(ts) => Some(ts),
@@ -62,15 +62,15 @@ impl StoredRow {
         notes.extend(nul_note);
         StoredRow {
             fields,
-            event,
             // A fixed stand-in keeps the unique key stable across redeliveries.
             created_at: kafka_timestamp.unwrap_or(DateTime::UNIX_EPOCH),
             kafka_partition: Some(record.partition),
             kafka_offset: Some(record.offset),
             kafka_key: record.key,
-            kafka_headers: Some(headers_json(&record.headers)),
+            kafka_headers: (!record.headers.is_empty()).then(|| headers_json(&record.headers)),
             kafka_timestamp,
             raw_value: record.value,
+            value_zstd: None,
             source_topic: record.topic,
             ingest_note: (!notes.is_empty()).then(|| notes.join("; ")),
             normalizer: Some(normalized.normalizer.replace('\0', "\u{FFFD}")),
@@ -87,9 +87,6 @@ impl StoredRow {
     /// normalizer or a JSON parser produced is left to refuse.
     pub fn last_resort(&self, reason: &str) -> StoredRow {
         let mut dropped = Vec::new();
-        if self.event.is_some() {
-            dropped.push("the JSON document".to_owned());
-        }
         for (name, value) in named_fields(&self.fields) {
             if let Some(v) = value {
                 dropped.push(format!("{name} ({} bytes)", v.len()));
@@ -112,7 +109,6 @@ impl StoredRow {
         }
         StoredRow {
             fields: Fields::default(),
-            event: None,
             created_at: self.created_at,
             source_topic: self.source_topic.clone(),
             kafka_partition: self.kafka_partition,
@@ -121,38 +117,42 @@ impl StoredRow {
             kafka_headers: self.kafka_headers.clone(),
             kafka_timestamp: self.kafka_timestamp,
             raw_value: self.raw_value.clone(),
+            value_zstd: self.value_zstd.clone(),
             ingest_note: Some(bounded_note(&note)),
             normalizer,
             normalizer_error: None,
         }
     }
 
-    pub(super) fn add_note(&mut self, note: String) {
-        self.ingest_note = Some(match self.ingest_note.take() {
-            Some(existing) => format!("{existing}; {note}"),
-            None => note,
-        });
+    /// Stores the value as a zstd frame when that is an eighth smaller or
+    /// more ([`super::value::compress`]); the exact bytes come back on every
+    /// read.
+    pub fn compress_value(&mut self) {
+        if let Some(frame) = self.raw_value.as_deref().and_then(super::value::compress) {
+            self.raw_value = None;
+            self.value_zstd = Some(frame);
+        }
+    }
+
+    /// The bytes of the value this row holds, compressed or not, for the
+    /// batch's size bound.
+    pub fn stored_value_bytes(&self) -> usize {
+        self.raw_value.as_ref().or(self.value_zstd.as_ref()).map_or(0, Vec::len)
     }
 }
 
-/// The value as a JSON document for the `event` column, or why it is not one.
-fn json_document(bytes: &[u8]) -> Result<&str, String> {
-    let text = any_json_document(bytes)?;
-    if has_nul_escape(text) {
-        return Err("the JSON document contains \\u0000, which JSONB cannot store".into());
-    }
-    Ok(text)
-}
-
-/// The JSON document of a stored row, to show it: the `event` column, or
-/// else the value itself when it is JSON (a document JSONB refused, such as
-/// one holding `\u0000`, is still one to read).
-pub fn document_text<'a>(event_json: Option<&'a str>, raw_value: Option<&'a [u8]>) -> Option<&'a str> {
-    event_json.or_else(|| any_json_document(raw_value?).ok())
+/// The JSON document of a stored row: its `event` column where the row has
+/// one (rows stored through the API, and Kafka records stored before the
+/// value was kept once), or else the value itself when it is JSON.
+pub fn document_text<'a>(event_json: Option<&'a str>, value: Option<&'a [u8]>) -> Option<&'a str> {
+    event_json.or_else(|| any_json_document(value?).ok())
 }
 
 /// The value as JSON text (a leading byte order mark skipped), or why it is
-/// not JSON.
+/// not one the API can answer as a document. JSON with an unpaired
+/// surrogate escape (`"\ud800"`) is refused too: strict parsers (Rust's
+/// serde_json, Java's Jackson in its default mode) reject it, and one such
+/// record must not make a whole answer unreadable, so it is answered as text.
 fn any_json_document(bytes: &[u8]) -> Result<&str, String> {
     let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     let text = std::str::from_utf8(bytes)
@@ -163,28 +163,40 @@ fn any_json_document(bytes: &[u8]) -> Result<&str, String> {
     // Validates the whole document without building it (and without a depth
     // limit: nested values are skipped, not recursed into).
     serde_json::from_str::<&RawValue>(text).map_err(|e| format!("the value is not JSON: {e}"))?;
+    if let Some(at) = unpaired_surrogate(text) {
+        return Err(format!(
+            "the value is JSON with an unpaired surrogate escape at byte {at}, which strict JSON parsers refuse"
+        ));
+    }
     Ok(text)
 }
 
-/// Whether JSON text contains the escape `\u0000` (not an escaped backslash
-/// followed by `u0000`).
-fn has_nul_escape(text: &str) -> bool {
+/// Where valid JSON text has a `\u` escape of a surrogate that is not half
+/// of a pair, if anywhere.
+fn unpaired_surrogate(text: &str) -> Option<usize> {
     let b = text.as_bytes();
+    let escape = |at: usize| -> Option<u16> {
+        let hex = b.get(at..at + 6)?;
+        if hex[0] != b'\\' || hex[1] != b'u' {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
+    };
     let mut i = 0;
-    while let Some(pos) = memchr_backslash(&b[i..]) {
+    while let Some(pos) = b.get(i..).and_then(|rest| rest.iter().position(|&c| c == b'\\')) {
         let at = i + pos;
-        match b.get(at + 1) {
-            Some(b'u') if b.get(at + 2..at + 6).is_some_and(|h| h == b"0000") => return true,
-            // Skip the escaped character, so `\\u0000` is not mistaken.
-            Some(_) => i = at + 2,
-            None => return false,
+        match escape(at) {
+            Some(0xD800..=0xDBFF) => match escape(at + 6) {
+                Some(0xDC00..=0xDFFF) => i = at + 12,
+                _ => return Some(at),
+            },
+            Some(0xDC00..=0xDFFF) => return Some(at),
+            Some(_) => i = at + 6,
+            // Any other escape is two characters (`\\` among them).
+            None => i = at + 2,
         }
     }
-    false
-}
-
-fn memchr_backslash(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\\')
+    None
 }
 
 /// PostgreSQL's timestamptz covers 4713 BC to 294276 AD.
@@ -315,17 +327,20 @@ mod tests {
 
     #[test]
     fn json_documents_and_reasons() {
-        assert_eq!(json_document(br#"{"a": 1}"#), Ok(r#"{"a": 1}"#));
-        assert_eq!(json_document(b"\xEF\xBB\xBF[1]"), Ok("[1]"));
-        assert_eq!(json_document(br#""str""#), Ok(r#""str""#));
-        assert!(json_document(b"").unwrap_err().contains("empty"));
-        assert!(json_document(b"  ").unwrap_err().contains("white space"));
-        assert!(json_document(b"nope").unwrap_err().contains("not JSON"));
-        assert!(json_document(b"{\"a\": \"\xff\"}").unwrap_err().contains("UTF-8"));
-        assert!(json_document(br#"{"a": "x\u0000y"}"#).unwrap_err().contains("\\u0000"));
-        assert!(json_document(br#"{"a": "x\\u0000y"}"#).is_ok());
+        assert_eq!(any_json_document(br#"{"a": 1}"#), Ok(r#"{"a": 1}"#));
+        assert_eq!(any_json_document(b"\xEF\xBB\xBF[1]"), Ok("[1]"));
+        assert_eq!(any_json_document(br#""str""#), Ok(r#""str""#));
+        assert!(any_json_document(b"").unwrap_err().contains("empty"));
+        assert!(any_json_document(b"  ").unwrap_err().contains("white space"));
+        assert!(any_json_document(b"nope").unwrap_err().contains("not JSON"));
+        assert!(any_json_document(b"{\"a\": \"\xff\"}").unwrap_err().contains("UTF-8"));
+        // JSON that JSONB would refuse is JSON all the same.
+        assert!(any_json_document(br#"{"a": "x\u0000y"}"#).is_ok());
+        assert!(any_json_document(br#"{"a": "lone \ud800 surrogate"}"#).unwrap_err().contains("unpaired surrogate"));
+        assert!(any_json_document(br#"{"a": "\udc00"}"#).is_err());
+        assert!(any_json_document(br#"{"a": "pair \ud83d\ude00 ok", "b": "\\ud800 is text"}"#).is_ok());
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert!(json_document(deep.as_bytes()).is_ok());
+        assert!(any_json_document(deep.as_bytes()).is_ok());
     }
 
     /// A repeated name, a null value and a binary value.

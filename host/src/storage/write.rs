@@ -1,6 +1,6 @@
 //! The write path: a batch of rows in one statement, and every row
-//! PostgreSQL refuses found and stored in a reduced form, so that one record
-//! never stops the log. Also the API's insert.
+//! PostgreSQL refuses found and stored through the last resort, so that one
+//! record never stops the log. Also the API's insert.
 
 use super::live::notify_stored_sql;
 use super::reads::{COLUMNS, NewApiNotification, Notification};
@@ -24,39 +24,20 @@ pub enum WriteError {
 }
 
 /// What writing a batch took: rows that were new, and the records that had
-/// to be stored in a reduced form because PostgreSQL refused a value.
+/// to be stored through the last resort because PostgreSQL refused a value.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Written {
     pub inserted: u64,
     pub reduced: Vec<Reduced>,
 }
 
-/// A record stored in a reduced form.
+/// A record PostgreSQL refused as it was, stored through the last resort
+/// ([`StoredRow::last_resort`]: the exact bytes and coordinates).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reduced {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
-    pub form: ReducedForm,
-}
-
-/// How much of a refused record's row was kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReducedForm {
-    /// Everything but the JSON document.
-    WithoutDocument,
-    /// The exact bytes and coordinates only ([`StoredRow::last_resort`]).
-    LastResort,
-}
-
-impl ReducedForm {
-    /// The metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            ReducedForm::WithoutDocument => "without_document",
-            ReducedForm::LastResort => "last_resort",
-        }
-    }
 }
 
 /// Why one statement failed.
@@ -80,9 +61,9 @@ impl Db {
     /// The batch is one statement. When PostgreSQL refuses it for a reason
     /// other than an outage, the refused rows are found by halving the batch
     /// (a few statements for one bad row in a thousand, not a thousand), and
-    /// each refused row is stored again in a reduced form: first without its
-    /// JSON document, then through the last resort ([`StoredRow::last_resort`]),
-    /// a row holding only the record's exact bytes, its Kafka coordinates and
+    /// each refused row is stored again through the last resort
+    /// ([`StoredRow::last_resort`]), a row holding only the record's exact
+    /// bytes, its Kafka coordinates and
     /// a note saying what was dropped and why. Nothing in that row comes from
     /// a normalizer or a JSON parser, and no index covers a value a producer
     /// controls beyond Kafka's own limits, so PostgreSQL has nothing in it to
@@ -101,13 +82,11 @@ impl Db {
                 Err(Failure::Outage(e)) => return Err(WriteError::Outage(e)),
                 Err(Failure::Refused(reason)) => match slice {
                     [row] => {
-                        let (inserted, form) = self.insert_reduced(row, reason).await?;
-                        written.inserted += inserted;
+                        written.inserted += self.insert_last_resort(row, reason).await?;
                         written.reduced.push(Reduced {
                             topic: row.source_topic.clone(),
                             partition: row.kafka_partition.unwrap_or_default(),
                             offset: row.kafka_offset.unwrap_or_default(),
-                            form,
                         });
                     }
                     _ => {
@@ -124,30 +103,15 @@ impl Db {
         Ok(written)
     }
 
-    /// Stores one row PostgreSQL refused as it was.
-    async fn insert_reduced(&self, row: &StoredRow, reason: String) -> Result<(u64, ReducedForm), WriteError> {
+    /// Stores one row PostgreSQL refused as it was, through the last resort.
+    async fn insert_last_resort(&self, row: &StoredRow, reason: String) -> Result<u64, WriteError> {
         let (topic, partition, offset) =
             (&row.source_topic, row.kafka_partition.unwrap_or_default(), row.kafka_offset.unwrap_or_default());
-        let mut reasons = vec![reason];
-        if row.event.is_some() {
-            let mut without = row.clone();
-            without.event = None;
-            without.add_note(format!("PostgreSQL refused the row; stored without its JSON document: {}", reasons[0]));
-            match self.insert_batch(std::slice::from_ref(&without)).await.map_err(Failure::from) {
-                Ok(inserted) => {
-                    tracing::warn!(%topic, partition, offset, reason = %reasons[0], "PostgreSQL refused the row; stored it without its JSON document.");
-                    return Ok((inserted, ReducedForm::WithoutDocument));
-                }
-                Err(Failure::Outage(e)) => return Err(WriteError::Outage(e)),
-                Err(Failure::Refused(reason)) => reasons.push(reason),
-            }
-        }
-        let reason = reasons.join("; then ");
         let last = row.last_resort(&reason);
         match self.insert_batch(std::slice::from_ref(&last)).await.map_err(Failure::from) {
             Ok(inserted) => {
                 tracing::warn!(%topic, partition, offset, %reason, "PostgreSQL refused the row; stored the record through the last resort.");
-                Ok((inserted, ReducedForm::LastResort))
+                Ok(inserted)
             }
             Err(Failure::Outage(e)) => Err(WriteError::Outage(e)),
             Err(Failure::Refused(refused)) => {
@@ -161,7 +125,7 @@ impl Db {
             .bind(col(rows, |r| r.fields.customer_id.clone()))
             .bind(col(rows, |r| r.fields.runner_id.clone()))
             .bind(col(rows, |r| r.fields.order_id.clone()))
-            .bind(col(rows, |r| r.event.clone()))
+            .bind(col(rows, |r| r.value_zstd.clone()))
             .bind(col(rows, |r| r.fields.status.clone()))
             .bind(col(rows, |r| r.created_at))
             .bind(col(rows, |r| r.source_topic.clone()))
@@ -189,11 +153,11 @@ impl Db {
 /// replica) what it stored, in the same transaction.
 static INSERT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "WITH stored AS (INSERT INTO notifications (customer_id, runner_id, order_id, event, status, created_at, \
+        "WITH stored AS (INSERT INTO notifications (customer_id, runner_id, order_id, value_zstd, status, created_at, \
          source_topic, event_type, correlation_id, source_service, kafka_partition, kafka_offset, kafka_key, \
          kafka_headers, kafka_timestamp, raw_value, ingest_note, normalizer, normalizer_error) \
-         SELECT c1, c2, c3, c4::jsonb, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14::jsonb, c15, c16, c17, c18, c19 \
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[], \
+         SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14::jsonb, c15, c16, c17, c18, c19 \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::timestamptz[], $7::text[], \
          $8::text[], $9::text[], $10::text[], $11::int4[], $12::int8[], $13::bytea[], $14::text[], \
          $15::timestamptz[], $16::bytea[], $17::text[], $18::text[], $19::text[]) \
          AS t(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19) \
@@ -218,7 +182,7 @@ fn col<T>(rows: &[StoredRow], f: impl Fn(&StoredRow) -> T) -> Vec<T> {
 /// failed authentication (28).
 ///
 /// Everything else is treated as a refusal of the rows, which the write path
-/// resolves by storing them in a reduced form. Mistaking an outage for a
+/// resolves by storing them through the last resort. Mistaking an outage for a
 /// refusal costs a few statements and ends in a retry (the last resort is
 /// refused too); mistaking a refusal for an outage would retry one bad record
 /// forever, so the list of outages is the one kept short.

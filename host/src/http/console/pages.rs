@@ -368,7 +368,7 @@ fn event_table(events: &[EventSummary]) -> Markup {
 
 /// One record whole: the document laid out, the exact value, key,
 /// headers, coordinates, times, normalizer, error and note.
-pub fn record(n: &Notification, document: Option<&str>) -> Markup {
+pub fn record(n: &Notification, value: Option<&[u8]>, document: Option<&str>) -> Markup {
     let api = format!("/notifications/{}", n.notification_id);
     let value_href = format!("/ui/record/{}/value", n.notification_id);
     let delay = n.kafka_timestamp.map(|t| n.stored_at - t);
@@ -379,7 +379,7 @@ pub fn record(n: &Notification, document: Option<&str>) -> Markup {
                 code { (clip(&n.source_topic, 120)) } " partition " (n.kafka_partition.map_or("-".into(), |p| p.to_string()))
                 " offset " (n.kafka_offset.map_or("-".into(), |o| o.to_string()))
                 " · " a href=(api) { "this record over the API (JSON)" }
-                @if n.raw_value.is_some() { " · " a href=(value_href) { "the exact value (download)" } }
+                @if value.is_some() { " · " a href=(value_href) { "the exact value (download)" } }
             }
             @if let Some(err) = &n.normalizer_error { p class="error-box" { strong { "Normalizer error: " } (clip(err, 4000)) } }
             @if let Some(note) = &n.ingest_note { p class="warn" { strong { "Ingest note: " } (clip(note, 4000)) } }
@@ -408,7 +408,7 @@ pub fn record(n: &Notification, document: Option<&str>) -> Markup {
                 @if let Some(d) = delay { " " span class="muted" { "(" (span(d)) (if d >= TimeDelta::zero() { " after" } else { " before" }) " its record time)" } } } }
             tr { th { "key" } td { (bytes_inline(n.kafka_key.as_deref())) } }
             tr { th { "headers" } td { (headers(n.kafka_headers.as_deref())) } }
-            tr { th { "value" } td { @match &n.raw_value { Some(v) => { (v.len()) " bytes" }, None => "a tombstone (no value)" } } }
+            tr { th { "value" } td { @match value { Some(v) => { (v.len()) " bytes" @if n.value_zstd.is_some() { " " span class="muted" { "(stored compressed: " (n.value_zstd.as_ref().map_or(0, Vec::len)) " bytes)" } } }, None => "a tombstone (no value)" } } }
         }
         @if let Some(doc) = document {
             h2 { "Document" }
@@ -416,7 +416,7 @@ pub fn record(n: &Notification, document: Option<&str>) -> Markup {
             pre class="value" id="document" { (laid_out) }
             @if cut { p class="warn" { "The document is longer than " (VALUE_SHOWN_BYTES / 1024) " KiB and is cut here: see " a href=(api) { "the whole record" } "." } }
         }
-        @if let Some(value) = &n.raw_value {
+        @if let Some(value) = value {
             h2 { "Exact value" }
             @match std::str::from_utf8(value) {
                 Ok(text) => {
