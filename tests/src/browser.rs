@@ -125,6 +125,18 @@ impl Browser {
         }
     }
 
+    /// Opens the console's live tail at `url` and waits until its stream is
+    /// connected.
+    pub async fn open_live_tail(&self, url: &str) {
+        self.client.goto(url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        self.wait_for(
+            "the live tail's stream",
+            "return document.getElementById('live-status').innerText.includes('connected')",
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+
     /// The text of an open JavaScript dialog (alert, confirm, prompt), if
     /// any: a page of the console must never open one.
     pub async fn open_dialog(&self) -> Option<String> {

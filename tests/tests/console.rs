@@ -107,14 +107,7 @@ async fn an_engineer_follows_the_demo_saga_in_a_browser() {
     assert_eq!(body["correlationId"], saga::saga_id(4242));
 
     // The live tail shows a record produced after the page loaded.
-    c.goto(&format!("{base}/ui/live")).await.unwrap();
-    browser
-        .wait_for(
-            "the stream",
-            "return document.getElementById('live-status').innerText.includes('connected')",
-            Duration::from_secs(10),
-        )
-        .await;
+    browser.open_live_tail(&format!("{base}/ui/live")).await;
     let out = Out::new(
         &format!("{prefix}order_events"),
         r#"{"type": "order.status_updated", "source": "order-service", "payload": {"order_id": "live-4243", "status": "PICKED_UP"}}"#,
@@ -204,14 +197,7 @@ async fn hostile_values_render_inert_in_a_browser() {
     let browser = Browser::start().await;
     let c = &browser.client;
     // The live tail is open while they arrive.
-    c.goto(&format!("{base}/ui/live")).await.unwrap();
-    browser
-        .wait_for(
-            "the stream",
-            "return document.getElementById('live-status').innerText.includes('connected')",
-            Duration::from_secs(10),
-        )
-        .await;
+    browser.open_live_tail(&format!("{base}/ui/live")).await;
     let producer = Kafka::shared().producer();
     for out in &records {
         produce(&producer, out).await;

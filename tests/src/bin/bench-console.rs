@@ -144,14 +144,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The live tail at a steady rate.
     let browser = Browser::start().await;
-    browser.client.goto(&format!("{base}/ui/live?topic={topic}")).await?;
-    browser
-        .wait_for(
-            "the stream",
-            "return document.getElementById('live-status').innerText.includes('connected')",
-            Duration::from_secs(10),
-        )
-        .await;
+    browser.open_live_tail(&format!("{base}/ui/live?topic={topic}")).await;
     let pid = host.child.id();
     let rss_before = rss_kib(pid).unwrap_or_default();
     let total = a.rate * a.seconds;

@@ -49,15 +49,39 @@ struct Args {
     wasm_dir: PathBuf,
     modules_src: PathBuf,
     records: usize,
+    /// Extra drains with the built-in default under other settings, each
+    /// `NAME=VALUE[,NAME=VALUE]` (e.g. `DATABASE_WRITERS=1`), measured in
+    /// the same run against the same baselines.
+    variants: Vec<Vec<(String, String)>>,
+    /// Only the built-in default's drain (and the variants), not the
+    /// components', the micro-benchmark or the latency run.
+    quick: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut a =
-        Args { host_bin: PathBuf::new(), wasm_dir: PathBuf::new(), modules_src: PathBuf::new(), records: 1_000_000 };
+    let mut a = Args {
+        host_bin: PathBuf::new(),
+        wasm_dir: PathBuf::new(),
+        modules_src: PathBuf::new(),
+        records: 1_000_000,
+        variants: Vec::new(),
+        quick: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--quick" {
+            a.quick = true;
+            continue;
+        }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
+            "--variant" => a.variants.push(
+                value
+                    .split(',')
+                    .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+                    .collect::<Option<Vec<_>>>()
+                    .with_context(|| format!("--variant {value}: expected NAME=VALUE[,NAME=VALUE]"))?,
+            ),
             "--host-bin" => a.host_bin = value.into(),
             "--wasm-dir" => a.wasm_dir = value.into(),
             "--modules-src" => a.modules_src = value.into(),
@@ -67,7 +91,7 @@ fn args() -> anyhow::Result<Args> {
     }
     if a.host_bin.as_os_str().is_empty() {
         bail!(
-            "usage: bench-ingest --host-bin PATH --wasm-dir DIR --modules-src DIR [--records N] (with DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS set)"
+            "usage: bench-ingest --host-bin PATH --wasm-dir DIR --modules-src DIR [--records N] [--variant K=V[,K=V]]... [--quick] (with DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS set)"
         );
     }
     Ok(a)
@@ -384,7 +408,7 @@ struct Drain {
 
 /// The host under test, through the harness's [`Host`], with the settings
 /// of a production run (default batch linger, warnings only).
-fn start_host(a: &Args, db_url: &str, prefix: &str, modules: Option<&Path>) -> Host {
+fn start_host(a: &Args, db_url: &str, prefix: &str, modules: Option<&Path>, env: &[(String, String)]) -> Host {
     let mut options = HostOptions::new(db_url, &format!("{prefix}_"));
     options.binary = Some(a.host_bin.clone());
     options.env.push(("RUST_LOG".into(), "warn".into()));
@@ -392,12 +416,20 @@ fn start_host(a: &Args, db_url: &str, prefix: &str, modules: Option<&Path>) -> H
     if let Some(m) = modules {
         options.env.push(("NORMALIZERS_DIR".into(), m.display().to_string()));
     }
+    options.env.extend(env.iter().cloned());
     Host::start(&options)
 }
 
-async fn drain(a: &Args, db_url: &str, prefix: &str, modules: Option<&Path>, n: usize) -> anyhow::Result<Drain> {
+async fn drain(
+    a: &Args,
+    db_url: &str,
+    prefix: &str,
+    modules: Option<&Path>,
+    env: &[(String, String)],
+    n: usize,
+) -> anyhow::Result<Drain> {
     let started = Instant::now();
-    let mut host = start_host(a, db_url, prefix, modules);
+    let mut host = start_host(a, db_url, prefix, modules, env);
     let mut first: Option<Instant> = None;
     loop {
         let stored = host.metric("notification_records_stored_total").unwrap_or(0.0) as u64;
@@ -481,7 +513,7 @@ async fn latency(a: &Args, servers: &str) -> anyhow::Result<(f64, f64, usize)> {
     let topic = format!("{prefix}_order_events");
     Kafka::shared().create_topic(&topic, 3).await;
     let db = fresh_db("bench_latency", &a.host_bin).await?;
-    let mut host = start_host(a, &db, &prefix, None);
+    let mut host = start_host(a, &db, &prefix, None, &[]);
     host.wait_ready(Duration::from_secs(60));
     let producer: FutureProducer =
         ClientConfig::new().set("bootstrap.servers", servers).set("linger.ms", "5").create()?;
@@ -532,20 +564,27 @@ async fn main() -> anyhow::Result<()> {
     let baseline_rate = a.records as f64 / copy_took.as_secs_f64();
     println!("baseline COPY: {copied} rows in {:.1} s", copy_took.as_secs_f64());
 
-    let (native_us, wasm_us) = micro(&a, &records)?;
+    let micro_costs = if a.quick { None } else { Some(micro(&a, &records)?) };
     drop(records);
 
     let mut results = Vec::new();
     let (mut binary, mut disk) = (None, 0.0);
-    for (name, modules) in [
-        ("built-in default (native)", None),
-        ("default component (WASM)", Some("default")),
-        ("campus-delivery component (WASM)", Some("campus")),
-    ] {
+    // (label, component routed for every topic, extra host settings)
+    type Run<'a> = (String, Option<&'a str>, Vec<(String, String)>);
+    let mut runs: Vec<Run> = vec![("built-in default (native)".into(), None, Vec::new())];
+    if !a.quick {
+        runs.push(("default component (WASM)".into(), Some("default"), Vec::new()));
+        runs.push(("campus-delivery component (WASM)".into(), Some("campus"), Vec::new()));
+    }
+    for env in &a.variants {
+        let label = env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ");
+        runs.push((format!("built-in default, {label}"), None, env.clone()));
+    }
+    for (name, modules, env) in &runs {
         let dir = modules.map(|m| module_dir(&a, m)).transpose()?;
         let db = fresh_db("bench_drain", &a.host_bin).await?;
         println!("draining with the {name}");
-        let d = drain(&a, &db, &prefix, dir.as_deref(), a.records).await?;
+        let d = drain(&a, &db, &prefix, dir.as_deref(), env, a.records).await?;
         if binary.is_none() {
             println!("binary COPY of the rows the host stored, into an identical fresh schema");
             binary = Some(binary_baseline(&db, &a.host_bin).await?);
@@ -556,7 +595,7 @@ async fn main() -> anyhow::Result<()> {
     let (binary_took, binary_rows) = binary.unwrap_or_default();
     anyhow::ensure!(binary_rows as usize == a.records, "binary COPY stored {binary_rows} rows");
     let binary_rate = a.records as f64 / binary_took.as_secs_f64();
-    let (p50, p99, n) = latency(&a, &servers).await?;
+    let latencies = if a.quick { None } else { Some(latency(&a, &servers).await?) };
 
     println!(
         "\n{} records, 8 topics x 3 partitions; commit {}",
@@ -591,13 +630,17 @@ async fn main() -> anyhow::Result<()> {
         "\ndisk per record (table, TOAST and indexes of every partition, after VACUUM): {disk:.0} bytes for an average value of {average_value:.0} bytes ({:.2}x)",
         disk / average_value.max(1.0)
     );
-    println!(
-        "\nnormalize cost per record (in-process, 200,000 records in batches of 1000): native {native_us:.2} µs, \
-         default component {wasm_us:.2} µs (WASM - native = {:.2} µs)",
-        wasm_us - native_us
-    );
-    println!(
-        "end-to-end latency at 5,000 records/s for 20 s ({n} records, produce → row stored): p50 {p50:.1} ms, p99 {p99:.1} ms"
-    );
+    if let Some((native_us, wasm_us)) = micro_costs {
+        println!(
+            "\nnormalize cost per record (in-process, 200,000 records in batches of 1000): native {native_us:.2} µs, \
+             default component {wasm_us:.2} µs (WASM - native = {:.2} µs)",
+            wasm_us - native_us
+        );
+    }
+    if let Some((p50, p99, n)) = latencies {
+        println!(
+            "end-to-end latency at 5,000 records/s for 20 s ({n} records, produce → row stored): p50 {p50:.1} ms, p99 {p99:.1} ms"
+        );
+    }
     Ok(())
 }
