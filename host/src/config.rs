@@ -24,6 +24,7 @@ pub mod env {
     pub const BATCH_MAX_BYTES: &str = "BATCH_MAX_BYTES";
     pub const VALUE_COMPRESSION: &str = "VALUE_COMPRESSION";
     pub const DATABASE_WRITERS: &str = "DATABASE_WRITERS";
+    pub const WRITE_METHOD: &str = "WRITE_METHOD";
     pub const CORS_ALLOWED_ORIGINS: &str = "CORS_ALLOWED_ORIGINS";
     pub const ROLE: &str = "ROLE";
     pub const CONSUME_INFRASTRUCTURE_TOPICS: &str = "CONSUME_INFRASTRUCTURE_TOPICS";
@@ -67,6 +68,7 @@ pub mod env {
         BATCH_SIZE,
         BATCH_LINGER,
         BATCH_MAX_BYTES,
+        WRITE_METHOD,
         VALUE_COMPRESSION,
         DATABASE_WRITERS,
         CORS_ALLOWED_ORIGINS,
@@ -523,6 +525,21 @@ pub struct PipelineConfig {
     /// (`raw_value`), at about twice the disk.
     #[arg(long, env = env::VALUE_COMPRESSION, value_enum, default_value_t = ValueCompression::Zstd)]
     pub value_compression: ValueCompression,
+
+    /// How batches are written: `copy` sends each batch as one binary
+    /// `COPY` and writes a batch that `COPY` cannot (one holding a record
+    /// already stored, after a redelivery, or a value PostgreSQL refuses)
+    /// with `insert`; `insert` always uses one `INSERT .. ON CONFLICT DO
+    /// NOTHING` per batch, which costs PostgreSQL more per row.
+    #[arg(long, env = env::WRITE_METHOD, value_enum, default_value_t = WriteMethod::Copy)]
+    pub write_method: WriteMethod,
+}
+
+/// How the write path sends batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WriteMethod {
+    Copy,
+    Insert,
 }
 
 /// How the write path stores values.

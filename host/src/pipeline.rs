@@ -10,8 +10,9 @@
 //!    and polls on, so the consumer stays in its group;
 //! 2. the **normalize stage** runs the normalizers on a blocking thread;
 //! 3. the **writers** (`DATABASE_WRITERS`, each on a connection of its own)
-//!    insert the batch, split by partition so that each Kafka partition
-//!    always goes to the same writer: each part is one transaction, retried
+//!    write the batch (as one binary `COPY`; see `storage`), split by
+//!    partition so that each Kafka partition always goes to the same
+//!    writer: each part is one transaction, retried
 //!    with backoff while the database is unreachable, and its offsets are
 //!    stored only after its commit. A partition's records are thus written
 //!    and committed in order, while PostgreSQL works on several parts at
@@ -29,7 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::config::{DbConfig, KafkaConfig, PipelineConfig, ValueCompression};
+use crate::config::{DbConfig, KafkaConfig, PipelineConfig, ValueCompression, WriteMethod};
 use crate::kafka::{self, HostConsumer};
 use crate::metrics::{KindLabel, Metrics, NormalizerLabel, ReducedLabels, TopicLabel};
 use crate::modules::Modules;
@@ -85,6 +86,7 @@ pub async fn run(pipeline: Pipeline, shutdown: CancellationToken, give_up: Cance
         writers.push(tokio::spawn(writer_stage(
             rows_rx,
             db.clone(),
+            config.write_method,
             db_config.clone(),
             consumer.clone(),
             status.clone(),
@@ -398,6 +400,7 @@ fn prepare(records: Vec<Record>, modules: &Modules, metrics: &Metrics, compressi
 async fn writer_stage(
     mut batches: mpsc::Receiver<Prepared>,
     db: Db,
+    method: WriteMethod,
     db_config: DbConfig,
     consumer: Arc<HostConsumer>,
     status: Arc<Status>,
@@ -425,7 +428,7 @@ async fn writer_stage(
             }
         }
         let span = tracing::info_span!("batch", rows = batch.rows.len(), topics = batch.per_topic.len());
-        let written = write_with_retry(&db, &batch.rows, &status, &metrics, &give_up).instrument(span).await;
+        let written = write_with_retry(&db, &batch.rows, method, &status, &metrics, &give_up).instrument(span).await;
         if !written {
             // Storing the offsets of any later batch would skip this one.
             return false;
@@ -453,6 +456,7 @@ async fn writer_stage(
 async fn write_with_retry(
     db: &Db,
     rows: &[StoredRow],
+    method: WriteMethod,
     status: &Status,
     metrics: &Metrics,
     give_up: &CancellationToken,
@@ -460,7 +464,11 @@ async fn write_with_retry(
     let mut delay = Duration::from_millis(100);
     let mut failures = 0u32;
     loop {
-        match db.insert(rows).await {
+        let result = match method {
+            WriteMethod::Copy => db.copy(rows).await,
+            WriteMethod::Insert => db.insert(rows).await,
+        };
+        match result {
             Ok(written) => {
                 if failures > 0 {
                     tracing::info!(failures, "Database writes succeed again.");

@@ -4,8 +4,10 @@
 //! # Exactly one row per record
 //!
 //! Every Kafka record has a natural key, (topic, partition, offset), and the
-//! table has a unique constraint on it. Batches are written with
-//! `INSERT .. ON CONFLICT DO NOTHING`, so writing a record twice is harmless,
+//! table has a unique constraint on it. A batch is written with one binary
+//! `COPY`, which fails as a whole on a record already stored, and is then
+//! written again with `INSERT .. ON CONFLICT DO NOTHING`, so writing a
+//! record twice is harmless,
 //! and the consumer stores a batch's offsets only after its transaction has
 //! committed. A crash, a restart or a rebalance can therefore make Kafka
 //! redeliver records (at-least-once delivery), but never produce a second
@@ -22,6 +24,8 @@
 //! - `rows`: a record and its normalizer's answer turned into a row, and
 //!   the last-resort row for a record PostgreSQL refuses.
 //! - `write`: the write path (batches, refused rows, the API's insert).
+//! - `copy`: the fast write path, a batch of new records as one binary
+//!   `COPY`, falling back to `write`'s insert.
 //! - `reads`: the API's queries.
 //! - `partitions`: monthly partitions, created ahead and on demand, and
 //!   retention.
@@ -32,6 +36,7 @@
 //! - `value`: how a record's value is kept (once; zstd when that pays).
 
 mod console;
+mod copy;
 mod live;
 pub mod module_store;
 mod partitions;

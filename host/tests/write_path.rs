@@ -2,7 +2,9 @@
 //! real PostgreSQL: a refusal of any column ends in the last resort (exact
 //! bytes, coordinates and a note), ids of any length are stored and found by
 //! their hash indexes, no index covers an unbounded value, and a refusal that
-//! is not about the record is an error, never a silent loop.
+//! is not about the record is an error, never a silent loop. Each holds for
+//! both write methods: the binary `COPY` the pipeline uses and the `INSERT`
+//! it falls back to.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -11,8 +13,24 @@ mod common;
 use std::time::{Duration, Instant};
 
 use notification_host::record::{Fields, Header, Normalized, Record};
-use notification_host::storage::{Db, StoredRow, WriteError, stored_value};
+use notification_host::storage::{Db, Heard, StoredRow, WriteError, Written, stored_value};
 use sqlx::{PgPool, Row};
+
+/// The two ways a batch is written.
+#[derive(Debug, Clone, Copy)]
+enum Method {
+    Copy,
+    Insert,
+}
+
+const METHODS: [Method; 2] = [Method::Copy, Method::Insert];
+
+async fn write(db: &Db, method: Method, rows: &[StoredRow]) -> Result<Written, WriteError> {
+    match method {
+        Method::Copy => db.copy(rows).await,
+        Method::Insert => db.insert(rows).await,
+    }
+}
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -109,8 +127,8 @@ async fn a_refusal_of_any_column_ends_in_the_last_resort(pool: PgPool) {
         .await
         .unwrap();
     }
-    for (k, column) in columns.into_iter().enumerate() {
-        let topic = format!("refuse-{column}");
+    for ((k, column), method) in columns.into_iter().enumerate().flat_map(|c| METHODS.map(|m| (c, m))) {
+        let topic = format!("refuse-{column}-{method:?}");
         // Half the poisoned rows hold a compressed value.
         let poisoned = 36 + (k as i64 % 2);
         let mut rows: Vec<StoredRow> = (0..100).map(|i| row(&topic, i, ordinary_fields(i), None)).collect();
@@ -135,7 +153,7 @@ async fn a_refusal_of_any_column_ends_in_the_last_resort(pool: PgPool) {
             .collect();
         assert!(rows[0].value_zstd.is_some() && rows[1].raw_value.is_some(), "both forms are written");
         let started = Instant::now();
-        let written = db.insert(&rows).await.unwrap_or_else(|e| panic!("{column}: {e}"));
+        let written = write(&db, method, &rows).await.unwrap_or_else(|e| panic!("{column}: {e}"));
         assert!(started.elapsed() < Duration::from_secs(5), "{column}: took {:?}", started.elapsed());
         assert_eq!(written.inserted, 100, "{column}");
         assert_eq!(written.reduced.len(), 1, "{column}: {:?}", written.reduced);
@@ -168,13 +186,16 @@ async fn a_refusal_of_any_column_ends_in_the_last_resort(pool: PgPool) {
 async fn an_index_refusing_a_long_id_does_not_stop_the_batch(pool: PgPool) {
     let db = Db::from_pool(pool.clone());
     sqlx::query("CREATE INDEX raw_correlation ON notifications (correlation_id)").execute(&pool).await.unwrap();
-    let mut rows: Vec<StoredRow> = (0..10).map(|i| row("raw-index", i, ordinary_fields(i), None)).collect();
-    rows[3].fields.correlation_id = Some(common::incompressible(4000, 7));
-    let written = db.insert(&rows).await.unwrap();
-    assert_eq!(written.inserted, 10);
-    assert_eq!(written.reduced.iter().map(|r| r.offset).collect::<Vec<_>>(), [3]);
-    let note = stored(&pool, "raw-index", 3).await.note.unwrap();
-    assert!(note.contains("index row size") && note.contains("correlation_id (4000 bytes)"), "{note}");
+    for method in METHODS {
+        let topic = format!("raw-index-{method:?}");
+        let mut rows: Vec<StoredRow> = (0..10).map(|i| row(&topic, i, ordinary_fields(i), None)).collect();
+        rows[3].fields.correlation_id = Some(common::incompressible(4000, 7));
+        let written = write(&db, method, &rows).await.unwrap();
+        assert_eq!(written.inserted, 10);
+        assert_eq!(written.reduced.iter().map(|r| r.offset).collect::<Vec<_>>(), [3]);
+        let note = stored(&pool, &topic, 3).await.note.unwrap();
+        assert!(note.contains("index row size") && note.contains("correlation_id (4000 bytes)"), "{note}");
+    }
 }
 
 /// With the shipped schema, ids of any length are stored whole and found by
@@ -220,16 +241,18 @@ async fn a_refused_last_resort_is_an_error_not_a_loop(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
-    let rows: Vec<StoredRow> = (0..50).map(|i| row("refuse-all", i, ordinary_fields(i), None)).collect();
-    let started = Instant::now();
-    let error = db.insert(&rows).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
-    match error {
-        WriteError::LastResortRefused { topic, offset, reason, .. } => {
-            assert_eq!((topic.as_str(), offset), ("refuse-all", 0));
-            assert!(reason.contains("no_values"), "{reason}");
+    for method in METHODS {
+        let rows: Vec<StoredRow> = (0..50).map(|i| row("refuse-all", i, ordinary_fields(i), None)).collect();
+        let started = Instant::now();
+        let error = write(&db, method, &rows).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+        match error {
+            WriteError::LastResortRefused { topic, offset, reason, .. } => {
+                assert_eq!((topic.as_str(), offset), ("refuse-all", 0));
+                assert!(reason.contains("no_values"), "{reason}");
+            }
+            other => panic!("{method:?}: expected LastResortRefused, got {other}"),
         }
-        other => panic!("expected LastResortRefused, got {other}"),
     }
 }
 
@@ -273,4 +296,92 @@ async fn no_index_holds_an_unbounded_value(pool: PgPool) {
     for e in expressions {
         assert!(e.contains("hashtextextended("), "{e}");
     }
+}
+
+/// Every column of a row written by `COPY` reads back exactly as the same
+/// row written by `INSERT`: ids, both value forms, key bytes, headers as
+/// JSON, record and stored times, notes.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn copy_stores_what_insert_stores(pool: PgPool) {
+    let db = Db::from_pool(pool.clone());
+    let batch = |topic: &str| {
+        let mut rows: Vec<StoredRow> = (0..40).map(|i| row(topic, i, ordinary_fields(i), None)).collect();
+        for r in rows.iter_mut().step_by(2) {
+            r.compress_value();
+        }
+        rows[5].fields = Fields::default();
+        rows[6].normalizer_error = Some("trap: unreachable".into());
+        rows[7].kafka_key = None;
+        rows[7].kafka_headers = None;
+        rows[8].kafka_timestamp = None;
+        rows[9].raw_value = None; // a tombstone
+        rows[10].ingest_note = Some("a note".into());
+        rows
+    };
+    assert_eq!(db.insert(&batch("by-insert")).await.unwrap().inserted, 40);
+    assert_eq!(db.copy(&batch("by-copy")).await.unwrap().inserted, 40);
+    let columns = "customer_id, runner_id, order_id, value_zstd, status, created_at, event_type, correlation_id, \
+                   source_service, kafka_partition, kafka_offset, kafka_key, kafka_headers::text, kafka_timestamp, \
+                   raw_value, ingest_note, normalizer, normalizer_error, event::text";
+    let read = |topic: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
+                "SELECT row({columns})::text FROM notifications WHERE source_topic = $1 ORDER BY kafka_offset"
+            )))
+            .bind(topic)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let (inserted, copied) = (read("by-insert").await, read("by-copy").await);
+    assert_eq!(inserted.len(), 40);
+    for (i, (a, b)) in inserted.iter().zip(&copied).enumerate() {
+        assert_eq!(a, b, "row {i}");
+    }
+}
+
+/// A batch that repeats records already stored (a redelivery) is refused by
+/// `COPY` as a whole and written by the insert path: each record once, the
+/// new ones stored.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_redelivered_batch_is_stored_once_through_copy(pool: PgPool) {
+    let db = Db::from_pool(pool.clone());
+    let rows: Vec<StoredRow> = (0..75).map(|i| row("redelivered", i, ordinary_fields(i), None)).collect();
+    assert_eq!(db.copy(&rows[..50]).await.unwrap().inserted, 50);
+    let again = db.copy(&rows[25..]).await.unwrap();
+    assert_eq!((again.inserted, again.reduced.len()), (25, 0));
+    let counts: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT kafka_offset, count(*) FROM notifications WHERE source_topic = 'redelivered' \
+         GROUP BY kafka_offset ORDER BY kafka_offset",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(counts, (0..75).map(|i| (i, 1)).collect::<Vec<_>>());
+}
+
+/// A batch written by `COPY` tells listeners which rows it stored, as the
+/// insert path does: the live tail on every replica reads them from it.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn copy_notifies_the_rows_it_stored(pool: PgPool) {
+    let db = Db::from_pool(pool.clone());
+    // Ids drawn before are below the batch's range.
+    db.copy(&[row("earlier", 0, ordinary_fields(0), None)]).await.unwrap();
+    let mut listener = db.listen_stored().await.unwrap();
+    let rows: Vec<StoredRow> = (0..30).map(|i| row("notified", i, ordinary_fields(i), None)).collect();
+    db.copy(&rows).await.unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(5), listener.next()).await.unwrap().unwrap();
+    let Heard::Stored(batch) = heard else { panic!("expected a stored batch, heard {heard:?}") };
+    assert_eq!(batch.rows, 30);
+    let ids: Vec<i64> =
+        sqlx::query_scalar("SELECT notification_id FROM notifications WHERE source_topic = 'notified' ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(ids.iter().all(|id| (batch.first_id..=batch.last_id).contains(id)), "{batch:?} {ids:?}");
+    assert!(batch.last_id - batch.first_id <= 31, "the range is tight: {batch:?}");
+    let found = db.stored_rows(&batch).await.unwrap();
+    assert!(found.iter().filter(|r| r.source_topic == "notified").count() == 30, "{}", found.len());
 }
