@@ -493,7 +493,7 @@ impl DbConfig {
 #[derive(Debug, Clone, Args)]
 pub struct PipelineConfig {
     /// Most records written in one database transaction.
-    #[arg(long, env = env::BATCH_SIZE, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = env::BATCH_SIZE, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
 
     /// Most bytes of record data (values, keys and headers) in one batch. A

@@ -11,12 +11,14 @@
 //! 2. the **normalize stage** runs the normalizers on a blocking thread;
 //! 3. the **writers** (`DATABASE_WRITERS`, each on a connection of its own)
 //!    write the batch (as one binary `COPY`; see `storage`), split by
-//!    partition so that each Kafka partition always goes to the same
-//!    writer: each part is one transaction, retried
-//!    with backoff while the database is unreachable, and its offsets are
-//!    stored only after its commit. A partition's records are thus written
-//!    and committed in order, while PostgreSQL works on several parts at
-//!    once.
+//!    partition: a partition whose rows are still being written by a writer
+//!    goes to that writer again, any other to the writer with the fewest
+//!    rows in hand. Each part is one transaction, retried with backoff while
+//!    the database is unreachable, and its offsets are stored only after its
+//!    commit. A partition's records are thus written and committed in
+//!    order, while PostgreSQL works on several parts at once (a batch from
+//!    librdkafka often holds one partition only, so a fixed partition →
+//!    writer map would leave writers idle).
 //!
 //! Topic discovery runs beside them, in a task of its own: its metadata
 //! request may wait on a slow broker, and the poll loop must not.
@@ -76,11 +78,11 @@ pub async fn run(pipeline: Pipeline, shutdown: CancellationToken, give_up: Cance
     let Pipeline { consumer, db, modules, status, metrics, kafka_config, config, db_config } = pipeline;
     let (batch_tx, batch_rx) = mpsc::channel::<Vec<Record>>(1);
     let in_flight = Arc::new(InFlight::default());
-    // One lane per writer: a batch is split by partition, each partition
-    // always to the same lane.
+    // One lane per writer: a batch is split by partition (see `Dispatch`).
+    let dispatch = Arc::new(Dispatch::new(config.writers.max(1) as usize));
     let mut lanes = Vec::new();
     let mut writers = Vec::new();
-    for _ in 0..config.writers.max(1) {
+    for lane in 0..config.writers.max(1) as usize {
         let (rows_tx, rows_rx) = mpsc::channel::<Prepared>(1);
         lanes.push(rows_tx);
         writers.push(tokio::spawn(writer_stage(
@@ -93,11 +95,13 @@ pub async fn run(pipeline: Pipeline, shutdown: CancellationToken, give_up: Cance
             metrics.clone(),
             give_up.clone(),
             in_flight.clone(),
+            (dispatch.clone(), lane),
         )));
     }
     let normalizer = tokio::spawn(normalize_stage(
         batch_rx,
         lanes,
+        dispatch,
         modules,
         metrics.clone(),
         config.value_compression,
@@ -296,6 +300,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 async fn normalize_stage(
     mut batches: mpsc::Receiver<Vec<Record>>,
     lanes: Vec<mpsc::Sender<Prepared>>,
+    dispatch: Arc<Dispatch>,
     modules: Arc<Modules>,
     metrics: Arc<Metrics>,
     compression: ValueCompression,
@@ -304,11 +309,10 @@ async fn normalize_stage(
     while let Some(records) = batches.recv().await {
         let modules = modules.clone();
         let metrics = metrics.clone();
-        let count = lanes.len();
-        let prepared = tokio::task::spawn_blocking(move || {
-            prepare(records, &modules, &metrics, compression).split_by_partition(count)
-        })
-        .await;
+        let dispatch = dispatch.clone();
+        let prepared =
+            tokio::task::spawn_blocking(move || dispatch.split(prepare(records, &modules, &metrics, compression)))
+                .await;
         match prepared {
             Ok(parts) => {
                 // The batch was counted once; each part is written apart.
@@ -332,32 +336,93 @@ async fn normalize_stage(
     }
 }
 
-impl Prepared {
-    /// The batch as `lanes` parts, each Kafka partition always in the same
-    /// one (None for a lane the batch has nothing for). Rows keep their
-    /// order within a part.
-    fn split_by_partition(self, lanes: usize) -> Vec<Option<Prepared>> {
+/// Which writer each batch part goes to. A partition with rows in flight
+/// (handed to a writer, offsets not yet stored) goes to that same writer,
+/// which writes its parts in order; any other partition to the writer with
+/// the fewest rows in flight. So a partition's parts are never written by
+/// two writers at once, and its offsets are stored in order.
+struct Dispatch {
+    state: std::sync::Mutex<DispatchState>,
+}
+
+struct DispatchState {
+    /// Per partition in flight: its writer and how many parts hold it.
+    owners: HashMap<(String, i32), (usize, usize)>,
+    /// Rows in flight per writer.
+    load: Vec<usize>,
+}
+
+impl Dispatch {
+    fn new(lanes: usize) -> Dispatch {
+        Dispatch { state: std::sync::Mutex::new(DispatchState { owners: HashMap::new(), load: vec![0; lanes] }) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DispatchState> {
+        // The state is a few counters, consistent after every statement.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The batch as one part per writer (None for a writer it has nothing
+    /// for), each partition's rows in their order, marked in flight.
+    fn split(&self, batch: Prepared) -> Vec<Option<Prepared>> {
+        let mut state = self.lock();
+        let lanes = state.load.len();
         if lanes <= 1 {
-            return vec![Some(self)];
+            for key in batch.last_offsets.keys() {
+                state.owners.entry(key.clone()).or_insert((0, 0)).1 += 1;
+            }
+            state.load[0] += batch.rows.len();
+            return vec![Some(batch)];
         }
-        let lane_of = |topic: &str, partition: i32| {
-            use std::hash::{Hash as _, Hasher as _};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (topic, partition).hash(&mut h);
-            (h.finish() % lanes as u64) as usize
-        };
+        let mut rows_of: HashMap<(String, i32), usize> = HashMap::new();
+        for row in &batch.rows {
+            *rows_of.entry((row.source_topic.clone(), row.kafka_partition.unwrap_or_default())).or_default() += 1;
+        }
+        // Partitions in flight first (their writer is fixed), then the
+        // largest, each to the least-loaded writer.
+        let mut keys: Vec<_> = rows_of.iter().map(|(k, n)| (k.clone(), *n)).collect();
+        keys.sort_by_key(|(k, n)| (!state.owners.contains_key(k), std::cmp::Reverse(*n)));
+        let mut lane_of: HashMap<(String, i32), usize> = HashMap::new();
+        for (key, n) in keys {
+            let lane = match state.owners.get(&key) {
+                Some((lane, _)) => *lane,
+                None => (0..lanes).min_by_key(|l| state.load[*l]).unwrap_or(0),
+            };
+            state.load[lane] += n;
+            state.owners.entry(key.clone()).or_insert((lane, 0)).1 += 1;
+            lane_of.insert(key, lane);
+        }
+        drop(state);
         let mut parts: Vec<Prepared> = (0..lanes)
             .map(|_| Prepared { rows: Vec::new(), last_offsets: HashMap::new(), per_topic: HashMap::new() })
             .collect();
-        for row in self.rows {
-            let part = &mut parts[lane_of(&row.source_topic, row.kafka_partition.unwrap_or_default())];
+        for row in batch.rows {
+            let key = (row.source_topic.clone(), row.kafka_partition.unwrap_or_default());
+            let part = &mut parts[lane_of.get(&key).copied().unwrap_or(0)];
             *part.per_topic.entry(row.source_topic.clone()).or_default() += 1;
             part.rows.push(row);
         }
-        for ((topic, partition), offset) in self.last_offsets {
-            parts[lane_of(&topic, partition)].last_offsets.insert((topic, partition), offset);
+        for (key, offset) in batch.last_offsets {
+            let lane = lane_of.get(&key).copied().unwrap_or(0);
+            parts[lane].last_offsets.insert(key, offset);
         }
         parts.into_iter().map(|p| (!p.rows.is_empty()).then_some(p)).collect()
+    }
+
+    /// A writer stored the offsets of a part it was given.
+    fn done(&self, lane: usize, part: &Prepared) {
+        let mut state = self.lock();
+        if let Some(load) = state.load.get_mut(lane) {
+            *load = load.saturating_sub(part.rows.len());
+        }
+        for key in part.last_offsets.keys() {
+            if let Some((_, parts)) = state.owners.get_mut(key) {
+                *parts = parts.saturating_sub(1);
+                if *parts == 0 {
+                    state.owners.remove(key);
+                }
+            }
+        }
     }
 }
 
@@ -407,6 +472,7 @@ async fn writer_stage(
     metrics: Arc<Metrics>,
     give_up: CancellationToken,
     in_flight: Arc<InFlight>,
+    (dispatch, lane): (Arc<Dispatch>, usize),
 ) -> bool {
     let mut known = KnownPartitions::default();
     while let Some(batch) = batches.recv().await {
@@ -439,10 +505,11 @@ async fn writer_stage(
             metrics.stored.get_or_create(&TopicLabel { topic: topic.clone() }).inc_by(*n);
         }
         let consumer = consumer.clone();
-        let offsets = batch.last_offsets;
+        let offsets = batch.last_offsets.clone();
         if let Err(error) = tokio::task::spawn_blocking(move || kafka::store_offsets(&consumer, &offsets)).await {
             tracing::error!(%error, "Storing offsets failed.");
         }
+        dispatch.done(lane, &batch);
         if in_flight.batches.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
             in_flight.idle.notify_one();
         }
@@ -514,5 +581,67 @@ async fn write_with_retry(
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Normalized;
+
+    fn batch(parts: &[(&str, i32, i64)]) -> Prepared {
+        let mut last_offsets = HashMap::new();
+        let rows = parts
+            .iter()
+            .map(|&(topic, partition, offset)| {
+                last_offsets.insert((topic.to_owned(), partition), offset);
+                let record = Record {
+                    topic: topic.into(),
+                    partition,
+                    offset,
+                    timestamp: Some(1_743_760_800_000),
+                    key: None,
+                    headers: Vec::new(),
+                    value: Some(b"{}".to_vec()),
+                };
+                StoredRow::from_record(
+                    record,
+                    Normalized { fields: Default::default(), normalizer: "default".into(), error: None },
+                )
+            })
+            .collect();
+        Prepared { rows, last_offsets, per_topic: HashMap::new() }
+    }
+
+    fn lanes_of(parts: &[Option<Prepared>]) -> Vec<Vec<(String, i32)>> {
+        parts
+            .iter()
+            .map(|p| {
+                let mut keys: Vec<_> = p.iter().flat_map(|p| p.last_offsets.keys().cloned()).collect();
+                keys.sort();
+                keys
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_partition_in_flight_stays_on_its_writer_and_others_go_to_the_idle_one() {
+        let d = Dispatch::new(2);
+        let first = d.split(batch(&[("a", 0, 1), ("a", 0, 2)]));
+        assert_eq!(lanes_of(&first), [vec![("a".to_owned(), 0)], vec![]]);
+        // `a/0` is still being written by writer 0; `b/0` goes to writer 1.
+        let second = d.split(batch(&[("a", 0, 3), ("b", 0, 1)]));
+        assert_eq!(lanes_of(&second), [vec![("a".to_owned(), 0)], vec![("b".to_owned(), 0)]]);
+        // Rows keep their order within a partition.
+        let offsets: Vec<_> = second[0].iter().flat_map(|p| p.rows.iter().map(|r| r.kafka_offset)).collect();
+        assert_eq!(offsets, [Some(3)]);
+        // Once both of writer 0's parts are done, `a/0` may move.
+        for part in first.iter().chain(&second[..1]).flatten() {
+            d.done(0, part);
+        }
+        let third = d.split(batch(&[("a", 0, 4), ("a", 0, 5), ("a", 0, 6)]));
+        assert_eq!(lanes_of(&third), [vec![("a".to_owned(), 0)], vec![]], "writer 0 is now the least loaded");
+        let fourth = d.split(batch(&[("b", 0, 2)]));
+        assert_eq!(lanes_of(&fourth), [vec![], vec![("b".to_owned(), 0)]], "b/0 is still on writer 1");
     }
 }

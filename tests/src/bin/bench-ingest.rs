@@ -404,6 +404,10 @@ struct Drain {
     total: Duration,
     drain: Duration,
     peak_rss_kib: u64,
+    /// Seconds the writers spent writing (the host's batch write histogram)
+    /// and the writes they made.
+    write_seconds: f64,
+    writes: f64,
 }
 
 /// The host under test, through the harness's [`Host`], with the settings
@@ -449,11 +453,28 @@ async fn drain(
     }
     let done = Instant::now();
     let peak = rss_peak_kib(host.child.id()).unwrap_or(0);
+    let write_seconds = host.metric("notification_batch_write_seconds_sum").unwrap_or(0.0);
+    let writes = host.metric("notification_batch_write_seconds_count").unwrap_or(0.0);
     host.terminate(Duration::from_secs(30));
     let pool = PgPoolOptions::new().max_connections(1).connect(db_url).await?;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications").fetch_one(&pool).await?;
     anyhow::ensure!(rows as usize == n, "{rows} rows stored for {n} records");
-    Ok(Drain { total: done - started, drain: done - first.unwrap_or(started), peak_rss_kib: peak })
+    Ok(Drain {
+        total: done - started,
+        drain: done - first.unwrap_or(started),
+        peak_rss_kib: peak,
+        write_seconds,
+        writes,
+    })
+}
+
+/// The writers a run's host had (DATABASE_WRITERS, or the host's default).
+fn run_writers(runs: &[(String, Option<&str>, Vec<(String, String)>)], name: &str) -> f64 {
+    runs.iter()
+        .find(|(n, ..)| n == name)
+        .and_then(|(_, _, env)| env.iter().find(|(k, _)| k == "DATABASE_WRITERS"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(2.0)
 }
 
 fn module_dir(a: &Args, which: &str) -> anyhow::Result<PathBuf> {
@@ -568,7 +589,7 @@ async fn main() -> anyhow::Result<()> {
     drop(records);
 
     let mut results = Vec::new();
-    let (mut binary, mut disk) = (None, 0.0);
+    let mut disk = None;
     // (label, component routed for every topic, extra host settings)
     type Run<'a> = (String, Option<&'a str>, Vec<(String, String)>);
     let mut runs: Vec<Run> = vec![("built-in default (native)".into(), None, Vec::new())];
@@ -585,16 +606,18 @@ async fn main() -> anyhow::Result<()> {
         let db = fresh_db("bench_drain", &a.host_bin).await?;
         println!("draining with the {name}");
         let d = drain(&a, &db, &prefix, dir.as_deref(), env, a.records).await?;
-        if binary.is_none() {
-            println!("binary COPY of the rows the host stored, into an identical fresh schema");
-            binary = Some(binary_baseline(&db, &a.host_bin).await?);
-            disk = disk_per_record(&db).await?;
+        // The strict baseline, measured right after each drain (the
+        // machine's speed drifts between minutes): binary COPY of the rows
+        // this drain stored into an identical fresh schema.
+        println!("binary COPY of the rows the host stored, into an identical fresh schema");
+        let (binary_took, binary_rows) = binary_baseline(&db, &a.host_bin).await?;
+        anyhow::ensure!(binary_rows as usize == a.records, "binary COPY stored {binary_rows} rows");
+        if disk.is_none() {
+            disk = Some(disk_per_record(&db).await?);
         }
-        results.push((name, d));
+        results.push((name, d, a.records as f64 / binary_took.as_secs_f64()));
     }
-    let (binary_took, binary_rows) = binary.unwrap_or_default();
-    anyhow::ensure!(binary_rows as usize == a.records, "binary COPY stored {binary_rows} rows");
-    let binary_rate = a.records as f64 / binary_took.as_secs_f64();
+    let disk = disk.unwrap_or_default();
     let latencies = if a.quick { None } else { Some(latency(&a, &servers).await?) };
 
     println!(
@@ -602,24 +625,23 @@ async fn main() -> anyhow::Result<()> {
         a.records,
         std::env::var("BENCH_COMMIT").unwrap_or_default()
     );
-    println!("| run | rows/s | ratio to binary COPY | ratio to text COPY | drain s | total s | peak host RSS MB |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| strict baseline: binary COPY of the rows the host stored, into an identical schema | {binary_rate:.0} | 1.00 | {:.2} | {:.1} | | |",
-        binary_rate / baseline_rate,
-        binary_took.as_secs_f64()
+        "| run | rows/s | binary COPY of the same rows, rows/s | ratio to binary COPY | ratio to text COPY | writers busy | rows per write | drain s | total s | peak host RSS MB |"
     );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| text COPY of the same rows from a file into an empty table | {baseline_rate:.0} | {:.2} | 1.00 | {:.1} | | |",
-        baseline_rate / binary_rate,
+        "| text COPY of the same rows from a file into an empty table (once, before the drains) | {baseline_rate:.0} | | | 1.00 | | | {:.1} | | |",
         copy_took.as_secs_f64()
     );
-    for (name, d) in &results {
+    for (name, d, binary_rate) in &results {
         let rate = a.records as f64 / d.drain.as_secs_f64();
+        let writers = run_writers(&runs, name);
         println!(
-            "| host, {name} | {rate:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.0} |",
+            "| host, {name} | {rate:.0} | {binary_rate:.0} | {:.2} | {:.2} | {:.0}% | {:.0} | {:.1} | {:.1} | {:.0} |",
             rate / binary_rate,
             rate / baseline_rate,
+            100.0 * d.write_seconds / (d.drain.as_secs_f64() * writers),
+            a.records as f64 / d.writes.max(1.0),
             d.drain.as_secs_f64(),
             d.total.as_secs_f64(),
             d.peak_rss_kib as f64 / 1024.0
