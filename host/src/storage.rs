@@ -53,6 +53,10 @@ pub use reads::{ListFilter, NewApiNotification, Notification, Position, full_sca
 pub use renormalize::StoredRecord;
 pub use rows::{MAX_NOTE_BYTES, StoredRow, document_text};
 pub use value::{CorruptValue, stored_value};
+/// How values are compressed (for the benchmark's level sweep).
+pub mod value_compression {
+    pub use super::value::{LEVEL, pays, worth_compressing};
+}
 pub use write::{API_EVENT_TYPE, API_SOURCE_SERVICE, API_STATUS, API_TOPIC, Reduced, WriteError, Written};
 
 use std::time::Duration;

@@ -468,8 +468,12 @@ async fn drain(
     })
 }
 
+/// A drain: its label, the component routed for every topic, extra host
+/// settings.
+type Run<'a> = (String, Option<&'a str>, Vec<(String, String)>);
+
 /// The writers a run's host had (DATABASE_WRITERS, or the host's default).
-fn run_writers(runs: &[(String, Option<&str>, Vec<(String, String)>)], name: &str) -> f64 {
+fn run_writers(runs: &[Run], name: &str) -> f64 {
     runs.iter()
         .find(|(n, ..)| n == name)
         .and_then(|(_, _, env)| env.iter().find(|(k, _)| k == "DATABASE_WRITERS"))
@@ -506,6 +510,31 @@ fn module_dir(a: &Args, which: &str) -> anyhow::Result<PathBuf> {
 
 /// Per-record cost of normalizing, native vs the `default` component (in
 /// batches as the pipeline runs them).
+/// Per zstd level: microseconds per value and the share of value bytes
+/// stored (values the host would store as they are count whole).
+fn compression_sweep(records: &[Record]) -> anyhow::Result<Vec<(i32, f64, f64)>> {
+    use notification_host::storage::value_compression::{pays, worth_compressing};
+    let values: Vec<&[u8]> = records.iter().take(100_000).filter_map(|r| r.value.as_deref()).collect();
+    let raw: usize = values.iter().map(|v| v.len()).sum();
+    let mut out = Vec::new();
+    for level in [-5, -1, 1, 3] {
+        let mut c = zstd::bulk::Compressor::new(level)?;
+        let started = Instant::now();
+        let mut stored = 0usize;
+        for v in &values {
+            stored += if worth_compressing(v) {
+                let frame = c.compress(v)?;
+                if pays(v, &frame) { frame.len() } else { v.len() }
+            } else {
+                v.len()
+            };
+        }
+        let us = started.elapsed().as_secs_f64() * 1e6 / values.len().max(1) as f64;
+        out.push((level, us, stored as f64 / raw.max(1) as f64));
+    }
+    Ok(out)
+}
+
 fn micro(a: &Args, records: &[Record]) -> anyhow::Result<(f64, f64)> {
     let sample: Vec<Record> = records.iter().take(200_000).cloned().collect();
     let started = Instant::now();
@@ -586,12 +615,11 @@ async fn main() -> anyhow::Result<()> {
     println!("baseline COPY: {copied} rows in {:.1} s", copy_took.as_secs_f64());
 
     let micro_costs = if a.quick { None } else { Some(micro(&a, &records)?) };
+    let sweep = compression_sweep(&records)?;
     drop(records);
 
     let mut results = Vec::new();
     let mut disk = None;
-    // (label, component routed for every topic, extra host settings)
-    type Run<'a> = (String, Option<&'a str>, Vec<(String, String)>);
     let mut runs: Vec<Run> = vec![("built-in default (native)".into(), None, Vec::new())];
     if !a.quick {
         runs.push(("default component (WASM)".into(), Some("default"), Vec::new()));
@@ -652,6 +680,12 @@ async fn main() -> anyhow::Result<()> {
         "\ndisk per record (table, TOAST and indexes of every partition, after VACUUM): {disk:.0} bytes for an average value of {average_value:.0} bytes ({:.2}x)",
         disk / average_value.max(1.0)
     );
+    let host_level = notification_host::storage::value_compression::LEVEL;
+    println!("\nvalue compression per value (100,000 values, the host stores the frame when it saves an eighth):");
+    for (level, us, share) in &sweep {
+        let mark = if *level == host_level { " (the host's level)" } else { "" };
+        println!("  zstd level {level}: {us:.2} µs, stores {:.1}% of the value bytes{mark}", share * 100.0);
+    }
     if let Some((native_us, wasm_us)) = micro_costs {
         println!(
             "\nnormalize cost per record (in-process, 200,000 records in batches of 1000): native {native_us:.2} µs, \
