@@ -82,10 +82,16 @@ impl Db {
             anyhow::bail!("DATABASE_URL is not a valid PostgreSQL connection URL: it must start with postgres://");
         }
         let options: PgConnectOptions = url.parse().context("DATABASE_URL is not a valid PostgreSQL connection URL")?;
+        // JIT off for the host's sessions: the planner prices a query over
+        // every month partition (the timeline's saga lookups, one index
+        // probe per partition) above `jit_above_cost`, and PostgreSQL then
+        // compiles it on every execution, 300 ms for a query that runs in
+        // 2 ms.
+        let options = options.application_name("notification-host").options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(options.application_name("notification-host"));
+            .connect_lazy_with(options);
         Ok(Db { pool })
     }
 

@@ -385,3 +385,14 @@ async fn copy_notifies_the_rows_it_stored(pool: PgPool) {
     let found = db.stored_rows(&batch).await.unwrap();
     assert!(found.iter().filter(|r| r.source_topic == "notified").count() == 30, "{}", found.len());
 }
+
+/// The host's sessions run without JIT: PostgreSQL would otherwise compile
+/// the timeline's plan over every month partition on each execution
+/// (hundreds of milliseconds for a query that runs in a few).
+#[tokio::test]
+async fn the_hosts_sessions_run_without_jit() {
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL is set (scripts/test sets it)");
+    let db = Db::connect_lazy(&url, 1).unwrap();
+    let jit: String = sqlx::query_scalar("SHOW jit").fetch_one(db.pool()).await.unwrap();
+    assert_eq!(jit, "off");
+}

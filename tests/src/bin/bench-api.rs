@@ -241,6 +241,9 @@ async fn mixed_load(client: &reqwest::Client, a: &Args, idle_p99_ms: f64) -> any
     let topic = notification_e2e::unique("backlog");
     kafka.create_topic(&topic, 3).await;
     let producer = kafka.producer();
+    // Counted before the first record is produced: the host may pick the
+    // topic up while the preload is still running.
+    let before = stored_total(client, &a.api).await?;
     let started = Instant::now();
     let mut pending = Vec::new();
     for i in 0..a.backlog {
@@ -266,7 +269,6 @@ async fn mixed_load(client: &reqwest::Client, a: &Args, idle_p99_ms: f64) -> any
         a.backlog,
         started.elapsed().as_secs_f64()
     );
-    let before = stored_total(client, &a.api).await?;
     let wait = Instant::now();
     while stored_total(client, &a.api).await? <= before {
         anyhow::ensure!(wait.elapsed() < Duration::from_secs(60), "the host did not start on the backlog");
