@@ -203,7 +203,10 @@ async fn main() -> anyhow::Result<()> {
     let drained = browser
         .wait_for(
             "the last record in the tail",
-            &format!("return !!document.querySelector('#tail tbody tr') && document.querySelector('#tail tbody tr').innerText.includes('live-{}')", total - 1),
+            // Anywhere in the tail: two writers commit concurrently, so the
+            // newest row shown is the last committed, not always the last
+            // produced.
+            &format!("return [...document.querySelectorAll('#tail tbody tr')].some(r => r.innerText.includes('live-{}'))", total - 1),
             Duration::from_secs(30),
         )
         .await;
