@@ -512,10 +512,11 @@ pub struct PipelineConfig {
     #[arg(long, env = env::SHUTDOWN_TIMEOUT, default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// Database connections that write batches at once. Each Kafka
-    /// partition always goes to the same one, so a partition's records are
-    /// written, and their offsets committed, in order; PostgreSQL runs each
-    /// connection's inserts on a core of its own.
+    /// Database connections that write batches at once. A partition whose
+    /// rows one writer still holds goes to that writer again, so a
+    /// partition's records are written, and their offsets committed, in
+    /// order; any other goes to the least-loaded writer. PostgreSQL runs
+    /// each connection's writes on a core of its own.
     #[arg(long, env = env::DATABASE_WRITERS, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub writers: u32,
 
