@@ -281,7 +281,7 @@ fn ordinary() -> StoredRow {
 async fn check(db: &Db, cases: Vec<Case>) -> Result<(), TestCaseError> {
     let (rows, records) = rows(&cases);
     let started = Instant::now();
-    let written = tokio::time::timeout(Duration::from_secs(60), db.insert(&rows))
+    let written = tokio::time::timeout(Duration::from_secs(60), db.copy(&rows))
         .await
         .map_err(|_| TestCaseError::fail("the batch was not written within 60 s"))?
         .map_err(|e| TestCaseError::fail(format!("the batch was refused: {e}")))?;
@@ -292,7 +292,7 @@ async fn check(db: &Db, cases: Vec<Case>) -> Result<(), TestCaseError> {
     // An ordinary record written after the hostile batch is stored at once.
     let after = ordinary();
     let started = Instant::now();
-    tokio::time::timeout(Duration::from_secs(5), db.insert(std::slice::from_ref(&after)))
+    tokio::time::timeout(Duration::from_secs(5), db.copy(std::slice::from_ref(&after)))
         .await
         .map_err(|_| TestCaseError::fail("the ordinary record behind the batch waited over 5 s"))?
         .map_err(|e| TestCaseError::fail(format!("the ordinary record was refused: {e}")))?;
