@@ -206,7 +206,10 @@ async fn main() -> anyhow::Result<()> {
             // Anywhere in the tail: two writers commit concurrently, so the
             // newest row shown is the last committed, not always the last
             // produced.
-            &format!("return [...document.querySelectorAll('#tail tbody tr')].some(r => r.innerText.includes('live-{}'))", total - 1),
+            &format!(
+                "return [...document.querySelectorAll('#tail tbody tr')].some(r => r.innerText.includes('live-{}'))",
+                total - 1
+            ),
             Duration::from_secs(30),
         )
         .await;
