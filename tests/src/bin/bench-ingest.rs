@@ -472,15 +472,6 @@ async fn drain(
 /// settings.
 type Run<'a> = (String, Option<&'a str>, Vec<(String, String)>);
 
-/// The writers a run's host had (DATABASE_WRITERS, or the host's default).
-fn run_writers(runs: &[Run], name: &str) -> f64 {
-    runs.iter()
-        .find(|(n, ..)| n == name)
-        .and_then(|(_, _, env)| env.iter().find(|(k, _)| k == "DATABASE_WRITERS"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(2.0)
-}
-
 fn module_dir(a: &Args, which: &str) -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("notification-bench-modules-{which}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -643,7 +634,10 @@ async fn main() -> anyhow::Result<()> {
         if disk.is_none() {
             disk = Some(disk_per_record(&db).await?);
         }
-        results.push((name, d, a.records as f64 / binary_took.as_secs_f64()));
+        // The writers this run's host had (DATABASE_WRITERS, or the host's default).
+        let writers: f64 =
+            env.iter().find(|(k, _)| k == "DATABASE_WRITERS").and_then(|(_, v)| v.parse().ok()).unwrap_or(2.0);
+        results.push((name, d, a.records as f64 / binary_took.as_secs_f64(), writers));
     }
     let disk = disk.unwrap_or_default();
     let latencies = if a.quick { None } else { Some(latency(&a, &servers).await?) };
@@ -661,9 +655,8 @@ async fn main() -> anyhow::Result<()> {
         "| text COPY of the same rows from a file into an empty table (once, before the drains) | {baseline_rate:.0} | | | 1.00 | | | {:.1} | | |",
         copy_took.as_secs_f64()
     );
-    for (name, d, binary_rate) in &results {
+    for (name, d, binary_rate, writers) in &results {
         let rate = a.records as f64 / d.drain.as_secs_f64();
-        let writers = run_writers(&runs, name);
         println!(
             "| host, {name} | {rate:.0} | {binary_rate:.0} | {:.2} | {:.2} | {:.0}% | {:.0} | {:.1} | {:.1} | {:.0} |",
             rate / binary_rate,
