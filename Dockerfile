@@ -10,7 +10,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 RUN cargo build --release --target wasm32-wasip2 --manifest-path normalizers/Cargo.toml \
- && cargo build --release -p notification-host -p notification-e2e --bin notification-host --bin saga-demo \
+ && cargo build --release -p notification-host -p notification-tools --bin notification-host --bin saga-demo \
  && mkdir -p /out/normalizers \
  && cp normalizers/campus-delivery/normalizer.toml /out/normalizers/campus-delivery.toml \
  && cp target/wasm32-wasip2/release/normalizer_campus_delivery.wasm /out/normalizers/campus-delivery.wasm \

@@ -8,99 +8,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use regex::Regex;
 
-/// Environment variable names, kept in one place so docs, manifests and tests
-/// can be checked against them.
-pub mod env {
-    pub const KAFKA_BOOTSTRAP_SERVERS: &str = "KAFKA_BOOTSTRAP_SERVERS";
-    pub const KAFKA_GROUP_ID: &str = "KAFKA_GROUP_ID";
-    pub const KAFKA_OPTIONS: &str = "KAFKA_OPTIONS";
-    pub const TOPIC_INCLUDE: &str = "TOPIC_INCLUDE";
-    pub const TOPIC_EXCLUDE: &str = "TOPIC_EXCLUDE";
-    pub const TOPIC_REFRESH_INTERVAL: &str = "TOPIC_REFRESH_INTERVAL";
-    pub const DATABASE_URL: &str = "DATABASE_URL";
-    pub const DATABASE_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
-    pub const BATCH_SIZE: &str = "BATCH_SIZE";
-    pub const BATCH_LINGER: &str = "BATCH_LINGER";
-    pub const BATCH_MAX_BYTES: &str = "BATCH_MAX_BYTES";
-    pub const VALUE_COMPRESSION: &str = "VALUE_COMPRESSION";
-    pub const DATABASE_WRITERS: &str = "DATABASE_WRITERS";
-    pub const WRITE_METHOD: &str = "WRITE_METHOD";
-    pub const CORS_ALLOWED_ORIGINS: &str = "CORS_ALLOWED_ORIGINS";
-    pub const ROLE: &str = "ROLE";
-    pub const CONSUME_INFRASTRUCTURE_TOPICS: &str = "CONSUME_INFRASTRUCTURE_TOPICS";
-    pub const API_COMPAT: &str = "API_COMPAT";
-    pub const HTTP_ADDR: &str = "HTTP_ADDR";
-    pub const SHUTDOWN_TIMEOUT: &str = "SHUTDOWN_TIMEOUT";
-    pub const LOG_FORMAT: &str = "LOG_FORMAT";
-    pub const API_TOKEN: &str = "API_TOKEN";
-    pub const READ_TOKEN: &str = "READ_TOKEN";
-    pub const NORMALIZERS_DIR: &str = "NORMALIZERS_DIR";
-    pub const NORMALIZERS_POLL_INTERVAL: &str = "NORMALIZERS_POLL_INTERVAL";
-    pub const MODULE_MEMORY_LIMIT: &str = "MODULE_MEMORY_LIMIT";
-    pub const MODULE_DEADLINE: &str = "MODULE_DEADLINE";
-    pub const MODULE_MAX_OUTPUT: &str = "MODULE_MAX_OUTPUT";
-    pub const MODULE_MEMORY_MAX: &str = "MODULE_MEMORY_MAX";
-    pub const MODULE_DEADLINE_MAX: &str = "MODULE_DEADLINE_MAX";
-    pub const MODULE_CACHE_DIR: &str = "MODULE_CACHE_DIR";
-    pub const MODULE_STORE_POLL_INTERVAL: &str = "MODULE_STORE_POLL_INTERVAL";
-    pub const ADMIN_TOKEN: &str = "ADMIN_TOKEN";
-    pub const ADMIN_MAX_BODY_BYTES: &str = "ADMIN_MAX_BODY_BYTES";
-    pub const MODULE_QUARANTINE_AFTER: &str = "MODULE_QUARANTINE_AFTER";
-    pub const MODULE_QUARANTINE_COOLDOWN: &str = "MODULE_QUARANTINE_COOLDOWN";
-    pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
-    pub const RETENTION_DAYS: &str = "RETENTION_DAYS";
-    pub const PARTITIONS_AHEAD: &str = "PARTITIONS_AHEAD";
-    pub const PARTITION_HISTORY_MONTHS: &str = "PARTITION_HISTORY_MONTHS";
-    pub const MAINTENANCE_INTERVAL: &str = "MAINTENANCE_INTERVAL";
-    /// The log filter, read by `tracing-subscriber`.
-    pub const RUST_LOG: &str = "RUST_LOG";
+mod commands;
+pub mod env;
 
-    /// Every variable the host reads.
-    pub const ALL: &[&str] = &[
-        KAFKA_BOOTSTRAP_SERVERS,
-        KAFKA_GROUP_ID,
-        KAFKA_OPTIONS,
-        TOPIC_INCLUDE,
-        TOPIC_EXCLUDE,
-        TOPIC_REFRESH_INTERVAL,
-        DATABASE_URL,
-        DATABASE_MAX_CONNECTIONS,
-        BATCH_SIZE,
-        BATCH_LINGER,
-        BATCH_MAX_BYTES,
-        WRITE_METHOD,
-        VALUE_COMPRESSION,
-        DATABASE_WRITERS,
-        CORS_ALLOWED_ORIGINS,
-        ROLE,
-        CONSUME_INFRASTRUCTURE_TOPICS,
-        API_COMPAT,
-        HTTP_ADDR,
-        SHUTDOWN_TIMEOUT,
-        LOG_FORMAT,
-        API_TOKEN,
-        READ_TOKEN,
-        MAX_BODY_BYTES,
-        NORMALIZERS_DIR,
-        NORMALIZERS_POLL_INTERVAL,
-        MODULE_MEMORY_LIMIT,
-        MODULE_DEADLINE,
-        MODULE_MAX_OUTPUT,
-        MODULE_MEMORY_MAX,
-        MODULE_DEADLINE_MAX,
-        MODULE_CACHE_DIR,
-        MODULE_STORE_POLL_INTERVAL,
-        ADMIN_TOKEN,
-        ADMIN_MAX_BODY_BYTES,
-        MODULE_QUARANTINE_AFTER,
-        MODULE_QUARANTINE_COOLDOWN,
-        RETENTION_DAYS,
-        PARTITIONS_AHEAD,
-        PARTITION_HISTORY_MONTHS,
-        MAINTENANCE_INTERVAL,
-        RUST_LOG,
-    ];
-}
+pub use commands::{CaptureArgs, Language, ModulesAction, ModulesCommand, NewArgs, NormalizeArgs, RenormalizeArgs};
 
 /// Consumes every Kafka topic, normalizes each record, and keeps an audit
 /// log in PostgreSQL with a REST API over it.
@@ -126,7 +37,8 @@ pub enum Command {
     /// Apply the database migrations and exit.
     Migrate,
     /// Normalize stored rows again with the normalizers configured now (the
-    /// built-in default and NORMALIZERS_DIR), e.g. after a normalizer fix.
+    /// built-in default, NORMALIZERS_DIR and the module store's live
+    /// versions), e.g. after a normalizer fix.
     Renormalize(Box<RenormalizeArgs>),
     /// Check the configuration, the database, the broker and the modules
     /// directory; print a report and exit non-zero when anything is wrong.
@@ -146,140 +58,6 @@ pub enum Command {
     Modules(Box<ModulesCommand>),
 }
 
-/// Arguments of `modules`.
-#[derive(Debug, Args)]
-pub struct ModulesCommand {
-    #[command(subcommand)]
-    pub action: ModulesAction,
-    /// Who makes the change, for the history (default: $USER).
-    #[arg(long, global = true)]
-    pub by: Option<String>,
-    #[command(flatten)]
-    pub db: DbConfig,
-    #[command(flatten)]
-    pub modules: ModulesArgs,
-}
-
-/// What `modules` does.
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum ModulesAction {
-    /// Validate a module (manifest, component and samples beside it) exactly
-    /// as a replica would load it, store it and make it live everywhere.
-    Push {
-        /// The manifest (.toml).
-        manifest: PathBuf,
-        /// Run it in shadow beside the live version (answers compared, not
-        /// stored) instead of making it live.
-        #[arg(long)]
-        shadow: bool,
-    },
-    /// What a module's shadow version answered differently, on every replica.
-    Diff { name: String },
-    /// Make a module's shadow version live.
-    Promote { name: String },
-    /// The live version of every stored module.
-    List,
-    /// A module's pushes, rollbacks and removals, and its stored versions.
-    History { name: String },
-    /// Make the previous version live again, or `name@version`.
-    Rollback { target: String },
-    /// Take a module out of service (its versions stay for history).
-    Remove { name: String },
-}
-
-/// A normalizer project's language.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Language {
-    Rust,
-    Python,
-    Js,
-}
-
-/// Arguments of `new`.
-#[derive(Debug, Args)]
-pub struct NewArgs {
-    /// The module's name: lowercase letters, digits and hyphens.
-    pub name: String,
-    /// The language of the module.
-    #[arg(long, value_enum)]
-    pub lang: Language,
-    /// The folder to create (default: ./<name>); it must not exist.
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
-}
-
-/// Arguments of `capture`.
-#[derive(Debug, Args)]
-pub struct CaptureArgs {
-    /// The topic to read.
-    #[arg(long)]
-    pub topic: String,
-    /// How many records to write at most.
-    #[arg(long, default_value_t = 10)]
-    pub count: usize,
-    /// Only records with this key (its UTF-8 text).
-    #[arg(long)]
-    pub key: Option<String>,
-    /// Read from each partition's first record instead of its last `count`.
-    #[arg(long)]
-    pub from_beginning: bool,
-    /// Give up waiting for records after this long.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub timeout: Duration,
-    /// Write to this file (appending) instead of standard output.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    #[command(flatten)]
-    pub kafka: KafkaConfig,
-}
-
-/// Arguments of `normalize`.
-#[derive(Debug, Args)]
-pub struct NormalizeArgs {
-    /// A bare normalizer component (.wasm) to run instead of the built-in
-    /// default, without a manifest (no routing, no fallback, default limits).
-    #[arg(long, conflicts_with_all = ["manifest", "dir"])]
-    pub module: Option<PathBuf>,
-    /// A module manifest (.toml): judged exactly as the live host judges it
-    /// at load (contract, limits, samples gate), each sample's routing shown.
-    #[arg(long, conflicts_with = "dir")]
-    pub manifest: Option<PathBuf>,
-    /// A whole modules directory (what `NORMALIZERS_DIR` would hold).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
-    /// Write each sample's observed fields as its `expected` ones (with
-    /// --manifest or --dir), showing what changed, then judge again.
-    #[arg(long)]
-    pub bless: bool,
-    /// Run again whenever a file beside the manifests changes.
-    #[arg(long)]
-    pub watch: bool,
-    /// Sample file (JSON lines); standard input when absent or `-`. With
-    /// --manifest or --dir, its records go through the modules' routing.
-    pub input: Option<PathBuf>,
-    #[command(flatten)]
-    pub modules: ModulesArgs,
-}
-
-/// Arguments of `renormalize`.
-#[derive(Debug, Args)]
-pub struct RenormalizeArgs {
-    /// Only rows of this topic.
-    #[arg(long)]
-    pub topic: Option<String>,
-    /// Only rows at or after this Kafka offset.
-    #[arg(long)]
-    pub from_offset: Option<i64>,
-    /// Only rows at or before this Kafka offset.
-    #[arg(long)]
-    pub to_offset: Option<i64>,
-    /// Report what would change without writing.
-    #[arg(long)]
-    pub dry_run: bool,
-    #[command(flatten)]
-    pub serve: ServeArgs,
-}
-
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -292,8 +70,9 @@ pub enum LogFormat {
 pub struct ServeArgs {
     /// What this replica does: `all` (consume and serve the API), `api`
     /// (serve the API only: no consumer, for scaling reads apart from
-    /// writes), or `ingest` (consume and store; HTTP serves only health,
-    /// readiness and metrics).
+    /// writes), or `ingest` (consume and store; HTTP serves health,
+    /// readiness, metrics, the normalizers, module pushes and the API
+    /// reference, but neither the query API nor the console).
     #[arg(long, env = env::ROLE, value_enum, default_value_t = Role::All)]
     pub role: Role,
     #[command(flatten)]

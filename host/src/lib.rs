@@ -51,7 +51,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod modules;
-pub mod normalize;
+
 pub mod pipeline;
 pub mod runtime;
 pub mod shutdown;

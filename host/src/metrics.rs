@@ -157,7 +157,7 @@ impl Default for Metrics {
         );
         registry.register(
             "records_reduced",
-            "Records PostgreSQL refused as they were, stored without their document or through the last resort",
+            "Records PostgreSQL refused as they were, stored through the last resort (the exact value, key, headers and coordinates)",
             reduced.clone(),
         );
         registry.register("write_failures", "Failed batch writes, retried, by kind", write_failures.clone());

@@ -14,103 +14,23 @@
 #![deny(missing_docs)]
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use wasmtime::component::{Component as WasmComponent, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::WasiCtx;
 
 use crate::record::{Fields, Record};
 
-/// Host bindings of every contract version this host runs, newest first.
-/// Each version's types are its own; the `contract_glue!` functions in each
-/// module convert them to and from the host's [`Record`] and [`Fields`].
-mod bindings {
-    macro_rules! contract_glue {
-        () => {
-            use self::notification::normalizer::types as wit;
-            use crate::record::{Fields as HostFields, Record};
-
-            pub(in crate::runtime) fn to_wit(record: &Record) -> wit::KafkaRecord {
-                wit::KafkaRecord {
-                    topic: record.topic.clone(),
-                    partition: record.partition,
-                    offset: record.offset,
-                    timestamp: record.timestamp,
-                    key: record.key.clone(),
-                    headers: record
-                        .headers
-                        .iter()
-                        .map(|h| wit::Header { key: h.key.clone(), value: h.value.clone() })
-                        .collect(),
-                    value: record.value.clone(),
-                }
-            }
-
-            pub(in crate::runtime) fn from_wit(f: wit::Fields) -> HostFields {
-                HostFields {
-                    customer_id: f.customer_id,
-                    runner_id: f.runner_id,
-                    order_id: f.order_id,
-                    event_type: f.event_type,
-                    correlation_id: f.correlation_id,
-                    source_service: f.source_service,
-                    status: f.status,
-                }
-            }
-
-            pub(in crate::runtime) fn refusal(error: wit::Error) -> crate::runtime::CallError {
-                match error {
-                    wit::Error::Unsupported(m) => crate::runtime::CallError::Unsupported(m),
-                    wit::Error::Invalid(m) => crate::runtime::CallError::Refused(format!("invalid: {m}")),
-                    wit::Error::Internal(m) => crate::runtime::CallError::Refused(format!("internal: {m}")),
-                }
-            }
-
-            pub(in crate::runtime) fn answer(
-                result: Result<wit::Fields, wit::Error>,
-            ) -> Result<HostFields, crate::runtime::CallError> {
-                result.map(from_wit).map_err(refusal)
-            }
-        };
-    }
-
-    /// `notification:normalizer@1.1.0`: 1.0.0 plus the `host` import.
-    pub mod v1_1 {
-        wasmtime::component::bindgen!({
-            path: "../wit/normalizer.wit",
-            world: "normalizer",
-        });
-        contract_glue!();
-
-        /// The `builtin-fields` import: the built-in default rules.
-        pub(in crate::runtime) fn builtin_fields(input: &wit::KafkaRecord) -> wit::Fields {
-            let f = normalizer_rules::normalize(input.value.as_deref());
-            wit::Fields {
-                customer_id: f.customer_id,
-                runner_id: f.runner_id,
-                order_id: f.order_id,
-                event_type: f.event_type,
-                correlation_id: f.correlation_id,
-                source_service: f.source_service,
-                status: f.status,
-            }
-        }
-    }
-
-    /// `notification:normalizer@1.0.0`, frozen.
-    pub mod v1_0 {
-        wasmtime::component::bindgen!({
-            path: "../wit/since_v1.0.0/normalizer.wit",
-            world: "normalizer",
-        });
-        contract_glue!();
-    }
-}
+mod bindings;
+mod capture;
+mod sandbox;
 
 use bindings::{v1_0, v1_1};
+use capture::Captured;
+use sandbox::{FrozenClock, StoreState};
 
 /// The contract versions this host runs, newest first.
 pub const CONTRACT_VERSIONS: [&str; 2] = ["1.1.0", "1.0.0"];
@@ -186,161 +106,6 @@ impl CallError {
             CallError::OutputTooLarge(..) => "output_too_large",
             CallError::Contract(_) => "contract",
         }
-    }
-}
-
-/// The clocks a module sees: time stands still at the Unix epoch. The
-/// contract gives a module everything it may depend on (the record carries
-/// its own timestamp); a clock would only make answers differ between runs.
-struct FrozenClock;
-
-impl wasmtime_wasi::HostWallClock for FrozenClock {
-    fn resolution(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-
-    fn now(&self) -> Duration {
-        Duration::ZERO
-    }
-}
-
-impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
-    fn resolution(&self) -> u64 {
-        1_000_000_000
-    }
-
-    fn now(&self) -> u64 {
-        0
-    }
-}
-
-/// What a module printed (stdout and stderr, interleaved as a terminal
-/// shows them) since it was last taken, up to a cap. Writes beyond the cap
-/// are counted and dropped, never refused: a chatty module must not fail
-/// because of its logging.
-#[derive(Clone)]
-struct Captured(Arc<Mutex<CapturedText>>);
-
-struct CapturedText {
-    bytes: Vec<u8>,
-    dropped: usize,
-    cap: usize,
-}
-
-impl Captured {
-    fn new(cap: usize) -> Captured {
-        Captured(Arc::new(Mutex::new(CapturedText { bytes: Vec::new(), dropped: 0, cap })))
-    }
-
-    fn push(&self, data: &[u8]) {
-        if let Ok(mut c) = self.0.lock() {
-            let room = c.cap.saturating_sub(c.bytes.len());
-            let taken = data.len().min(room);
-            c.bytes.extend_from_slice(&data[..taken]);
-            c.dropped += data.len() - taken;
-        }
-    }
-
-    /// Everything printed since the last take, or None if nothing was.
-    fn take(&self) -> Option<String> {
-        let mut c = self.0.lock().ok()?;
-        if c.bytes.is_empty() && c.dropped == 0 {
-            return None;
-        }
-        let mut text = String::from_utf8_lossy(&c.bytes).into_owned();
-        if c.dropped > 0 {
-            text.push_str(&format!("\n… {} more bytes not kept", c.dropped));
-        }
-        c.bytes.clear();
-        c.dropped = 0;
-        Some(text)
-    }
-}
-
-impl wasmtime_wasi::cli::IsTerminal for Captured {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl wasmtime_wasi::cli::StdoutStream for Captured {
-    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
-        Box::new(self.clone())
-    }
-
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
-    }
-}
-
-impl wasmtime_wasi::p2::OutputStream for Captured {
-    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
-        self.push(&bytes);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
-        Ok(())
-    }
-
-    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
-        Ok(64 << 10)
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl wasmtime_wasi::p2::Pollable for Captured {
-    async fn ready(&mut self) {}
-}
-
-impl tokio::io::AsyncWrite for Captured {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.push(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
-/// The per-store state: a WASI context that grants nothing (stdout and
-/// stderr go to the capture), the store's limits.
-struct StoreState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limits: StoreLimits,
-    output: Captured,
-}
-
-impl WasiView for StoreState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-impl v1_1::notification::normalizer::types::Host for StoreState {}
-
-impl v1_1::notification::normalizer::host::Host for StoreState {
-    fn builtin_fields(
-        &mut self,
-        input: v1_1::notification::normalizer::types::KafkaRecord,
-    ) -> v1_1::notification::normalizer::types::Fields {
-        v1_1::builtin_fields(&input)
     }
 }
 

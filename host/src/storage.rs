@@ -37,6 +37,7 @@
 
 mod console;
 mod copy;
+mod error;
 mod live;
 pub mod module_store;
 mod partitions;
@@ -47,8 +48,9 @@ mod value;
 mod write;
 
 pub use console::{EventSummary, IdKind, RecentOrder};
-pub use live::{Heard, STORED_CHANNEL, StoredBatch, StoredListener};
-pub use partitions::{KnownPartitions, maintain_partitions, maintenance, partition_window};
+pub use error::DbError;
+pub use live::{Heard, Listener, STORED_CHANNEL, StoredBatch, StoredListener};
+pub use partitions::{KnownPartitions, Partitioner, maintain_partitions, maintenance, partition_window};
 pub use reads::{ListFilter, NewApiNotification, Notification, Position, full_scans_of_rows};
 pub use renormalize::StoredRecord;
 pub use rows::{MAX_NOTE_BYTES, StoredRow, document_text};

@@ -53,7 +53,7 @@ pub async fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
         }
     }
     if let Some(db) = database {
-        match crate::storage::module_store::live(db.pool()).await {
+        match db.live_modules().await {
             Ok(live) => {
                 let names: Vec<String> = live
                     .iter()
@@ -66,7 +66,7 @@ pub async fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
             }
             // Before the first migration there is no store yet; `serve`
             // and `migrate` create it.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {
+            Err(crate::storage::DbError::Missing(_)) => {
                 report(true, "module store", "not created yet (serve or migrate creates it)".into())?
             }
             Err(e) => report(false, "module store", format!("cannot be read: {e}"))?,

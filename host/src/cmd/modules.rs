@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use crate::config::{ModulesAction, ModulesCommand};
 use crate::modules;
 use crate::storage::Db;
-use crate::storage::module_store::{self, StoreError};
+use crate::storage::module_store::StoreError;
 
 /// Runs the action, reporting to `out`; refusals are printed and exit 1.
 pub async fn run(args: &ModulesCommand, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
@@ -32,20 +32,20 @@ pub async fn run(args: &ModulesCommand, out: &mut dyn Write) -> anyhow::Result<E
                 }
             };
             if *shadow {
-                module_store::push_shadow(db.pool(), &module, &by).await.map(|()| {
+                db.push_shadow_module(&module, &by).await.map(|()| {
                     format!(
                         "{}@{} ({}) runs in shadow beside the live version; see `modules diff {}`",
                         module.name, module.version, module.hash, module.name
                     )
                 })
             } else {
-                module_store::push(db.pool(), &module, &by)
+                db.push_module(&module, &by)
                     .await
                     .map(|()| format!("{}@{} ({}) is live in the store", module.name, module.version, module.hash))
             }
         }
         ModulesAction::List => {
-            let live = module_store::live(db.pool()).await.context("cannot read the module store")?;
+            let live = db.live_modules().await.context("cannot read the module store")?;
             if live.is_empty() {
                 writeln!(out, "no modules in the store")?;
             }
@@ -55,8 +55,7 @@ pub async fn run(args: &ModulesCommand, out: &mut dyn Write) -> anyhow::Result<E
             return Ok(ExitCode::SUCCESS);
         }
         ModulesAction::History { name } => {
-            let (events, versions) =
-                module_store::history(db.pool(), name).await.context("cannot read the module store")?;
+            let (events, versions) = db.module_history(name).await.context("cannot read the module store")?;
             if events.is_empty() {
                 writeln!(out, "{name} has no history in the store")?;
                 return Ok(ExitCode::FAILURE);
@@ -74,16 +73,13 @@ pub async fn run(args: &ModulesCommand, out: &mut dyn Write) -> anyhow::Result<E
                 Some((n, v)) => (n, Some(v)),
                 None => (target.as_str(), None),
             };
-            module_store::rollback(db.pool(), name, version, &by)
-                .await
-                .map(|v| format!("{name}@{v} is live in the store"))
+            db.rollback_module(name, version, &by).await.map(|v| format!("{name}@{v} is live in the store"))
         }
         ModulesAction::Promote { name } => {
-            module_store::promote(db.pool(), name, &by).await.map(|v| format!("{name}@{v} is live in the store"))
+            db.promote_module(name, &by).await.map(|v| format!("{name}@{v} is live in the store"))
         }
         ModulesAction::Diff { name } => {
-            let Some((version, reports)) =
-                module_store::shadow_reports(db.pool(), name).await.context("cannot read the module store")?
+            let Some((version, reports)) = db.shadow_reports(name).await.context("cannot read the module store")?
             else {
                 writeln!(out, "{name} has no shadow version")?;
                 return Ok(ExitCode::FAILURE);
@@ -108,7 +104,7 @@ pub async fn run(args: &ModulesCommand, out: &mut dyn Write) -> anyhow::Result<E
             return Ok(ExitCode::SUCCESS);
         }
         ModulesAction::Remove { name } => {
-            module_store::remove(db.pool(), name, &by).await.map(|()| format!("{name} is removed from the store"))
+            db.remove_module(name, &by).await.map(|()| format!("{name} is removed from the store"))
         }
     };
     match result {

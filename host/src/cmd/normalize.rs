@@ -21,7 +21,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::config::NormalizeArgs;
-use crate::normalize::{Module, Normalizer};
+use crate::modules::{Module, Normalizer};
 use crate::record::Normalized;
 use crate::runtime::{Limits, Runtime};
 use crate::samples::{self, OutputLine, Sample};

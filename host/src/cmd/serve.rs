@@ -62,25 +62,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if modules.dir().is_some() {
         tokio::spawn(modules::watch(modules.clone(), args.modules.normalizers_poll_interval, shutdown.clone()));
     }
-    let app = http::router_for(
-        http::AppState {
-            db: db.clone(),
-            status: status.clone(),
-            metrics: metrics.clone(),
-            modules: modules.clone(),
-            // An empty token (an unset value in a template) is no token.
-            api_token: args.http.api_token.as_deref().filter(|t| !t.trim().is_empty()).map(Arc::from),
-            max_body_bytes: args.http.max_body_bytes,
-            compat: args.http.api_compat,
-            cors_allowed_origins: args.http.cors_allowed_origins.clone().into(),
-            admin_token: args.http.admin_token.as_deref().filter(|t| !t.trim().is_empty()).map(Arc::from),
-            admin_max_body_bytes: args.http.admin_max_body_bytes,
-            module_settings: Arc::new(args.modules.clone()),
-            read_token: http::access::ReadToken::new(args.http.read_token.as_deref()),
-            live: http::console::LiveFeed::new(db.clone(), metrics.clone(), shutdown.clone()),
-        },
-        args.role,
-    );
+    let state =
+        http::AppState::new(&args, db.clone(), status.clone(), metrics.clone(), modules.clone(), shutdown.clone())
+            .context("refusing to start")?;
+    if state.read_token.is_none() && args.role.serves_api() {
+        tracing::warn!(
+            "READ_TOKEN is not set: anyone who reaches this port can read every stored record (the query API and the console)."
+        );
+    }
+    let app = http::router_for(state, args.role);
     let http_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await

@@ -5,16 +5,15 @@
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
 use super::AppState;
 use crate::modules;
-use crate::storage::module_store::{self, StoreError};
+use crate::storage::module_store::StoreError;
 
 /// A module version to store.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -63,12 +62,7 @@ pub async fn push_module(State(state): State<AppState>, headers: HeaderMap, requ
     let Some(expected) = &state.admin_token else {
         return error(StatusCode::FORBIDDEN, "Pushing modules over HTTP is off: set ADMIN_TOKEN.");
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+    if !expected.in_bearer(&headers) {
         return error(StatusCode::UNAUTHORIZED, "Missing or wrong admin token.");
     }
     let limit = state.admin_max_body_bytes;
@@ -101,7 +95,7 @@ pub async fn push_module(State(state): State<AppState>, headers: HeaderMap, requ
         }
     };
     let by = push.by.unwrap_or_else(|| "http".into());
-    match module_store::push(state.db.pool(), &module, &by).await {
+    match state.db.push_module(&module, &by).await {
         Ok(()) => (StatusCode::CREATED, Json(Pushed { name: module.name, version: module.version, hash: module.hash }))
             .into_response(),
         Err(refused @ StoreError::VersionExists { .. }) => error(StatusCode::CONFLICT, refused.to_string()),

@@ -35,7 +35,7 @@ pub use text::path_segment;
 
 use super::AppState;
 use super::access;
-use crate::storage::{IdKind, document_text};
+use crate::storage::{DbError, IdKind, document_text};
 use notification_parse::request::valid_id;
 
 /// Most events an order or saga page shows.
@@ -117,11 +117,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
 enum UiError {
     NotFound(String),
     Invalid(String),
-    Database(sqlx::Error),
+    Database(DbError),
 }
 
-impl From<sqlx::Error> for UiError {
-    fn from(e: sqlx::Error) -> UiError {
+impl From<DbError> for UiError {
+    fn from(e: DbError) -> UiError {
         UiError::Database(e)
     }
 }
@@ -467,7 +467,7 @@ async fn live_page(
 async fn normalizers(State(state): State<AppState>) -> Html<String> {
     let directory = state.modules.dir().map(|d| d.display().to_string());
     let body = pages::normalizers(
-        &crate::normalize::builtin_label(),
+        &crate::modules::builtin_label(),
         directory.as_deref(),
         &state.modules.list(),
         &state.modules.rejections(),

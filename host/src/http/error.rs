@@ -6,6 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::storage::DbError;
+
 /// Errors of the query endpoints: `{"error": "..."}`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -16,7 +18,7 @@ pub enum ApiError {
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] DbError),
 }
 
 impl From<notification_parse::request::Invalid> for ApiError {
@@ -48,7 +50,7 @@ pub enum SendError {
     #[error("body over {0} bytes")]
     TooLarge(usize),
     #[error("database error: {0}")]
-    Database(sqlx::Error),
+    Database(DbError),
 }
 
 impl From<notification_parse::request::Invalid> for SendError {
@@ -58,19 +60,15 @@ impl From<notification_parse::request::Invalid> for SendError {
 }
 
 impl SendError {
-    /// A value PostgreSQL refuses (SQLSTATE class 22) is the client's fault.
-    pub fn from_db(e: sqlx::Error) -> SendError {
-        match &e {
-            // Class 22 (data exception: \u0000 in the document) and 54
-            // (program limit: nesting too deep for JSONB): the request, not
-            // the database, is at fault, and nothing was stored.
-            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("54")) => {
-                SendError::Invalid(
-                    "The event cannot be stored: it contains \\u0000 or is nested too deeply for PostgreSQL's JSONB."
-                        .into(),
-                )
-            }
-            _ => SendError::Database(e),
+    /// A value PostgreSQL refuses (`\u0000` in the document, nesting too
+    /// deep for JSONB) is the client's fault, and nothing was stored.
+    pub fn from_db(e: DbError) -> SendError {
+        match e {
+            DbError::Refused(_) => SendError::Invalid(
+                "The event cannot be stored: it contains \\u0000 or is nested too deeply for PostgreSQL's JSONB."
+                    .into(),
+            ),
+            e => SendError::Database(e),
         }
     }
 }
@@ -95,10 +93,10 @@ impl IntoResponse for SendError {
 
 /// Logs the cause; answers 503 when the database is unreachable (retrying
 /// later helps) and 500 otherwise, with a generic message either way.
-fn database_failure(e: &sqlx::Error) -> (StatusCode, String) {
+fn database_failure(e: &DbError) -> (StatusCode, String) {
     tracing::error!(error = %e, "Database query failed.");
     match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+        DbError::Unavailable(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, "The database is unavailable; try again later.".to_owned())
         }
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error.".to_owned()),

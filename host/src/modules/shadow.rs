@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{Metrics, ModuleLabels};
-use crate::normalize::Module;
+use crate::modules::Module;
 use crate::record::{Normalized, Record};
 use crate::runtime::Breaker;
 use crate::samples::{FIELD_NAMES, field};

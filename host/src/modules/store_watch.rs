@@ -6,12 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
-use super::Modules;
-use crate::storage::Db;
-use crate::storage::module_store::{self, CHANNEL, StoredModule};
+use super::{Modules, ShadowRef};
+use crate::storage::module_store::{CHANNEL, StoredModule};
+use crate::storage::{Db, Listener};
 
 /// How often a replica writes its shadows' counts to the store.
 const SHADOW_REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -20,16 +19,24 @@ const SHADOW_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// modules; components are fetched only for versions this replica does not
 /// hold already. Returns whether anything changed.
 pub async fn refresh(db: &Db, modules: &Arc<Modules>) -> anyhow::Result<bool> {
-    let live = module_store::live(db.pool()).await?;
+    let live = db.live_modules().await?;
     let held = modules.store_versions();
     let seen_shadows = modules.shadows_seen();
     let same_live = live.len() == held.len()
         && live.iter().zip(&held).all(|(l, h)| l.name == h.name && l.version == h.version && l.hash == h.hash);
-    let wanted_shadows: Vec<(&str, &str, &str)> =
-        live.iter().filter_map(|l| l.shadow.as_ref().map(|(v, h)| (l.name.as_str(), v.as_str(), h.as_str()))).collect();
+    let wanted_shadows: Vec<ShadowRef> = live
+        .iter()
+        .filter_map(|l| {
+            l.shadow.as_ref().map(|(version, hash)| ShadowRef {
+                name: l.name.clone(),
+                version: version.clone(),
+                hash: hash.clone(),
+            })
+        })
+        .collect();
     // Loaded or refused, a shadow the store still names is not fetched again.
-    let same_shadows = wanted_shadows.len() == seen_shadows.len()
-        && wanted_shadows.iter().all(|(n, v, h)| seen_shadows.iter().any(|(sn, sv, sh)| sn == n && sv == v && sh == h));
+    let same_shadows =
+        wanted_shadows.len() == seen_shadows.len() && wanted_shadows.iter().all(|w| seen_shadows.contains(w));
     if same_live && same_shadows {
         return Ok(false);
     }
@@ -37,7 +44,7 @@ pub async fn refresh(db: &Db, modules: &Arc<Modules>) -> anyhow::Result<bool> {
     for l in &live {
         match held.iter().find(|h| h.name == l.name && h.version == l.version && h.hash == l.hash) {
             Some(h) => next.push(Arc::clone(h)),
-            None => match module_store::fetch(db.pool(), &l.name, &l.version).await? {
+            None => match db.fetch_module(&l.name, &l.version).await? {
                 Some(m) => next.push(Arc::new(m)),
                 None => {
                     tracing::warn!(module = %l.name, version = %l.version, "A live store version vanished while it was read.")
@@ -46,8 +53,8 @@ pub async fn refresh(db: &Db, modules: &Arc<Modules>) -> anyhow::Result<bool> {
         }
     }
     let mut shadows: Vec<Arc<StoredModule>> = Vec::new();
-    for (name, version, _) in wanted_shadows {
-        if let Some(m) = module_store::fetch(db.pool(), name, version).await? {
+    for wanted in wanted_shadows {
+        if let Some(m) = db.fetch_module(&wanted.name, &wanted.version).await? {
             shadows.push(Arc::new(m));
         }
     }
@@ -62,8 +69,7 @@ pub async fn report_shadows(db: &Db, modules: &Modules, replica: &str) -> anyhow
     for shadow in modules.shadows() {
         let info = shadow.info();
         let samples = serde_json::to_string(&info.samples)?;
-        module_store::report_shadow(
-            db.pool(),
+        db.report_shadow(
             &shadow.name,
             &shadow.version,
             replica,
@@ -80,7 +86,7 @@ pub async fn report_shadows(db: &Db, modules: &Modules, replica: &str) -> anyhow
 /// every `poll_interval`.
 pub async fn watch_store(db: Db, modules: Arc<Modules>, poll_interval: Duration, shutdown: CancellationToken) {
     let replica = format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()), std::process::id());
-    let mut listener: Option<PgListener> = None;
+    let mut listener: Option<Listener> = None;
     let mut poll = tokio::time::interval(poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Shadow counts reach `modules diff` within this.
@@ -88,14 +94,8 @@ pub async fn watch_store(db: Db, modules: Arc<Modules>, poll_interval: Duration,
     report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if listener.is_none() {
-            listener = match PgListener::connect_with(db.pool()).await {
-                Ok(mut l) => match l.listen(CHANNEL).await {
-                    Ok(()) => Some(l),
-                    Err(error) => {
-                        tracing::debug!(%error, "Cannot LISTEN for module store changes; polling.");
-                        None
-                    }
-                },
+            listener = match db.listen(CHANNEL).await {
+                Ok(l) => Some(l),
                 Err(error) => {
                     tracing::debug!(%error, "Cannot LISTEN for module store changes; polling.");
                     None

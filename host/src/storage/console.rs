@@ -10,6 +10,7 @@
 use chrono::{DateTime, Utc};
 
 use super::Db;
+use super::DbError;
 use super::live::StoredBatch;
 use super::reads::{TIME_ORDER_DESC, for_column_sql_of, id_equals, timeline_sql};
 
@@ -119,7 +120,7 @@ fn stored_rows_sql() -> String {
 impl Db {
     /// An order's events and the events sharing a correlation id with them,
     /// oldest first, at most `limit`; the flag says which name the order.
-    pub async fn timeline_events(&self, order_id: &str, limit: i64) -> Result<Vec<(EventSummary, bool)>, sqlx::Error> {
+    pub async fn timeline_events(&self, order_id: &str, limit: i64) -> Result<Vec<(EventSummary, bool)>, DbError> {
         #[derive(sqlx::FromRow)]
         struct Row {
             #[sqlx(flatten)]
@@ -135,7 +136,7 @@ impl Db {
     }
 
     /// One correlation id's events, oldest first, at most `limit`.
-    pub async fn correlation_events(&self, correlation_id: &str, limit: i64) -> Result<Vec<EventSummary>, sqlx::Error> {
+    pub async fn correlation_events(&self, correlation_id: &str, limit: i64) -> Result<Vec<EventSummary>, DbError> {
         sqlx::query_as(sqlx::AssertSqlSafe(for_column_sql_of(SUMMARY_COLUMNS, "correlation_id")))
             .bind(correlation_id)
             .bind(None::<DateTime<Utc>>)
@@ -143,15 +144,21 @@ impl Db {
             .bind(limit)
             .fetch_all(&self.pool)
             .await
+            .map_err(DbError::from)
     }
 
     /// The newest events naming `id` as a `kind` id, newest first.
-    pub async fn latest_events_of(&self, kind: IdKind, id: &str, limit: i64) -> Result<Vec<EventSummary>, sqlx::Error> {
-        sqlx::query_as(sqlx::AssertSqlSafe(latest_of_sql(kind))).bind(id).bind(limit).fetch_all(&self.pool).await
+    pub async fn latest_events_of(&self, kind: IdKind, id: &str, limit: i64) -> Result<Vec<EventSummary>, DbError> {
+        sqlx::query_as(sqlx::AssertSqlSafe(latest_of_sql(kind)))
+            .bind(id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::from)
     }
 
     /// The kinds of id `id` is stored as, in [`IdKind::ALL`]'s order.
-    pub async fn id_kinds(&self, id: &str) -> Result<Vec<IdKind>, sqlx::Error> {
+    pub async fn id_kinds(&self, id: &str) -> Result<Vec<IdKind>, DbError> {
         let exists: Vec<String> = IdKind::ALL
             .iter()
             .map(|k| format!("EXISTS (SELECT 1 FROM notifications WHERE {})", id_equals(k.column(), "$1::text")))
@@ -166,8 +173,13 @@ impl Db {
     /// The orders of the newest rows (by record time, up to a day ahead of
     /// now, so a record dated in the far future does not stay on top),
     /// newest first, at most `limit`.
-    pub async fn recent_orders(&self, limit: i64) -> Result<Vec<RecentOrder>, sqlx::Error> {
-        sqlx::query_as(RECENT_ORDERS_SQL).bind(limit).bind(RECENT_ROWS).fetch_all(&self.pool).await
+    pub async fn recent_orders(&self, limit: i64) -> Result<Vec<RecentOrder>, DbError> {
+        sqlx::query_as(RECENT_ORDERS_SQL)
+            .bind(limit)
+            .bind(RECENT_ROWS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::from)
     }
 
     /// The plans PostgreSQL chooses for the console's own queries (those
@@ -176,7 +188,7 @@ impl Db {
         &self,
         order_id: &str,
         customer_id: &str,
-    ) -> Result<Vec<(&'static str, String)>, sqlx::Error> {
+    ) -> Result<Vec<(&'static str, String)>, DbError> {
         let text = |rows: Vec<String>| rows.join("\n");
         let explain = |sql: &str| sqlx::AssertSqlSafe(format!("EXPLAIN {sql}"));
         let mut plans = Vec::new();
@@ -208,7 +220,7 @@ impl Db {
     /// order. The ranges may also take in rows another replica wrote at
     /// the same time; a reader that follows every notification removes
     /// those it has already seen.
-    pub async fn stored_rows(&self, batch: &StoredBatch) -> Result<Vec<EventSummary>, sqlx::Error> {
+    pub async fn stored_rows(&self, batch: &StoredBatch) -> Result<Vec<EventSummary>, DbError> {
         sqlx::query_as(sqlx::AssertSqlSafe(stored_rows_sql()))
             .bind(batch.first_id)
             .bind(batch.last_id)
@@ -216,5 +228,6 @@ impl Db {
             .bind(batch.latest)
             .fetch_all(&self.pool)
             .await
+            .map_err(DbError::from)
     }
 }

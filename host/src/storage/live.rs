@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgListener;
 
-use super::Db;
+use super::{Db, DbError};
 
 /// The channel the write path notifies.
 pub const STORED_CHANNEL: &str = "notification_rows";
@@ -63,32 +63,52 @@ pub enum Heard {
     Reconnected,
 }
 
-/// A connection listening on [`STORED_CHANNEL`].
-pub struct StoredListener {
+/// A connection listening on a channel: it holds one connection of the pool
+/// while it lives.
+pub struct Listener {
     listener: PgListener,
 }
 
 impl Db {
-    /// Listens for stored batches. The listener holds one connection of the
-    /// pool while it lives.
-    pub async fn listen_stored(&self) -> Result<StoredListener, sqlx::Error> {
+    /// Listens on `channel`.
+    pub async fn listen(&self, channel: &str) -> Result<Listener, DbError> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(STORED_CHANNEL).await?;
-        Ok(StoredListener { listener })
+        listener.listen(channel).await?;
+        Ok(Listener { listener })
     }
+
+    /// Listens for stored batches.
+    pub async fn listen_stored(&self) -> Result<StoredListener, DbError> {
+        Ok(StoredListener { listener: self.listen(STORED_CHANNEL).await? })
+    }
+}
+
+impl Listener {
+    /// The next notification's payload, or None when the connection was
+    /// lost and has been opened again (notifications sent meanwhile were
+    /// missed). An error means the database cannot be reached now; calling
+    /// again reconnects.
+    pub async fn recv(&mut self) -> Result<Option<String>, DbError> {
+        Ok(self.listener.try_recv().await?.map(|n| n.payload().to_owned()))
+    }
+}
+
+/// A connection listening on [`STORED_CHANNEL`].
+pub struct StoredListener {
+    listener: Listener,
 }
 
 impl StoredListener {
     /// The next batch stored by any replica, or word that some were missed.
     /// An error means the database cannot be reached now; calling again
     /// reconnects.
-    pub async fn next(&mut self) -> Result<Heard, sqlx::Error> {
+    pub async fn next(&mut self) -> Result<Heard, DbError> {
         loop {
-            match self.listener.try_recv().await? {
+            match self.listener.recv().await? {
                 None => return Ok(Heard::Reconnected),
-                Some(n) => match StoredBatch::parse(n.payload()) {
+                Some(payload) => match StoredBatch::parse(&payload) {
                     Some(batch) => return Ok(Heard::Stored(batch)),
-                    None => tracing::debug!(payload = n.payload(), "Ignoring a notification of another form."),
+                    None => tracing::debug!(%payload, "Ignoring a notification of another form."),
                 },
             }
         }

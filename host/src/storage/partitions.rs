@@ -4,6 +4,7 @@
 use chrono::{DateTime, Datelike as _, NaiveDate, Utc};
 use tokio_util::sync::CancellationToken;
 
+use super::DbError;
 use super::{Db, StoredRow};
 use crate::config::DbConfig;
 
@@ -12,7 +13,7 @@ impl Db {
     /// that do not exist yet. Rows already in the default partition for such
     /// a month move into the new partition. Safe to run from every replica
     /// at once (an advisory lock serializes them).
-    pub async fn ensure_partitions(&self, from: NaiveDate, to: NaiveDate) -> Result<Vec<String>, sqlx::Error> {
+    pub async fn ensure_partitions(&self, from: NaiveDate, to: NaiveDate) -> Result<Vec<String>, DbError> {
         let mut created = Vec::new();
         let mut month = first_of_month(from);
         while month <= to {
@@ -46,7 +47,7 @@ impl Db {
     /// Drops every monthly partition that ends before `cutoff`, and deletes
     /// the default partition's rows older than it. Returns the dropped
     /// partitions.
-    pub async fn drop_expired(&self, cutoff: DateTime<Utc>) -> Result<Vec<String>, sqlx::Error> {
+    pub async fn drop_expired(&self, cutoff: DateTime<Utc>) -> Result<Vec<String>, DbError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('notifications_partitions'))").execute(&mut *tx).await?;
         let partitions: Vec<String> = sqlx::query_scalar(
@@ -104,6 +105,34 @@ pub fn partition_window(
 #[derive(Debug, Default)]
 pub struct KnownPartitions(std::collections::BTreeSet<NaiveDate>);
 
+/// What a writer does before each batch: creates the month partitions the
+/// batch's rows need, within the window `DbConfig` sets around now.
+#[derive(Debug)]
+pub struct Partitioner {
+    known: KnownPartitions,
+    history_months: u32,
+    retention_days: Option<u32>,
+    ahead: u32,
+}
+
+impl Partitioner {
+    pub fn new(config: &DbConfig) -> Partitioner {
+        Partitioner {
+            known: KnownPartitions::default(),
+            history_months: config.partition_history_months,
+            retention_days: config.retention_days,
+            ahead: config.partitions_ahead,
+        }
+    }
+
+    /// Creates the partitions `rows` need that this writer has not seen
+    /// yet; returns the ones created.
+    pub async fn prepare(&mut self, db: &Db, rows: &[StoredRow]) -> Result<Vec<String>, DbError> {
+        let window = partition_window(Utc::now(), self.history_months, self.retention_days, self.ahead);
+        db.ensure_partitions_for(&mut self.known, rows, window).await
+    }
+}
+
 impl Db {
     /// Creates the month partitions `rows` need, within `window`, that this
     /// process has not seen yet, before the rows are written: rows then land
@@ -115,7 +144,7 @@ impl Db {
         known: &mut KnownPartitions,
         rows: &[StoredRow],
         window: (NaiveDate, NaiveDate),
-    ) -> Result<Vec<String>, sqlx::Error> {
+    ) -> Result<Vec<String>, DbError> {
         let months: std::collections::BTreeSet<NaiveDate> = rows
             .iter()
             .map(|r| first_of_month(r.created_at.date_naive()))

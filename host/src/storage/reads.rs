@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::Db;
+use super::DbError;
 
 /// A stored notification as the API reads it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -64,14 +65,22 @@ impl Notification {
 
 impl Db {
     /// The latest notification of an order by record time.
-    pub async fn latest_for_order(&self, order_id: &str) -> Result<Option<Notification>, sqlx::Error> {
-        sqlx::query_as(sqlx::AssertSqlSafe(latest_sql())).bind(order_id).fetch_optional(&self.pool).await
+    pub async fn latest_for_order(&self, order_id: &str) -> Result<Option<Notification>, DbError> {
+        sqlx::query_as(sqlx::AssertSqlSafe(latest_sql()))
+            .bind(order_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(DbError::from)
     }
 
     /// One notification by its row id. The id is not the partition key, so
     /// every month's partition is asked (each through its primary key).
-    pub async fn notification(&self, notification_id: i64) -> Result<Option<Notification>, sqlx::Error> {
-        sqlx::query_as(sqlx::AssertSqlSafe(notification_sql())).bind(notification_id).fetch_optional(&self.pool).await
+    pub async fn notification(&self, notification_id: i64) -> Result<Option<Notification>, DbError> {
+        sqlx::query_as(sqlx::AssertSqlSafe(notification_sql()))
+            .bind(notification_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(DbError::from)
     }
 
     /// Notifications of an order, oldest first: at most `limit`, after
@@ -81,8 +90,8 @@ impl Db {
         order_id: &str,
         after: Option<Position>,
         limit: i64,
-    ) -> Result<Vec<Notification>, sqlx::Error> {
-        self.for_id("order_id", order_id, after, limit).await
+    ) -> Result<Vec<Notification>, DbError> {
+        self.for_id("order_id", order_id, after, limit).await.map_err(DbError::from)
     }
 
     /// Notifications of one correlation (saga) id, oldest first: at most
@@ -92,8 +101,8 @@ impl Db {
         correlation_id: &str,
         after: Option<Position>,
         limit: i64,
-    ) -> Result<Vec<Notification>, sqlx::Error> {
-        self.for_id("correlation_id", correlation_id, after, limit).await
+    ) -> Result<Vec<Notification>, DbError> {
+        self.for_id("correlation_id", correlation_id, after, limit).await.map_err(DbError::from)
     }
 
     async fn for_id(
@@ -117,7 +126,7 @@ impl Db {
     /// An order's own notifications plus every notification that shares a
     /// correlation id with one of them, oldest first, at most `limit`. The
     /// flag says whether a row names the order itself.
-    pub async fn timeline(&self, order_id: &str, limit: i64) -> Result<Vec<(Notification, bool)>, sqlx::Error> {
+    pub async fn timeline(&self, order_id: &str, limit: i64) -> Result<Vec<(Notification, bool)>, DbError> {
         #[derive(sqlx::FromRow)]
         struct Row {
             #[sqlx(flatten)]
@@ -139,8 +148,12 @@ impl Db {
         after: Option<Position>,
         descending: bool,
         limit: i64,
-    ) -> Result<Vec<Notification>, sqlx::Error> {
-        list_query("", filter, after, descending, limit).build_query_as().fetch_all(&self.pool).await
+    ) -> Result<Vec<Notification>, DbError> {
+        list_query("", filter, after, descending, limit)
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::from)
     }
 
     /// The plans PostgreSQL chooses for the API's queries, by query name, as
@@ -151,7 +164,7 @@ impl Db {
         order_id: &str,
         correlation_id: &str,
         filter: &ListFilter,
-    ) -> Result<Vec<(&'static str, String)>, sqlx::Error> {
+    ) -> Result<Vec<(&'static str, String)>, DbError> {
         let text = |rows: Vec<String>| rows.join("\n");
         let mut plans = Vec::new();
         let latest = format!("EXPLAIN {}", latest_sql());
@@ -190,7 +203,7 @@ impl Db {
 impl Db {
     /// The partitions of `notifications` that hold rows now (the default
     /// partition included): those whose full scan an index must spare.
-    pub async fn partitions_holding_rows(&self) -> Result<Vec<String>, sqlx::Error> {
+    pub async fn partitions_holding_rows(&self) -> Result<Vec<String>, DbError> {
         let partitions: Vec<String> = sqlx::query_scalar(
             "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
              WHERE i.inhparent = 'notifications'::regclass ORDER BY 1",

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::DbError;
 use super::rows::headers_from_json;
 use super::write::{database_reason, is_outage};
 use super::{Db, StoredRow};
@@ -28,7 +29,7 @@ impl Db {
         offsets: (Option<i64>, Option<i64>),
         after_id: i64,
         limit: i64,
-    ) -> Result<Vec<StoredRecord>, sqlx::Error> {
+    ) -> Result<Vec<StoredRecord>, DbError> {
         #[derive(sqlx::FromRow)]
         struct Row {
             notification_id: i64,
@@ -99,7 +100,7 @@ impl Db {
     /// PostgreSQL refuses (found by halving the page, as [`Db::insert`]
     /// does) keeps the fields it had; it is returned with the reason, and
     /// every other row is updated. An outage is an error.
-    pub async fn update_fields(&self, rows: &[(i64, StoredRow)]) -> Result<(u64, Vec<(i64, String)>), sqlx::Error> {
+    pub async fn update_fields(&self, rows: &[(i64, StoredRow)]) -> Result<(u64, Vec<(i64, String)>), DbError> {
         let (mut updated, mut refused) = (0, Vec::new());
         let mut todo = vec![rows];
         while let Some(slice) = todo.pop() {
@@ -108,7 +109,7 @@ impl Db {
             }
             match self.update_batch(slice).await {
                 Ok(n) => updated += n,
-                Err(e) if is_outage(&e) => return Err(e),
+                Err(e) if is_outage(&e) => return Err(e.into()),
                 Err(e) => match slice {
                     [(id, _)] => refused.push((*id, database_reason(&e))),
                     _ => {

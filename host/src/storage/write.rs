@@ -2,6 +2,7 @@
 //! PostgreSQL refuses found and stored through the last resort, so that one
 //! record never stops the log. Also the API's insert.
 
+use super::DbError;
 use super::live::notify_stored_sql;
 use super::reads::{COLUMNS, NewApiNotification, Notification};
 use super::{Db, StoredRow};
@@ -188,10 +189,7 @@ fn col<T>(rows: &[StoredRow], f: impl Fn(&StoredRow) -> T) -> Vec<T> {
 /// forever, so the list of outages is the one kept short.
 pub(super) fn is_outage(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            ["08", "53", "57", "58", "40", "25", "55", "3D", "28"].iter().any(|class| code.starts_with(class))
-        }
+        sqlx::Error::Database(db) => super::error::is_outage_code(&db.code().unwrap_or_default()),
         // Encoding a value the driver itself refuses is about the row.
         sqlx::Error::Encode(_) | sqlx::Error::InvalidArgument(_) => false,
         _ => true,
@@ -211,7 +209,7 @@ impl Db {
     /// `notification.manual`, a new UUID as correlation id, source service
     /// `notification-service-api`, source topic `api`, and the event wrapped
     /// as `{"message": <event>}`. `raw_value` keeps the exact request body.
-    pub async fn insert_api(&self, n: &NewApiNotification, body: &[u8]) -> Result<Notification, sqlx::Error> {
+    pub async fn insert_api(&self, n: &NewApiNotification, body: &[u8]) -> Result<Notification, DbError> {
         let sql = format!(
             "WITH stored AS (INSERT INTO notifications (customer_id, runner_id, order_id, event, status, created_at, \
              source_topic, event_type, correlation_id, source_service, raw_value) \
@@ -228,6 +226,7 @@ impl Db {
             .bind(body)
             .fetch_one(&self.pool)
             .await
+            .map_err(DbError::from)
     }
 }
 

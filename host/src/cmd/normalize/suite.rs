@@ -169,7 +169,7 @@ fn samples_table(
             (Some(_), None, false) => "MISMATCH",
             (Some(_), None, true) => "ok",
         };
-        let routed = modules.route(&s.sample.record).unwrap_or_else(crate::normalize::builtin_label);
+        let routed = modules.route(&s.sample.record).unwrap_or_else(crate::modules::builtin_label);
         let note = match &own {
             Some(own) if *own != routed => format!("  (in this set, routed to {routed})"),
             _ => String::new(),

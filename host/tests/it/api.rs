@@ -2,11 +2,7 @@
 //! endpoint, status code and error case, and the JSON shape the original
 //! service's clients depend on.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
-mod common;
-
-use common::api::{Api, ingest};
+use crate::support::api::{Api, ingest};
 
 use std::sync::Arc;
 
@@ -16,14 +12,12 @@ use chrono::{DateTime, Utc};
 use http_body_util::BodyExt;
 use notification_host::config::{ApiCompat, Role};
 use notification_host::http::{AppState, router, router_for};
-use notification_host::normalize::Normalizer;
+use notification_host::modules::Normalizer;
 use notification_host::record::Record;
 use notification_host::storage::{Db, StoredRow};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tower::ServiceExt;
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 const T0: i64 = 1_743_760_800_000; // 2025-04-04T10:00:00Z
 
@@ -106,7 +100,7 @@ const KEYS: [&str; 11] = [
     "sourceService",
 ];
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn health_and_ready(pool: PgPool) {
     let api = Api::new(pool);
     assert_eq!(api.get("/health").await, (StatusCode::OK, json!({"status": "healthy"})));
@@ -118,7 +112,7 @@ async fn health_and_ready(pool: PgPool) {
     assert_eq!(body["reasons"].as_array().unwrap().len(), 2, "{body}");
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn latest_keeps_the_original_shape(pool: PgPool) {
     ingest(&pool, saga_events()).await;
     let api = Api::new(pool);
@@ -138,7 +132,7 @@ async fn latest_keeps_the_original_shape(pool: PgPool) {
     assert!(body.get("relation").is_none());
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn unknown_order_is_404_with_the_original_message(pool: PgPool) {
     let api = Api::new(pool);
     let expected = (StatusCode::NOT_FOUND, json!({"error": "No notifications found for this order."}));
@@ -147,7 +141,7 @@ async fn unknown_order_is_404_with_the_original_message(pool: PgPool) {
     assert_eq!(api.get("/order/nope/timeline").await, expected);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn order_history_is_oldest_first(pool: PgPool) {
     ingest(&pool, saga_events()).await;
     let api = Api::new(pool);
@@ -157,7 +151,7 @@ async fn order_history_is_oldest_first(pool: PgPool) {
     assert_eq!(types, ["order.created", "payment.authorized", "ORDER_ACCEPTED", "payment.noted"]);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn timeline_joins_the_saga(pool: PgPool) {
     ingest(&pool, saga_events()).await;
     let api = Api::new(pool);
@@ -183,7 +177,7 @@ async fn timeline_joins_the_saga(pool: PgPool) {
     assert_eq!(body["truncated"], false);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn correlation_lists_one_saga(pool: PgPool) {
     ingest(&pool, saga_events()).await;
     let api = Api::new(pool);
@@ -193,7 +187,7 @@ async fn correlation_lists_one_saga(pool: PgPool) {
     assert_eq!(api.get("/correlation/none").await.0, StatusCode::NOT_FOUND);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn non_json_values_come_back_as_text(pool: PgPool) {
     ingest(&pool, saga_events()).await;
     let api = Api::new(pool);
@@ -203,7 +197,7 @@ async fn non_json_values_come_back_as_text(pool: PgPool) {
     assert!(n["ingestNote"].as_str().unwrap().contains("not JSON"));
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn list_filters_and_pages_without_gaps_or_repeats(pool: PgPool) {
     ingest(&pool, saga_events()).await;
     let api = Api::new(pool.clone());
@@ -245,7 +239,7 @@ async fn list_filters_and_pages_without_gaps_or_repeats(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn invalid_queries_are_400_json(pool: PgPool) {
     let api = Api::new(pool);
     // One byte over the longest id a request may carry (MAX_ID_BYTES).
@@ -286,12 +280,12 @@ async fn snapshot(pool: &PgPool) -> String {
         .unwrap()
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn hostile_requests_are_4xx_json_and_change_nothing(pool: PgPool) {
     ingest(&pool, vec![("orders", 0, 1, 1_743_760_800_000, r#"{"order_id": "o-1", "customer_id": "c-1"}"#)]).await;
     let before = snapshot(&pool).await;
     assert!(before.contains("o-1"), "{before}");
-    let api = Api::with_token(pool.clone(), Some("s3cret"));
+    let api = Api::with_token(pool.clone(), Some("t0k3n-0123456789abcdef"));
     // Percent-encoded: SQL and JSON injection, NUL, overlong and invalid
     // UTF-8, path tricks, format strings, an overlong value.
     let long = "y".repeat(5000);
@@ -348,9 +342,9 @@ async fn hostile_requests_are_4xx_json_and_change_nothing(pool: PgPool) {
         for (ct, auth) in [
             (Some("application/json"), None),
             (Some("application/json"), Some("Bearer wrong")),
-            (Some("text/plain"), Some("Bearer s3cret")),
-            (Some("application/x-www-form-urlencoded"), Some("Bearer s3cret")),
-            (None, Some("Bearer s3cret")),
+            (Some("text/plain"), Some("Bearer t0k3n-0123456789abcdef")),
+            (Some("application/x-www-form-urlencoded"), Some("Bearer t0k3n-0123456789abcdef")),
+            (None, Some("Bearer t0k3n-0123456789abcdef")),
         ] {
             let (status, answer) = api.post("/send-notification", ct, auth, body).await;
             assert!(status.is_client_error(), "{ct:?} {auth:?} {body}: {status} {answer}");
@@ -359,13 +353,14 @@ async fn hostile_requests_are_4xx_json_and_change_nothing(pool: PgPool) {
         let (status, answer) = api.post("/order/o-1/latest", Some("application/json"), None, body).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{answer}");
     }
-    let (status, _) =
-        api.post("/send-notification", Some("application/json"), Some("Bearer s3cret"), vec![0xff, 0xfe]).await;
+    let (status, _) = api
+        .post("/send-notification", Some("application/json"), Some("Bearer t0k3n-0123456789abcdef"), vec![0xff, 0xfe])
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(snapshot(&pool).await, before, "a hostile request changed the table");
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn send_notification_stores_an_api_row(pool: PgPool) {
     let api = Api::new(pool);
     let body = json!({"customerId": "cust-9", "orderId": "o-9", "event": {"type": "ORDER_CREATED", "total": 12}, "runnerId": "r-1"});
@@ -394,7 +389,7 @@ async fn send_notification_stores_an_api_row(pool: PgPool) {
     assert_eq!(latest["notificationId"], n["notificationId"]);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn send_notification_rejects_bad_requests_without_storing(pool: PgPool) {
     let api = Api::new(pool.clone());
     let good = json!({"customerId": "c", "orderId": "o", "event": "E"}).to_string();
@@ -431,22 +426,29 @@ async fn send_notification_rejects_bad_requests_without_storing(pool: PgPool) {
     assert_eq!(count, 0, "nothing was stored");
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn send_notification_requires_the_token_when_set(pool: PgPool) {
-    let api = Api::with_token(pool, Some("s3cret"));
+    let api = Api::with_token(pool, Some("t0k3n-0123456789abcdef"));
     let body = json!({"customerId": "c", "orderId": "o", "event": "E"}).to_string();
-    for auth in [None, Some("Bearer wrong"), Some("s3cret"), Some("Basic czNjcmV0"), Some("Bearer s3cret2")] {
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("t0k3n-0123456789abcdef"),
+        Some("Basic czNjcmV0"),
+        Some("Bearer t0k3n-0123456789abcdef2"),
+    ] {
         let (status, answer) = api.post("/send-notification", Some("application/json"), auth, body.clone()).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}");
         assert_eq!(answer["success"], false);
     }
-    let (status, _) = api.post("/send-notification", Some("application/json"), Some("Bearer s3cret"), body).await;
+    let (status, _) =
+        api.post("/send-notification", Some("application/json"), Some("Bearer t0k3n-0123456789abcdef"), body).await;
     assert_eq!(status, StatusCode::CREATED);
     // Reads stay open.
     assert_eq!(api.get("/order/o/latest").await.0, StatusCode::OK);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn metrics_count_requests_by_route(pool: PgPool) {
     let api = Api::new(pool);
     api.get("/order/x/latest").await;
@@ -467,7 +469,7 @@ async fn metrics_count_requests_by_route(pool: PgPool) {
 /// Every path and method in /openapi.json is served by the router (never a
 /// 404 "No such endpoint" or 405), and every route the router serves is in the
 /// document.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn openapi_matches_the_real_routes(pool: PgPool) {
     let api = Api::new(pool);
     let (status, doc) = api.get("/openapi.json").await;
@@ -514,7 +516,7 @@ async fn openapi_matches_the_real_routes(pool: PgPool) {
 /// 1,000,000 rows), with the rows in their monthly partitions as the host
 /// writes them: a full scan of a partition that holds rows fails, one of an
 /// empty month ahead does not.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn every_api_query_uses_an_index(pool: PgPool) {
     let db = Db::from_pool(pool.clone());
     let first = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
@@ -554,9 +556,9 @@ async fn every_api_query_uses_an_index(pool: PgPool) {
 /// An id of any length is stored whole and found by its full value: a
 /// 5,000-character correlation id (a token pasted into the wrong field) and a
 /// 9,000-character order id, through every read endpoint.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn ids_thousands_of_characters_long_are_found_whole(pool: PgPool) {
-    let (saga, order) = (common::incompressible(5000, 7), common::incompressible(9000, 11));
+    let (saga, order) = (crate::support::incompressible(5000, 7), crate::support::incompressible(9000, 11));
     let first =
         format!(r#"{{"type": "order.created", "correlation_id": "{saga}", "payload": {{"order_id": "{order}"}}}}"#);
     let second = format!(r#"{{"type": "payment.authorized", "correlation_id": "{saga}", "payload": {{}}}}"#);
@@ -584,7 +586,7 @@ async fn ids_thousands_of_characters_long_are_found_whole(pool: PgPool) {
 
 /// The original's rules for an optional `runnerId`: absent, null, `""`,
 /// `"None"` and `"null"` are all stored as NULL; the original's 400 texts.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn send_notification_treats_optional_fields_as_the_original(pool: PgPool) {
     let api = Api::new(pool.clone());
     let runners = [None, Some(json!(null)), Some(json!("")), Some(json!("None")), Some(json!("null"))];
@@ -630,7 +632,7 @@ async fn send_notification_treats_optional_fields_as_the_original(pool: PgPool) 
 
 /// The notification's JSON types and formats, in both shapes: what a client
 /// of the original parses.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn notification_types_and_formats_in_both_shapes(pool: PgPool) {
     ingest(&pool, saga_events()).await;
     let api = Api::new(pool.clone());
@@ -666,7 +668,7 @@ async fn notification_types_and_formats_in_both_shapes(pool: PgPool) {
 /// `GET /order/{id}` and `GET /correlation/{id}` are bounded: the body keeps
 /// the original's shape (an array), and `Link`/`X-Next-Cursor` lead to the
 /// rest, without gaps or repeats.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn order_and_correlation_answers_are_bounded_and_page(pool: PgPool) {
     let values: Vec<String> = (0..7)
         .map(|i| format!(r#"{{"type": "e{i}", "correlation_id": "hot", "payload": {{"order_id": "big"}}}}"#))
@@ -713,7 +715,7 @@ async fn order_and_correlation_answers_are_bounded_and_page(pool: PgPool) {
 }
 
 /// CORS for the configured origins only; none without the setting.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn cors_allows_the_configured_origins(pool: PgPool) {
     let mut api = Api::new(pool);
     let preflight = |origin: &str| {
@@ -744,7 +746,7 @@ async fn cors_allows_the_configured_origins(pool: PgPool) {
 }
 
 /// An ingest-only replica serves operations, not the API.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn an_ingest_replica_serves_operations_only(pool: PgPool) {
     let api = Api::new(pool);
     let status_of = |uri: &'static str| {
@@ -760,7 +762,7 @@ async fn an_ingest_replica_serves_operations_only(pool: PgPool) {
 /// The served OpenAPI document passes a standard OpenAPI validator
 /// (openapi-spec-validator, installed by scripts/test), and `/apidocs/`
 /// renders a reference of every operation from it, with no external asset.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn openapi_is_valid_and_apidocs_render_it(pool: PgPool) {
     let api = Api::new(pool);
     let (_, doc) = api.get("/openapi.json").await;
@@ -793,7 +795,7 @@ async fn openapi_is_valid_and_apidocs_render_it(pool: PgPool) {
 
 /// A record's key and headers come back faithfully: text as text, other bytes
 /// in base64, headers in order with repeats and nulls.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn key_and_headers_are_shown_faithfully(pool: PgPool) {
     let db = Db::from_pool(pool.clone());
     let record = |offset: i64, key: &[u8]| Record {

@@ -2,8 +2,6 @@
 //! set is one the host reads, ports and paths match what it listens on and
 //! serves, and the modules directory is where the image puts the modules.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
 use std::collections::BTreeSet;
 
 use notification_host::config::env;

@@ -2,29 +2,15 @@
 //! per-module limits, guest diagnostics, and the tester (`normalize
 //! --manifest/--dir`) giving the live host's verdict, `--bless`, `new`.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use notification_host::modules::{Modules, ModulesConfig};
+use notification_host::modules::{Manifest, ManifestLimits, Modules, ModulesConfig};
 use notification_host::record::Record;
-use notification_host::runtime::{Breaker, CallError, Limits, Runtime};
 
-fn record(topic: &str, offset: i64, value: &str) -> Record {
-    Record {
-        topic: topic.into(),
-        partition: 0,
-        offset,
-        timestamp: None,
-        key: None,
-        headers: vec![],
-        value: Some(value.as_bytes().to_vec()),
-    }
-}
+use crate::support::record;
+use notification_host::runtime::{Breaker, CallError, Limits, Runtime};
 
 const ORDER_CREATED: &str = r#"{"type": "order.created", "correlation_id": "c-1", "source": "order-service", "payload": {"order_id": "42", "customer_id": "u-1", "status": "PENDING"}}"#;
 
@@ -37,7 +23,7 @@ fn run_cli(args: &[&str]) -> (String, String, i32) {
 /// its manifest must repeat.
 fn identity(fixture: &str) -> (String, String) {
     let runtime = Runtime::new(Limits::default()).unwrap();
-    match runtime.load_file(&common::component(fixture)) {
+    match runtime.load_file(&crate::support::component(fixture)) {
         Ok(c) => {
             let d = c.descriptor().unwrap();
             (d.name.clone(), d.version.clone())
@@ -50,9 +36,16 @@ fn identity(fixture: &str) -> (String, String) {
 /// A module in `dir`: `<file>.toml`, `<file>.wasm` (a copy of `fixture`) and,
 /// if given, `<file>.samples.jsonl`; the manifest names the component's own
 /// name and version.
-fn module(dir: &Path, file: &str, fixture: &str, topics: &str, extra: &str, samples: Option<&str>) -> PathBuf {
+fn module(
+    dir: &Path,
+    file: &str,
+    fixture: &str,
+    topics: &str,
+    limits: ManifestLimits,
+    samples: Option<&str>,
+) -> PathBuf {
     let (name, version) = identity(fixture);
-    manifest_as(dir, file, &name, &version, fixture, topics, extra, samples)
+    manifest_as(dir, file, &name, &version, fixture, topics, limits, samples)
 }
 
 /// [`module`] with the manifest's name and version given.
@@ -64,26 +57,19 @@ fn manifest_as(
     version: &str,
     fixture: &str,
     topics: &str,
-    extra: &str,
+    limits: ManifestLimits,
     samples: Option<&str>,
 ) -> PathBuf {
-    std::fs::copy(common::component(fixture), dir.join(format!("{file}.wasm"))).unwrap();
-    let samples_line = match samples {
-        Some(text) => {
-            std::fs::write(dir.join(format!("{file}.samples.jsonl")), text).unwrap();
-            format!("samples = \"{file}.samples.jsonl\"\n")
-        }
-        None => String::new(),
-    };
-    let manifest = dir.join(format!("{file}.toml"));
-    std::fs::write(
-        &manifest,
-        format!(
-            "name = \"{name}\"\nversion = \"{version}\"\ncomponent = \"{file}.wasm\"\n{samples_line}{extra}\n[match]\ntopics = [\"{topics}\"]\n"
-        ),
-    )
-    .unwrap();
-    manifest
+    std::fs::copy(crate::support::component(fixture), dir.join(format!("{file}.wasm"))).unwrap();
+    let mut manifest = Manifest::new(name, version, format!("{file}.wasm"), &[topics]);
+    manifest.limits = limits;
+    if let Some(text) = samples {
+        std::fs::write(dir.join(format!("{file}.samples.jsonl")), text).unwrap();
+        manifest.samples = Some(format!("{file}.samples.jsonl").into());
+    }
+    let path = dir.join(format!("{file}.toml"));
+    std::fs::write(&path, manifest.to_toml().unwrap()).unwrap();
+    path
 }
 
 fn live(dir: &Path) -> Modules {
@@ -101,14 +87,14 @@ fn live(dir: &Path) -> Modules {
 }
 
 fn builtin(value: &str) -> notification_host::record::Fields {
-    notification_host::normalize::builtin_fields(&record("t", 0, value))
+    notification_host::modules::builtin_fields(&record("t", 0, value))
 }
 
 #[test]
 fn both_contract_versions_run_side_by_side_and_1_1_refines_the_builtin_answer() {
     let runtime = Runtime::new(Limits::default()).unwrap();
-    let old = runtime.load_file(&common::component("normalizer_default")).unwrap();
-    let new = runtime.load_file(&common::component("fixture_refine")).unwrap();
+    let old = runtime.load_file(&crate::support::component("normalizer_default")).unwrap();
+    let new = runtime.load_file(&crate::support::component("fixture_refine")).unwrap();
     assert_eq!(old.contract(), "1.0.0");
     assert_eq!(new.contract(), "1.1.0");
 
@@ -131,8 +117,8 @@ fn both_contract_versions_run_side_by_side_and_1_1_refines_the_builtin_answer() 
 
     // And both live in one modules directory, each on its topics.
     let dir = tempfile::tempdir().unwrap();
-    module(dir.path(), "a-old", "normalizer_campus_delivery", "old_*", "", None);
-    module(dir.path(), "b-new", "fixture_refine", "new_*", "", None);
+    module(dir.path(), "a-old", "normalizer_campus_delivery", "old_*", ManifestLimits::default(), None);
+    module(dir.path(), "b-new", "fixture_refine", "new_*", ManifestLimits::default(), None);
     let modules = live(dir.path());
     let infos = modules.list();
     assert_eq!(infos.len(), 2, "{:?}", modules.rejections());
@@ -147,7 +133,7 @@ fn both_contract_versions_run_side_by_side_and_1_1_refines_the_builtin_answer() 
 #[test]
 fn a_component_for_another_contract_version_is_refused_with_what_it_exports() {
     let runtime = Runtime::new(Limits::default()).unwrap();
-    let error = runtime.load_file(&common::component("fixture_wrong_contract")).err().unwrap();
+    let error = runtime.load_file(&crate::support::component("fixture_wrong_contract")).err().unwrap();
     let message = format!("{error:#}");
     assert!(message.contains("incompatible contract"), "{message}");
     assert!(message.contains("notification:normalizer/normalize@2.0.0"), "{message}");
@@ -157,7 +143,7 @@ fn a_component_for_another_contract_version_is_refused_with_what_it_exports() {
 #[test]
 fn what_a_module_prints_is_captured_per_call_and_capped() {
     let runtime = Runtime::new(Limits::default()).unwrap();
-    let refine = runtime.load_file(&common::component("fixture_refine")).unwrap();
+    let refine = runtime.load_file(&crate::support::component("fixture_refine")).unwrap();
     let records = [
         record("t", 10, ORDER_CREATED),
         record("t", 11, r#"{"debug": true}"#),
@@ -178,7 +164,7 @@ fn what_a_module_prints_is_captured_per_call_and_capped() {
     assert!(by_record[1].1.contains("refine cannot go on: the payload has no order"), "{by_record:?}");
 
     // A 1.0.0 module's panic message is captured too.
-    let trap = runtime.load_file(&common::component("fixture_trap")).unwrap();
+    let trap = runtime.load_file(&crate::support::component("fixture_trap")).unwrap();
     let run = trap.normalize(&refs[..1], &mut Breaker::unlimited());
     assert!(run.output[0].text.contains("this fixture always traps"), "{:?}", run.output);
 
@@ -194,14 +180,28 @@ fn what_a_module_prints_is_captured_per_call_and_capped() {
 #[test]
 fn a_manifest_sets_its_own_limits_within_the_host_maxima() {
     let dir = tempfile::tempdir().unwrap();
-    module(dir.path(), "fast", "fixture_spin", "fast", "[limits]\ndeadline_ms = 10\n", None);
-    module(dir.path(), "greedy", "normalizer_default", "greedy", "[limits]\nmemory_mib = 4096\n", None);
+    module(
+        dir.path(),
+        "fast",
+        "fixture_spin",
+        "fast",
+        ManifestLimits { deadline_ms: Some(10), ..Default::default() },
+        None,
+    );
+    module(
+        dir.path(),
+        "greedy",
+        "normalizer_default",
+        "greedy",
+        ManifestLimits { memory_mib: Some(4096), ..Default::default() },
+        None,
+    );
     module(
         dir.path(),
         "roomy",
         "normalizer_default",
         "roomy",
-        "[limits]\nmemory_mib = 256\nmax_output_bytes = 100\n",
+        ManifestLimits { memory_mib: Some(256), max_output_bytes: Some(100), ..Default::default() },
         None,
     );
     let modules = live(dir.path());
@@ -236,18 +236,32 @@ fn fixture_directory(dir: &Path) {
     };
     let good = ok(ORDER_CREATED);
     let wrong = good.replace(r#""order_id": "42""#, r#""order_id": "43""#);
-    module(dir, "a-default", "normalizer_default", "a", "", Some(&good));
-    module(dir, "b-refine", "fixture_refine", "b", "", Some(&good));
-    module(dir, "c-wrong-expectation", "fixture_refine", "c", "", Some(&wrong));
-    module(dir, "d-broken-line", "normalizer_default", "d", "", Some(&format!("{good}{{\"topic\": 1}}\n")));
-    module(dir, "e-trap", "fixture_trap", "e", "", Some(&good));
-    module(dir, "f-spin", "fixture_spin", "f", "", Some(&good));
-    module(dir, "g-memory-hog", "fixture_memory_hog", "g", "", Some(&good));
-    module(dir, "h-huge-output", "fixture_huge_output", "h", "", Some(&good));
-    module(dir, "i-wrong-contract", "fixture_wrong_contract", "i", "", Some(&good));
-    module(dir, "j-no-samples", "fixture_refine", "j", "", None);
-    module(dir, "k-over-limit", "fixture_refine", "k", "[limits]\ndeadline_ms = 5000\n", Some(&good));
-    manifest_as(dir, "l-not-itself", "refine", "0.2.0", "fixture_refine", "l", "", Some(&good));
+    module(dir, "a-default", "normalizer_default", "a", ManifestLimits::default(), Some(&good));
+    module(dir, "b-refine", "fixture_refine", "b", ManifestLimits::default(), Some(&good));
+    module(dir, "c-wrong-expectation", "fixture_refine", "c", ManifestLimits::default(), Some(&wrong));
+    module(
+        dir,
+        "d-broken-line",
+        "normalizer_default",
+        "d",
+        ManifestLimits::default(),
+        Some(&format!("{good}{{\"topic\": 1}}\n")),
+    );
+    module(dir, "e-trap", "fixture_trap", "e", ManifestLimits::default(), Some(&good));
+    module(dir, "f-spin", "fixture_spin", "f", ManifestLimits::default(), Some(&good));
+    module(dir, "g-memory-hog", "fixture_memory_hog", "g", ManifestLimits::default(), Some(&good));
+    module(dir, "h-huge-output", "fixture_huge_output", "h", ManifestLimits::default(), Some(&good));
+    module(dir, "i-wrong-contract", "fixture_wrong_contract", "i", ManifestLimits::default(), Some(&good));
+    module(dir, "j-no-samples", "fixture_refine", "j", ManifestLimits::default(), None);
+    module(
+        dir,
+        "k-over-limit",
+        "fixture_refine",
+        "k",
+        ManifestLimits { deadline_ms: Some(5000), ..Default::default() },
+        Some(&good),
+    );
+    manifest_as(dir, "l-not-itself", "refine", "0.2.0", "fixture_refine", "l", ManifestLimits::default(), Some(&good));
 }
 
 #[test]
@@ -307,7 +321,7 @@ fn bless_records_the_observed_fields_and_the_next_run_passes() {
     let producer = r#"{"type": "order.created", "payload": {"order_id": "7"}, "producer": "dispatch"}"#;
     let samples =
         format!("{}{}", line(ORDER_CREATED, r#"{"order_id": "1"}"#), line(producer, r#"{"source_service": null}"#));
-    let manifest = module(dir.path(), "refine", "fixture_refine", "t", "", Some(&samples));
+    let manifest = module(dir.path(), "refine", "fixture_refine", "t", ManifestLimits::default(), Some(&samples));
     let manifest = manifest.to_str().unwrap();
     let (out, _, code) = run_cli(&["normalize", "--manifest", manifest]);
     assert_eq!(code, 1, "{out}");
@@ -389,7 +403,7 @@ fn watch_judges_again_when_a_file_changes() {
         "{{\"topic\": \"t\", \"value_text\": {}, \"expected\": {{\"order_id\": \"42\"}}}}\n",
         serde_json::to_string(ORDER_CREATED).unwrap()
     );
-    let manifest = module(dir.path(), "w", "fixture_refine", "t", "", Some(&good));
+    let manifest = module(dir.path(), "w", "fixture_refine", "t", ManifestLimits::default(), Some(&good));
     let mut child = Command::new(env!("CARGO_BIN_EXE_notification-host"))
         .args(["normalize", "--watch", "--manifest", manifest.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())

@@ -2,21 +2,22 @@
 //! component give identical answers on one shared sample set, and both match
 //! the expected fields written in it.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
-mod common;
-
 use std::process::Command;
 use std::sync::Arc;
 
-use notification_host::normalize::{Module, Normalizer};
+use notification_host::modules::{Module, Normalizer};
 use notification_host::record::Record;
 use notification_host::runtime::{Limits, Runtime};
 use notification_host::samples;
 
+/// An edge case's value as a record.
+fn record(value: Vec<u8>) -> Record {
+    crate::support::record("edge", 0, value)
+}
+
 fn default_component() -> Normalizer {
     let runtime = Runtime::new(Limits::default()).unwrap();
-    let module = runtime.load_file(&common::component("normalizer_default")).unwrap();
+    let module = runtime.load_file(&crate::support::component("normalizer_default")).unwrap();
     let d = module.descriptor().unwrap().clone();
     Normalizer::Module(Arc::new(Module {
         component: module,
@@ -26,20 +27,8 @@ fn default_component() -> Normalizer {
 }
 
 fn golden_samples() -> Vec<samples::Sample> {
-    let text = std::fs::read_to_string(common::samples("default.jsonl")).unwrap();
+    let text = std::fs::read_to_string(crate::support::samples("default.jsonl")).unwrap();
     text.lines().map(|l| samples::parse_line(l).unwrap()).collect()
-}
-
-fn record(value: Vec<u8>) -> Record {
-    Record {
-        topic: "edge".into(),
-        partition: 0,
-        offset: 0,
-        timestamp: None,
-        key: None,
-        headers: vec![],
-        value: Some(value),
-    }
 }
 
 /// Values too large to keep in the sample file.
@@ -101,9 +90,9 @@ fn run_cli(args: &[&str]) -> (String, String, i32) {
 
 #[test]
 fn cli_prints_the_same_lines_natively_and_with_the_component() {
-    let samples = common::samples("default.jsonl");
+    let samples = crate::support::samples("default.jsonl");
     let samples = samples.to_str().unwrap();
-    let module = common::component("normalizer_default");
+    let module = crate::support::component("normalizer_default");
     let (native, err, code) = run_cli(&["normalize", samples]);
     assert_eq!(code, 0, "{err}");
     let (wasm, err, code) = run_cli(&["normalize", "--module", module.to_str().unwrap(), samples]);
@@ -174,7 +163,7 @@ fn cli_reads_stdin_and_rejects_a_broken_module() {
 #[test]
 fn campus_delivery_golden_samples_pass_through_the_cli() {
     let samples = concat!(env!("CARGO_MANIFEST_DIR"), "/../normalizers/campus-delivery/samples.jsonl");
-    let module = common::component("normalizer_campus_delivery");
+    let module = crate::support::component("normalizer_campus_delivery");
     let (out, err, code) = run_cli(&["normalize", "--module", module.to_str().unwrap(), samples]);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();

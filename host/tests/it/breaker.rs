@@ -3,31 +3,23 @@
 //! deadlines, not one deadline per record of the batch. It is half-open: after
 //! the cooldown a trial batch brings a recovered module back.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
-mod common;
-
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
 use notification_host::metrics::Metrics;
-use notification_host::modules::{Modules, ModulesConfig};
+use notification_host::modules::{Manifest, Modules, ModulesConfig};
 use notification_host::record::Record;
+
+use crate::support::{self, RecordExt};
 use notification_host::runtime::{Limits, Runtime};
 
 const QUARANTINE_AFTER: u64 = 10;
 
+/// A record with an order id and status, timed by its offset.
 fn record(topic: &str, offset: i64) -> Record {
-    Record {
-        topic: topic.into(),
-        partition: 0,
-        offset,
-        timestamp: Some(1_743_760_800_000 + offset),
-        key: None,
-        headers: Vec::new(),
-        value: Some(format!(r#"{{"order_id": "o-{offset}", "status": "PAID"}}"#).into_bytes()),
-    }
+    support::record(topic, offset, format!(r#"{{"order_id": "o-{offset}", "status": "PAID"}}"#))
+        .at(1_743_760_800_000 + offset)
 }
 
 fn modules_with(fixture: &str, topics: &str) -> (Modules, tempfile::TempDir) {
@@ -45,14 +37,9 @@ fn modules_reporting(
     metrics: Arc<Metrics>,
 ) -> (Modules, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(common::component(&format!("fixture_{fixture}")), dir.path().join("m.wasm")).unwrap();
-    std::fs::write(
-        dir.path().join("m.toml"),
-        format!(
-            "name = \"{fixture}\"\nversion = \"0.1.0\"\ncomponent = \"m.wasm\"\n[match]\ntopics = [\"{topics}\"]\n"
-        ),
-    )
-    .unwrap();
+    std::fs::copy(crate::support::component(&format!("fixture_{fixture}")), dir.path().join("m.wasm")).unwrap();
+    std::fs::write(dir.path().join("m.toml"), Manifest::new(fixture, "0.1.0", "m.wasm", &[topics]).to_toml().unwrap())
+        .unwrap();
     let modules = Modules::with_metrics(
         Runtime::new(Limits::default()).unwrap(),
         ModulesConfig {

@@ -4,21 +4,14 @@
 //! style) and escapes what records hold. The browser tests in
 //! `tests/tests/console.rs` drive the same pages in Chromium.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
-mod common;
-
+use crate::support::api::{Api, ingest};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common::api::{Api, ingest};
 use http_body_util::BodyExt;
-use notification_host::http::access::ReadToken;
 use notification_host::http::console::CONTENT_SECURITY_POLICY;
 use notification_host::http::router;
 use sqlx::PgPool;
 use tower::ServiceExt;
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 const T0: i64 = 1_743_760_800_000; // 2025-04-04T10:00:00Z
 
@@ -100,7 +93,7 @@ async fn record_ids(pool: &PgPool) -> Vec<i64> {
         .unwrap()
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn every_page_carries_the_policy_and_keeps_to_it(pool: PgPool) {
     ingest(&pool, saga()).await;
     let api = Api::new(pool.clone());
@@ -151,7 +144,7 @@ async fn every_page_carries_the_policy_and_keeps_to_it(pool: PgPool) {
     assert_eq!(api.page("/ui/assets/console-000000.js", &[]).await.0, StatusCode::NOT_FOUND);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn the_order_page_tells_where_the_saga_stopped(pool: PgPool) {
     ingest(&pool, saga()).await;
     let api = Api::new(pool.clone());
@@ -193,7 +186,7 @@ async fn the_order_page_tells_where_the_saga_stopped(pool: PgPool) {
     assert!(landing.contains("href=\"/ui/order/42\""), "recent orders list order 42: {landing}");
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn search_goes_to_the_page_of_the_kind_of_id(pool: PgPool) {
     ingest(&pool, saga()).await;
     // An id that is both an order and a customer.
@@ -235,7 +228,7 @@ const HOSTILE: [&str; 6] = [
     "<style>body{display:none}</style>",
 ];
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn what_records_hold_is_shown_as_text(pool: PgPool) {
     let values: Vec<String> = HOSTILE
         .iter()
@@ -272,7 +265,7 @@ async fn what_records_hold_is_shown_as_text(pool: PgPool) {
     assert!(order.contains("href=\"/ui/customer/javascript%3Aalert%281%29\""), "an id link stays a path");
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn a_megabyte_value_is_cut_with_a_link_to_all_of_it(pool: PgPool) {
     let big = format!(r#"{{"type": "big", "payload": {{"order_id": "o-big", "blob": "{}"}}}}"#, "x".repeat(1_000_000));
     let binary: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8 | 0x80).collect();
@@ -287,7 +280,7 @@ async fn a_megabyte_value_is_cut_with_a_link_to_all_of_it(pool: PgPool) {
         headers: vec![],
         value: Some(binary.clone()),
     };
-    let normalized = notification_host::normalize::Normalizer::Builtin.normalize(std::slice::from_ref(&record));
+    let normalized = notification_host::modules::Normalizer::Builtin.normalize(std::slice::from_ref(&record));
     let row = notification_host::storage::StoredRow::from_record(record, normalized.into_iter().next().unwrap());
     db.insert(&[row]).await.unwrap();
     let ids = record_ids(&pool).await;
@@ -315,7 +308,7 @@ async fn a_megabyte_value_is_cut_with_a_link_to_all_of_it(pool: PgPool) {
     assert_eq!(response.into_body().collect().await.unwrap().to_bytes().as_ref(), binary.as_slice());
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn one_notification_by_its_id_over_the_api(pool: PgPool) {
     ingest(&pool, saga()).await;
     let id = record_ids(&pool).await[1];
@@ -328,11 +321,10 @@ async fn one_notification_by_its_id_over_the_api(pool: PgPool) {
     assert_eq!(api.get("/notifications/abc").await.0, StatusCode::BAD_REQUEST);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn with_a_read_token_every_read_needs_it(pool: PgPool) {
     ingest(&pool, saga()).await;
-    let mut api = Api::new(pool);
-    api.state.read_token = ReadToken::new(Some("s3cret"));
+    let api = Api::with_args(pool, &["--read-token", "t0k3n-0123456789abcdef"]);
 
     // Every documented GET but the probes and the metrics is a read.
     let doc = notification_host::http::openapi();
@@ -348,7 +340,7 @@ async fn with_a_read_token_every_read_needs_it(pool: PgPool) {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
         assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
         assert!(body.contains("A valid read token is required."), "{uri}: {body}");
-        let (status, _, _) = api.page(&uri, &[("authorization", "Bearer s3cret")]).await;
+        let (status, _, _) = api.page(&uri, &[("authorization", "Bearer t0k3n-0123456789abcdef")]).await;
         assert_ne!(status, StatusCode::UNAUTHORIZED, "{uri} with the token");
         assert_eq!(api.page(&uri, &[("authorization", "Bearer wrong")]).await.0, StatusCode::UNAUTHORIZED, "{uri}");
         reads += 1;
@@ -389,12 +381,12 @@ async fn with_a_read_token_every_read_needs_it(pool: PgPool) {
     let wrong = login("token=nope&next=%2Fui%2Forder%2F42").await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     assert!(wrong.headers().get(header::SET_COOKIE).is_none());
-    let right = login("token=s3cret&next=%2Fui%2Forder%2F42").await;
+    let right = login("token=t0k3n-0123456789abcdef&next=%2Fui%2Forder%2F42").await;
     assert_eq!(right.status(), StatusCode::SEE_OTHER);
     assert_eq!(right.headers()[header::LOCATION], "/ui/order/42");
     let cookie = right.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Path=/"), "{cookie}");
-    assert!(!cookie.contains("s3cret"));
+    assert!(!cookie.contains("t0k3n-0123456789abcdef"));
     let pair = cookie.split(';').next().unwrap().to_owned();
     let (status, _, html) = api.page("/ui/order/42", &[("cookie", &pair)]).await;
     assert_eq!(status, StatusCode::OK);
@@ -402,6 +394,6 @@ async fn with_a_read_token_every_read_needs_it(pool: PgPool) {
     // The cookie reads the API too (the record page links to it).
     assert_eq!(api.page("/order/42", &[("cookie", &pair)]).await.0, StatusCode::OK);
     // A sign-in never sends the browser to another site.
-    let elsewhere = login("token=s3cret&next=%2F%2Fevil.example%2F").await;
+    let elsewhere = login("token=t0k3n-0123456789abcdef&next=%2F%2Fevil.example%2F").await;
     assert_eq!(elsewhere.headers()[header::LOCATION], "/ui");
 }

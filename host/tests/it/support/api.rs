@@ -7,15 +7,17 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use notification_host::config::ApiCompat;
+use notification_host::config::Cli;
 use notification_host::http::{AppState, router};
 use notification_host::metrics::Metrics;
-use notification_host::normalize::Normalizer;
+use notification_host::modules::{Modules, ModulesConfig, Normalizer};
 use notification_host::record::Record;
+use notification_host::runtime::Runtime;
 use notification_host::status::Status;
 use notification_host::storage::{Db, StoredRow};
 use serde_json::Value;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 /// The router over a real database, with the state `serve` builds.
@@ -28,43 +30,39 @@ impl Api {
         Api::with_token(pool, None)
     }
 
-    pub fn with_token(pool: PgPool, token: Option<&str>) -> Api {
+    /// The state `serve` builds, with `args` as its flags (e.g.
+    /// `["--api-token", "..."]`).
+    pub fn with_args(pool: PgPool, args: &[&str]) -> Api {
         let status = Arc::new(Status::default());
         status.set_db_up(true);
         status.set_subscribed(1);
         status.set_assigned(3);
-        let metrics = Arc::new(Metrics::default());
-        let db = Db::from_pool(pool);
-        Api {
-            state: AppState {
-                live: notification_host::http::console::LiveFeed::new(
-                    db.clone(),
-                    metrics.clone(),
-                    tokio_util::sync::CancellationToken::new(),
-                ),
-                read_token: None,
-                db,
-                status,
-                metrics,
-                api_token: token.map(Arc::from),
-                max_body_bytes: 1 << 20,
-                modules: Arc::new(notification_host::modules::Modules::new(
-                    notification_host::runtime::Runtime::new(Default::default()).unwrap(),
-                    notification_host::modules::ModulesConfig {
-                        dir: None,
-                        quarantine_after: 10,
-                        quarantine_cooldown: std::time::Duration::from_secs(30),
-                        maxima: Default::default(),
-                    },
-                )),
-                compat: ApiCompat::Current,
-                cors_allowed_origins: Arc::from(Vec::new()),
-                admin_token: None,
-                admin_max_body_bytes: 1 << 20,
-                module_settings: Arc::new(
-                    <notification_host::config::Cli as clap::Parser>::parse_from(["notification-host"]).serve.modules,
-                ),
+        let cli = <Cli as clap::Parser>::parse_from(std::iter::once("notification-host").chain(args.iter().copied()));
+        let modules = Arc::new(Modules::new(
+            Runtime::new(Default::default()).unwrap(),
+            ModulesConfig {
+                dir: None,
+                quarantine_after: 10,
+                quarantine_cooldown: std::time::Duration::from_secs(30),
+                maxima: Default::default(),
             },
+        ));
+        let state = AppState::new(
+            &cli.serve,
+            Db::from_pool(pool),
+            status,
+            Arc::new(Metrics::default()),
+            modules,
+            CancellationToken::new(),
+        )
+        .unwrap();
+        Api { state }
+    }
+
+    pub fn with_token(pool: PgPool, token: Option<&str>) -> Api {
+        match token {
+            Some(token) => Api::with_args(pool, &["--api-token", token]),
+            None => Api::with_args(pool, &[]),
         }
     }
 

@@ -99,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
     let sample_records = records(&a.projects.join("rust"), "rust-dispatch", 6_400)?;
     let started = Instant::now();
     for r in &sample_records {
-        std::hint::black_box(notification_host::normalize::builtin_fields(r));
+        std::hint::black_box(notification_host::modules::builtin_fields(r));
     }
     let native = started.elapsed() / sample_records.len() as u32;
 

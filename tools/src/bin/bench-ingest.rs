@@ -24,7 +24,7 @@ use anyhow::{Context as _, bail};
 use chrono::Utc;
 use futures_util::StreamExt as _;
 use notification_e2e::{Host, HostOptions, Kafka, Out, fresh_database, produce, rss_peak_kib};
-use notification_host::normalize::{Module, Normalizer};
+use notification_host::modules::{Module, Normalizer};
 use notification_host::record::Record;
 use notification_host::runtime::{Limits, Runtime};
 use notification_host::storage::StoredRow;

@@ -2,39 +2,32 @@
 //! JSON members besides its topic and headers, and a module that answers
 //! `unsupported` passes the record to the next matching module.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use notification_host::modules::{Modules, ModulesConfig};
+use notification_host::modules::{Manifest, Modules, ModulesConfig};
 use notification_host::record::Record;
-use notification_host::runtime::{Limits, Runtime};
 
+use crate::support::{self, RecordExt};
+
+/// A record with an optional key.
 fn record(topic: &str, key: Option<&str>, value: &[u8]) -> Record {
-    Record {
-        topic: topic.into(),
-        partition: 0,
-        offset: 0,
-        timestamp: None,
-        key: key.map(|k| k.as_bytes().to_vec()),
-        headers: vec![],
-        value: Some(value.to_vec()),
+    let r = support::record(topic, 0, value);
+    match key {
+        Some(k) => r.keyed(k.as_bytes()),
+        None => r,
     }
 }
+use notification_host::runtime::{Limits, Runtime};
 
 /// A module file pair; the manifest repeats the component's own name and
 /// version (`name@version` below).
 fn module(dir: &Path, file: &str, name_at_version: &str, fixture: &str, rules: &str) {
     let (name, version) = name_at_version.split_once('@').unwrap();
-    std::fs::copy(common::component(fixture), dir.join(format!("{file}.wasm"))).unwrap();
-    std::fs::write(
-        dir.join(format!("{file}.toml")),
-        format!("name = \"{name}\"\nversion = \"{version}\"\ncomponent = \"{file}.wasm\"\n[match]\n{rules}\n"),
-    )
-    .unwrap();
+    std::fs::copy(crate::support::component(fixture), dir.join(format!("{file}.wasm"))).unwrap();
+    let mut manifest = Manifest::new(name, version, format!("{file}.wasm"), &[]);
+    manifest.rules = toml::from_str(rules).unwrap();
+    std::fs::write(dir.join(format!("{file}.toml")), manifest.to_toml().unwrap()).unwrap();
 }
 
 fn modules(dir: &Path) -> Modules {
@@ -174,12 +167,12 @@ fn the_store_overrides_a_file_only_with_a_live_version() {
     module(dir.path(), "m", "versioned@2.0.0", "fixture_versioned_2_0_0", "topics = [\"t\"]");
     let m = modules(dir.path());
     let stored = |component: Vec<u8>| {
-        let manifest = "name = \"versioned\"\nversion = \"1.0.0\"\ncomponent = \"x\"\n[match]\ntopics = [\"t\"]\n";
-        let hash = content_hash(&component, manifest, None);
+        let manifest = Manifest::new("versioned", "1.0.0", "x", &["t"]).to_toml().unwrap();
+        let hash = content_hash(&component, &manifest, None);
         Arc::new(StoredModule {
             name: "versioned".into(),
             version: "1.0.0".into(),
-            manifest: manifest.into(),
+            manifest,
             component,
             samples: None,
             hash,
@@ -189,7 +182,7 @@ fn the_store_overrides_a_file_only_with_a_live_version() {
     m.set_store(vec![stored(b"\0asm not a component".to_vec())], vec![]);
     assert_eq!(labels(&m), ["versioned@2.0.0"], "a refused stored version leaves the file serving");
     assert!(m.rejections().iter().any(|r| r.manifest == "store:versioned"), "{:?}", m.rejections());
-    m.set_store(vec![stored(std::fs::read(common::component("fixture_versioned_1_0_0")).unwrap())], vec![]);
+    m.set_store(vec![stored(std::fs::read(crate::support::component("fixture_versioned_1_0_0")).unwrap())], vec![]);
     assert_eq!(labels(&m), ["versioned@1.0.0"], "a live stored version wins");
     assert!(m.rejections().iter().any(|r| r.reason.contains("overridden by the module store")), "{:?}", m.rejections());
     m.set_store(vec![], vec![]);

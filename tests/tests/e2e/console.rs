@@ -276,7 +276,8 @@ async fn hostile_values_render_inert_in_a_browser() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_read_token_guards_the_console_in_a_browser() {
     let prefix = unique("uit");
-    let (host, _pool) = start_with_saga(&prefix, vec![("READ_TOKEN".into(), "night-shift-token".into())]).await;
+    let (host, _pool) =
+        start_with_saga(&prefix, vec![("READ_TOKEN".into(), "night-shift-token-0123456789".into())]).await;
     let base = format!("http://{}", host.http);
     assert_eq!(http_get(host.http, "/order/4242").unwrap().0, 401, "the API needs the token");
     assert_eq!(http_get(host.http, "/health").unwrap().0, 200);
@@ -294,7 +295,7 @@ async fn the_read_token_guards_the_console_in_a_browser() {
             Duration::from_secs(10),
         )
         .await;
-    c.find(Locator::Css("input[name=token]")).await.unwrap().send_keys("night-shift-token").await.unwrap();
+    c.find(Locator::Css("input[name=token]")).await.unwrap().send_keys("night-shift-token-0123456789").await.unwrap();
     c.find(Locator::Css("main form button")).await.unwrap().click().await.unwrap();
     browser
         .wait_for(
@@ -308,7 +309,7 @@ async fn the_read_token_guards_the_console_in_a_browser() {
     let cookie = cookies.iter().find(|k| k.name() == "nh_read").expect("the console's cookie");
     assert_eq!(cookie.http_only(), Some(true));
     assert_eq!(format!("{:?}", cookie.same_site()), "Some(Strict)");
-    assert_ne!(cookie.value(), "night-shift-token", "the cookie holds a digest, not the token");
+    assert_ne!(cookie.value(), "night-shift-token-0123456789", "the cookie holds a digest, not the token");
     assert_eq!(browser.eval("return document.cookie").await, "", "no script can read it");
     // The page's links to the API work with the cookie.
     let status = c

@@ -1,32 +1,26 @@
 //! `notification-host renormalize` rebuilds stored rows' fields with the
 //! normalizers configured now, from the exact bytes the rows keep.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
-mod common;
-
 use clap::Parser;
 use notification_host::config::{Cli, Command};
-use notification_host::normalize::Normalizer;
-use notification_host::record::{Header, Record};
+use notification_host::modules::Manifest;
+use notification_host::modules::Normalizer;
+use notification_host::record::Record;
 use notification_host::storage::{Db, StoredRow};
 use sqlx::PgPool;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+use crate::support::{self, RecordExt};
 
+/// A record with a key and a binary header on partition 1, timed by its offset.
 fn record(topic: &str, offset: i64, value: &str) -> Record {
-    Record {
-        topic: topic.into(),
-        partition: 1,
-        offset,
-        timestamp: Some(1_743_760_800_000 + offset),
-        key: Some(b"k".to_vec()),
-        headers: vec![Header::new("bin", Some(vec![0xff]))],
-        value: Some(value.as_bytes().to_vec()),
-    }
+    support::record(topic, offset, value)
+        .on_partition(1)
+        .at(1_743_760_800_000 + offset)
+        .keyed(b"k")
+        .header("bin", &[0xff])
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn renormalize_rebuilds_fields_with_the_modules_of_now(pool: PgPool) {
     let db = Db::from_pool(pool.clone());
     let mut records: Vec<Record> = (0..3)
@@ -44,10 +38,10 @@ async fn renormalize_rebuilds_fields_with_the_modules_of_now(pool: PgPool) {
     db.insert(&rows).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(common::component("normalizer_campus_delivery"), dir.path().join("c.wasm")).unwrap();
+    std::fs::copy(crate::support::component("normalizer_campus_delivery"), dir.path().join("c.wasm")).unwrap();
     std::fs::write(
         dir.path().join("c.toml"),
-        "name = \"campus-delivery\"\nversion = \"1.0.0\"\ncomponent = \"c.wasm\"\nfallback = true\n[match]\ntopics = [\"*\"]\n",
+        Manifest { fallback: true, ..Manifest::new("campus-delivery", "1.0.0", "c.wasm", &["*"]) }.to_toml().unwrap(),
     )
     .unwrap();
     let parse = |extra: &[&str]| {
@@ -115,7 +109,7 @@ async fn renormalize_rebuilds_fields_with_the_modules_of_now(pool: PgPool) {
 /// A normalizer that now finds a 10,000-character id is stored whole; a new
 /// value PostgreSQL refuses (a CHECK constraint stands for any refusal)
 /// leaves that one row as it was, says so, and the others are updated.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn renormalize_stores_long_ids_and_survives_a_refused_row(pool: PgPool) {
     let db = Db::from_pool(pool.clone());
     let long = "7".repeat(10_000);

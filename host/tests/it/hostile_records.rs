@@ -9,24 +9,18 @@
 //! random run. HOSTILE_CASES sets the number of cases, HOSTILE_SEED the seed
 //! (a number, or `random`).
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
-mod common;
-
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::noise;
 use base64::Engine as _;
-use common::noise;
 use notification_host::record::{Fields, Header, Normalized, Record};
 use notification_host::storage::{Db, StoredRow};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 use sqlx::Row;
 use sqlx::postgres::PgPoolOptions;
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Text of a given shape; long shapes are expanded from a seed so that a
 /// case stays small to print and shrink.
@@ -154,7 +148,7 @@ fn case() -> impl Strategy<Value = Case> {
 fn expand(t: &Text) -> String {
     match t {
         Text::Small(s) => s.clone(),
-        Text::Hex { len, seed } => common::incompressible(*len, *seed),
+        Text::Hex { len, seed } => crate::support::incompressible(*len, *seed),
         Text::Unicode { len, seed } => {
             noise(*seed).take(*len).map(|x| char::from_u32((x % 0x11_0000) as u32).unwrap_or('\u{FFFD}')).collect()
         }
@@ -193,7 +187,7 @@ fn harness() -> &'static (tokio::runtime::Runtime, Db) {
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.unwrap();
             let (base, _) = admin_url.rsplit_once('/').unwrap();
             let pool = PgPoolOptions::new().max_connections(4).connect(&format!("{base}/{name}")).await.unwrap();
-            MIGRATOR.run(&pool).await.unwrap();
+            crate::support::MIGRATOR.run(&pool).await.unwrap();
             let db = Db::from_pool(pool);
             // Month partitions around the epoch and now, so that records land
             // in monthly partitions and in the default one.

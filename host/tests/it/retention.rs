@@ -3,16 +3,12 @@
 //! later take over their month's rows, and a retention pass drops whole
 //! expired partitions while live ones stay.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
 use chrono::{DateTime, NaiveDate, Utc};
 use notification_host::config::DbConfig;
-use notification_host::normalize::Normalizer;
+use notification_host::modules::Normalizer;
 use notification_host::record::Record;
 use notification_host::storage::{Db, StoredRow};
 use sqlx::PgPool;
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -39,7 +35,7 @@ async fn placement(pool: &PgPool) -> Vec<(i64, String)> {
         .unwrap()
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn partitions_take_their_months_and_retention_drops_expired_ones(pool: PgPool) {
     let db = Db::from_pool(pool.clone());
     let now = at("2026-11-26T12:00:00Z");
@@ -117,7 +113,7 @@ async fn partitions_take_their_months_and_retention_drops_expired_ones(pool: PgP
 /// month's partition before writing its rows, so history lands in monthly
 /// partitions; records older than the window, far in the future or without a
 /// timestamp go to the default partition, and a partition is asked for once.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn history_lands_in_the_month_partitions_it_needs(pool: PgPool) {
     use notification_host::storage::{KnownPartitions, partition_window};
     let db = Db::from_pool(pool.clone());

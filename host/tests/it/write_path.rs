@@ -6,15 +6,13 @@
 //! both write methods: the binary `COPY` the pipeline uses and the `INSERT`
 //! it falls back to.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
-mod common;
-
 use std::time::{Duration, Instant};
 
-use notification_host::record::{Fields, Header, Normalized, Record};
+use notification_host::record::{Fields, Normalized, Record};
 use notification_host::storage::{Db, Heard, StoredRow, WriteError, Written, stored_value};
 use sqlx::{PgPool, Row};
+
+use crate::support::{self, RecordExt};
 
 /// The two ways a batch is written.
 #[derive(Debug, Clone, Copy)]
@@ -32,20 +30,11 @@ async fn write(db: &Db, method: Method, rows: &[StoredRow]) -> Result<Written, W
     }
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
-
 const T0: i64 = 1_743_760_800_000; // 2025-04-04T10:00:00Z
 
+/// A record with a binary key and header, timed by its offset.
 fn record(topic: &str, offset: i64, value: &[u8]) -> Record {
-    Record {
-        topic: topic.into(),
-        partition: 0,
-        offset,
-        timestamp: Some(T0 + offset),
-        key: Some(vec![0xff, 0, b'k']),
-        headers: vec![Header::new("h", Some(vec![1, 2, 0xfe]))],
-        value: Some(value.to_vec()),
-    }
+    support::record(topic, offset, value).at(T0 + offset).keyed(&[0xff, 0, b'k']).header("h", &[1, 2, 0xfe])
 }
 
 fn ordinary_fields(i: i64) -> Fields {
@@ -106,7 +95,7 @@ async fn stored(pool: &PgPool, topic: &str, offset: i64) -> Stored {
 /// for any refusal the host cannot foresee: the poisoned record is stored
 /// through the last resort with its exact value (compressed or not), and the
 /// 99 records around it in the same batch are stored as they are.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn a_refusal_of_any_column_ends_in_the_last_resort(pool: PgPool) {
     let db = Db::from_pool(pool.clone());
     let columns = [
@@ -182,14 +171,14 @@ async fn a_refusal_of_any_column_ends_in_the_last_resort(pool: PgPool) {
 /// The reported stall, with the index design it came from: a B-tree on the
 /// raw correlation id refuses a 4,000-character id of incompressible text.
 /// The record is isolated and stored; the batch goes on.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn an_index_refusing_a_long_id_does_not_stop_the_batch(pool: PgPool) {
     let db = Db::from_pool(pool.clone());
     sqlx::query("CREATE INDEX raw_correlation ON notifications (correlation_id)").execute(&pool).await.unwrap();
     for method in METHODS {
         let topic = format!("raw-index-{method:?}");
         let mut rows: Vec<StoredRow> = (0..10).map(|i| row(&topic, i, ordinary_fields(i), None)).collect();
-        rows[3].fields.correlation_id = Some(common::incompressible(4000, 7));
+        rows[3].fields.correlation_id = Some(crate::support::incompressible(4000, 7));
         let written = write(&db, method, &rows).await.unwrap();
         assert_eq!(written.inserted, 10);
         assert_eq!(written.reduced.iter().map(|r| r.offset).collect::<Vec<_>>(), [3]);
@@ -200,22 +189,22 @@ async fn an_index_refusing_a_long_id_does_not_stop_the_batch(pool: PgPool) {
 
 /// With the shipped schema, ids of any length are stored whole and found by
 /// the exact value.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn ids_of_any_length_are_stored_whole(pool: PgPool) {
     let db = Db::from_pool(pool.clone());
     let long = |n| Fields {
-        customer_id: Some(common::incompressible(n, 7)),
-        runner_id: Some(common::incompressible(n, 7)),
-        order_id: Some(common::incompressible(n, 7)),
-        event_type: Some(common::incompressible(n, 7)),
-        correlation_id: Some(common::incompressible(n, 7)),
-        source_service: Some(common::incompressible(n, 7)),
-        status: Some(common::incompressible(n, 7)),
+        customer_id: Some(crate::support::incompressible(n, 7)),
+        runner_id: Some(crate::support::incompressible(n, 7)),
+        order_id: Some(crate::support::incompressible(n, 7)),
+        event_type: Some(crate::support::incompressible(n, 7)),
+        correlation_id: Some(crate::support::incompressible(n, 7)),
+        source_service: Some(crate::support::incompressible(n, 7)),
+        status: Some(crate::support::incompressible(n, 7)),
     };
     let rows: Vec<StoredRow> = [4000, 9000, 100_000]
         .into_iter()
         .enumerate()
-        .map(|(i, n)| row("long-ids", i as i64, long(n), Some(common::incompressible(n, 7))))
+        .map(|(i, n)| row("long-ids", i as i64, long(n), Some(crate::support::incompressible(n, 7))))
         .collect();
     let written = db.insert(&rows).await.unwrap();
     assert_eq!((written.inserted, written.reduced.len()), (3, 0), "{:?}", written.reduced);
@@ -234,7 +223,7 @@ async fn ids_of_any_length_are_stored_whole(pool: PgPool) {
 /// A refusal the last resort cannot avoid (here a constraint on the exact
 /// bytes) is not the record's fault: insert reports it at once, as an error
 /// the writer retries and `/ready` shows, instead of looping or dropping.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn a_refused_last_resort_is_an_error_not_a_loop(pool: PgPool) {
     let db = Db::from_pool(pool.clone());
     sqlx::query("ALTER TABLE notifications ADD CONSTRAINT no_values CHECK (raw_value IS NULL)")
@@ -259,7 +248,7 @@ async fn a_refused_last_resort_is_an_error_not_a_loop(pool: PgPool) {
 /// The class of the reported bug, checked on the schema itself: no index on
 /// the table (or any partition) holds a text value a producer controls, only
 /// hashes of it. The topic name is the one exception: Kafka bounds it.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn no_index_holds_an_unbounded_value(pool: PgPool) {
     let db = Db::from_pool(pool.clone());
     db.ensure_partitions(
@@ -301,7 +290,7 @@ async fn no_index_holds_an_unbounded_value(pool: PgPool) {
 /// Every column of a row written by `COPY` reads back exactly as the same
 /// row written by `INSERT`: ids, both value forms, key bytes, headers as
 /// JSON, record and stored times, notes.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn copy_stores_what_insert_stores(pool: PgPool) {
     let db = Db::from_pool(pool.clone());
     let batch = |topic: &str| {
@@ -345,7 +334,7 @@ async fn copy_stores_what_insert_stores(pool: PgPool) {
 /// A batch that repeats records already stored (a redelivery) is refused by
 /// `COPY` as a whole and written by the insert path: each record once, the
 /// new ones stored.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn a_redelivered_batch_is_stored_once_through_copy(pool: PgPool) {
     let db = Db::from_pool(pool.clone());
     let rows: Vec<StoredRow> = (0..75).map(|i| row("redelivered", i, ordinary_fields(i), None)).collect();
@@ -364,7 +353,7 @@ async fn a_redelivered_batch_is_stored_once_through_copy(pool: PgPool) {
 
 /// A batch written by `COPY` tells listeners which rows it stored, as the
 /// insert path does: the live tail on every replica reads them from it.
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn copy_notifies_the_rows_it_stored(pool: PgPool) {
     let db = Db::from_pool(pool.clone());
     // Ids drawn before are below the batch's range.

@@ -143,7 +143,7 @@ async fn two_replicas_follow_the_store() {
     a_options.env.push(("MODULE_STORE_POLL_INTERVAL".into(), "60s".into()));
     let mut b_options = a_options.clone();
     b_options.env.push(("NORMALIZERS_DIR".into(), b_dir.display().to_string()));
-    b_options.env.push(("ADMIN_TOKEN".into(), "admin-secret".into()));
+    b_options.env.push(("ADMIN_TOKEN".into(), "admin-token-0123456789abcdef".into()));
     let a = Host::start(&a_options);
     let b = Host::start(&b_options);
     a.wait_ready(Duration::from_secs(60));
@@ -210,20 +210,25 @@ async fn two_replicas_follow_the_store() {
     // Over HTTP, with the admin token only where it is configured.
     let other = module_dir("refine", "0.1.0", "fixture_refine", "", "*_user_events");
     let body = push_body(&other);
-    assert_eq!(post(a.http, "/admin/modules", Some("admin-secret"), &body).0, 403, "no ADMIN_TOKEN on replica A");
+    assert_eq!(
+        post(a.http, "/admin/modules", Some("admin-token-0123456789abcdef"), &body).0,
+        403,
+        "no ADMIN_TOKEN on replica A"
+    );
     assert_eq!(post(b.http, "/admin/modules", None, &body).0, 401);
     assert_eq!(post(b.http, "/admin/modules", Some("wrong"), &body).0, 401);
     let bad = push_body(&corrupt);
-    let (status, answer) = post(b.http, "/admin/modules", Some("admin-secret"), &bad);
+    let (status, answer) = post(b.http, "/admin/modules", Some("admin-token-0123456789abcdef"), &bad);
     assert_eq!(status, 422, "{answer}");
     assert!(answer.contains("not a valid WebAssembly component"), "{answer}");
     // The samples gate cannot be skipped by leaving the samples out.
     let mut without_samples: Value = serde_json::from_str(&push_body(&v1)).unwrap();
     without_samples.as_object_mut().unwrap().remove("samples");
-    let (status, answer) = post(b.http, "/admin/modules", Some("admin-secret"), &without_samples.to_string());
+    let (status, answer) =
+        post(b.http, "/admin/modules", Some("admin-token-0123456789abcdef"), &without_samples.to_string());
     assert_eq!(status, 422, "{answer}");
     assert!(answer.contains("names samples (m.samples.jsonl) but none were given"), "{answer}");
-    let (status, answer) = post(b.http, "/admin/modules", Some("admin-secret"), &body);
+    let (status, answer) = post(b.http, "/admin/modules", Some("admin-token-0123456789abcdef"), &body);
     assert_eq!(status, 201, "{answer}");
     // One team's push leaves the other team's module as it was.
     both_run(&[&a, &b], &["refine@0.1.0", "versioned@1.0.0"]);

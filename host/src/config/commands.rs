@@ -1,0 +1,142 @@
+//! The arguments of the host's commands other than `serve`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{DbConfig, KafkaConfig, ModulesArgs, ServeArgs, parse_duration};
+
+/// Arguments of `modules`.
+#[derive(Debug, Args)]
+pub struct ModulesCommand {
+    #[command(subcommand)]
+    pub action: ModulesAction,
+    /// Who makes the change, for the history (default: $USER).
+    #[arg(long, global = true)]
+    pub by: Option<String>,
+    #[command(flatten)]
+    pub db: DbConfig,
+    #[command(flatten)]
+    pub modules: ModulesArgs,
+}
+
+/// What `modules` does.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ModulesAction {
+    /// Validate a module (manifest, component and samples beside it) exactly
+    /// as a replica would load it, store it and make it live everywhere.
+    Push {
+        /// The manifest (.toml).
+        manifest: PathBuf,
+        /// Run it in shadow beside the live version (answers compared, not
+        /// stored) instead of making it live.
+        #[arg(long)]
+        shadow: bool,
+    },
+    /// What a module's shadow version answered differently, on every replica.
+    Diff { name: String },
+    /// Make a module's shadow version live.
+    Promote { name: String },
+    /// The live version of every stored module.
+    List,
+    /// A module's pushes, rollbacks and removals, and its stored versions.
+    History { name: String },
+    /// Make the previous version live again, or `name@version`.
+    Rollback { target: String },
+    /// Take a module out of service (its versions stay for history).
+    Remove { name: String },
+}
+
+/// A normalizer project's language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Language {
+    Rust,
+    Python,
+    Js,
+}
+
+/// Arguments of `new`.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The module's name: lowercase letters, digits and hyphens.
+    pub name: String,
+    /// The language of the module.
+    #[arg(long, value_enum)]
+    pub lang: Language,
+    /// The folder to create (default: ./<name>); it must not exist.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// Arguments of `capture`.
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// The topic to read.
+    #[arg(long)]
+    pub topic: String,
+    /// How many records to write at most.
+    #[arg(long, default_value_t = 10)]
+    pub count: usize,
+    /// Only records with this key (its UTF-8 text).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Read from each partition's first record instead of its last `count`.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Give up waiting for records after this long.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Write to this file (appending) instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+}
+
+/// Arguments of `normalize`.
+#[derive(Debug, Args)]
+pub struct NormalizeArgs {
+    /// A bare normalizer component (.wasm) to run instead of the built-in
+    /// default, without a manifest (no routing, no fallback, default limits).
+    #[arg(long, conflicts_with_all = ["manifest", "dir"])]
+    pub module: Option<PathBuf>,
+    /// A module manifest (.toml): judged exactly as the live host judges it
+    /// at load (contract, limits, samples gate), each sample's routing shown.
+    #[arg(long, conflicts_with = "dir")]
+    pub manifest: Option<PathBuf>,
+    /// A whole modules directory (what `NORMALIZERS_DIR` would hold).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Write each sample's observed fields as its `expected` ones (with
+    /// --manifest or --dir), showing what changed, then judge again.
+    #[arg(long)]
+    pub bless: bool,
+    /// Run again whenever a file beside the manifests changes.
+    #[arg(long)]
+    pub watch: bool,
+    /// Sample file (JSON lines); standard input when absent or `-`. With
+    /// --manifest or --dir, its records go through the modules' routing.
+    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub modules: ModulesArgs,
+}
+
+/// Arguments of `renormalize`.
+#[derive(Debug, Args)]
+pub struct RenormalizeArgs {
+    /// Only rows of this topic.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Only rows at or after this Kafka offset.
+    #[arg(long)]
+    pub from_offset: Option<i64>,
+    /// Only rows at or before this Kafka offset.
+    #[arg(long)]
+    pub to_offset: Option<i64>,
+    /// Report what would change without writing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}

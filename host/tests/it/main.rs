@@ -1,0 +1,19 @@
+//! The host's integration tests, one binary: each module is a part of the
+//! host tested against real parts (PostgreSQL, compiled components, the
+//! router without a socket). See `tests/README.md` for where a new test goes.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod support;
+
+mod api;
+mod authoring;
+mod breaker;
+mod console;
+mod deploy;
+mod golden;
+mod hostile_records;
+mod renormalize;
+mod retention;
+mod routing;
+mod write_path;
