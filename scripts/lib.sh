@@ -73,6 +73,20 @@ ensure_tools() {
   export TANSU_BIN
 }
 
+# mdBook (crates.io) builds the book under docs/; only its search is
+# compiled in (no serve or watch: `scripts/book --serve` serves the built
+# files), which keeps the one-time install short.
+MDBOOK_VERSION="0.5.4"
+MDBOOK_BIN="$CACHE_DIR/tools/bin/mdbook"
+ensure_book_tools() {
+  if [ "$("$MDBOOK_BIN" --version 2>/dev/null)" != "mdbook v$MDBOOK_VERSION" ]; then
+    log "installing mdbook $MDBOOK_VERSION into $CACHE_DIR/tools (once; takes a few minutes)"
+    CARGO_TARGET_DIR="$CACHE_DIR/mdbook-build" cargo install mdbook --version "$MDBOOK_VERSION" \
+      --locked --no-default-features --features search --root "$CACHE_DIR/tools" --force >&2
+  fi
+  export MDBOOK_BIN
+}
+
 build_normalizers() {
   log "building the normalizer components (wasm32-wasip2)"
   cargo build --quiet --release --target wasm32-wasip2 --manifest-path normalizers/Cargo.toml >&2

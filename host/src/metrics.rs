@@ -1,26 +1,8 @@
 //! Prometheus metrics, served as text on `GET /metrics`.
 //!
-//! | metric | type | labels |
-//! |---|---|---|
-//! | `notification_records_consumed_total` | counter | `topic` |
-//! | `notification_records_stored_total` | counter | `topic` (records whose row is committed; a redelivery counts again) |
-//! | `notification_normalizer_errors_total` | counter | `normalizer` |
-//! | `notification_records_redelivered_total` | counter | | records received again that were already stored (the unique key dropped them): redeliveries after a crash, restart or rebalance |
-//! | `notification_records_reduced_total` | counter | `topic`, `form` (`without_document` or `last_resort`: records PostgreSQL refused as they were, stored in a reduced form) |
-//! | `notification_write_failures_total` | counter | `kind` (`outage`, or `last_resort_refused`: the database refuses every row alike) |
-//! | `notification_module_records_total` | counter | `module`, `version` (records given to the module) |
-//! | `notification_module_failures_total` | counter | `module`, `version`, `kind` (`refused`, `timeout`, `trap`, `output_too_large`, `contract`) |
-//! | `notification_module_shadow_records_total` | counter | `module`, `version` (records a shadow version was compared on) |
-//! | `notification_module_shadow_differences_total` | counter | `module`, `version` (records where the shadow answered differently) |
-//! | `notification_module_call_seconds` | histogram | `module`, `version` (the time the module spent on one batch of its records, retries included) |
-//! | `notification_module_quarantined` | gauge | `module`, `version` (1 while quarantined; live versions only) |
-//! | `notification_module_info` | gauge | `module`, `version`, `hash` (1 for each live module version on this replica) |
-//! | `notification_batch_write_seconds` | histogram | |
-//! | `notification_batch_records` | histogram | |
-//! | `notification_consumer_lag` | gauge | `topic`, `partition` |
-//! | `notification_database_up` | gauge | |
-//! | `notification_http_requests_total` | counter | `route`, `method`, `status` |
-//! | `notification_http_request_seconds` | histogram | `route` |
+//! The registry below is the one list of metrics: the book's
+//! `docs/src/reference/metrics.md` is generated from it (with each metric's
+//! type, labels and help) by `host/tests/docs.rs`.
 
 use std::sync::atomic::AtomicU64;
 

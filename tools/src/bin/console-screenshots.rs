@@ -1,8 +1,8 @@
-//! Screenshots of every console page for the README. Run it with
+//! Screenshots of every console page for the book. Run it with
 //! `scripts/screenshots`: it starts the host with the example module,
 //! publishes the demo saga and a few records the on-call engineer should
 //! notice (a record that is not JSON, one a module failed on), opens each
-//! page in Chromium and writes `docs/console/*.png`.
+//! page in Chromium and writes `docs/src/images/console/*.png`.
 //!
 //! Usage: console-screenshots --host-bin PATH --modules DIR --out DIR
 
