@@ -13,14 +13,18 @@
 //! - [`http`]: axum only. Health, readiness, metrics and the REST API, with
 //!   its OpenAPI document and the `/apidocs/` reference.
 //! - [`pipeline`]: the only module that uses Kafka, the normalizers and
-//!   storage together: message → normalizer → row → stored offset.
+//!   storage together: message → normalizer → row → stored offset, in named
+//!   parts (the batcher, the dispatcher, the writers).
 //! - [`modules`]: normalizer modules from a directory and from the module
-//!   store (which every replica follows): manifests, routing by topic,
-//!   header, key and content, hot reload, quarantine, shadow versions. [`normalize`] picks the built-in default or a
-//!   module for each record and turns module failures into explained rows.
-//! - [`storage`]: sqlx only. The pool, the migrations and every query, by
-//!   purpose (rows from records, the write path, the API's reads,
-//!   partitions, renormalize, the module store).
+//!   store (which every replica follows), a file per job: manifests,
+//!   routing by topic, header, key and content, the load gate, quarantine,
+//!   the registry and hot reload, shadow versions, and the choice between
+//!   the built-in default and a module, whose failures become explained
+//!   rows. A record goes modules → runtime and back, once.
+//! - [`storage`]: PostgreSQL only. The pools, the migrations, every query
+//!   by purpose (rows from records, the write path, the API's reads,
+//!   partitions, renormalize, the module store), listening, and
+//!   [`storage::DbError`], the one place a SQLSTATE is read.
 //! - [`kafka`]: rdkafka only. The consumer group, topic discovery, offsets.
 //! - [`runtime`]: wasmtime only. Loads normalizer components of every
 //!   contract version the host runs, offers them the host's functions
@@ -38,12 +42,12 @@
 //! # Words
 //!
 //! A *normalizer* answers for a record with the ids it finds: the *built-in
-//! default* (native rules) or a *module* ([`normalize::Module`]: a
+//! default* (native rules) or a *module* ([`modules::Module`]: a
 //! [`runtime::Component`] with its `name@version` and manifest settings).
 //! [`modules::Modules`] is the set of modules with their routes, the one
 //! thing the pipeline asks; a record no module takes gets the built-in
 //! default, and a record its module fails on gets
-//! [`normalize::fallback`].
+//! [`modules::fallback`].
 
 pub mod cmd;
 pub mod config;

@@ -11,6 +11,7 @@ mod authoring;
 mod breaker;
 mod console;
 mod deploy;
+mod docs;
 mod golden;
 mod hostile_records;
 mod renormalize;

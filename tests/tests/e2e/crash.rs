@@ -55,7 +55,7 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(Duration::from_millis(jitter(1500))).await;
-        redelivered.push(host.metric("notification_records_redelivered_total").unwrap_or(0.0) as u64);
+        redelivered.push(host.redelivered());
         host.kill();
         kills += 1;
         last_count = stored(&pool, &prefix).await.len();
