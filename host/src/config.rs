@@ -56,6 +56,14 @@ pub enum Command {
     /// The module store in PostgreSQL, which every replica follows: push,
     /// list, history, rollback, remove.
     Modules(Box<ModulesCommand>),
+    /// Compile a component read from standard input for this host, within
+    /// a memory budget (run by the host itself; see MODULE_COMPILE_MEMORY).
+    #[command(hide = true)]
+    CompileModule {
+        /// Address space the compiler may use, in bytes.
+        #[arg(long)]
+        memory_bytes: u64,
+    },
 }
 
 /// Log output format.
@@ -85,6 +93,11 @@ pub struct ServeArgs {
     pub http: HttpConfig,
     #[command(flatten)]
     pub modules: ModulesArgs,
+    /// Topics that get `topic` labels of their own in `/metrics`; the rest
+    /// are counted under `(other)`, so that a cluster with many topics (or a
+    /// producer creating them) cannot grow the metrics without bound.
+    #[arg(long, env = env::METRICS_MAX_TOPICS, default_value_t = crate::metrics::DEFAULT_MAX_TOPICS)]
+    pub metrics_max_topics: usize,
 }
 
 /// What a replica does.
@@ -145,10 +158,34 @@ pub struct ModulesArgs {
 
     /// Where compiled modules are cached, so that a restart or another
     /// replica loads a module without compiling it again (seconds for a
-    /// Python or JavaScript module); `off` disables the cache. Default: the
-    /// user's cache directory (`$HOME/.cache/wasmtime`).
+    /// Python or JavaScript module); `off` disables the cache. Default:
+    /// `$XDG_CACHE_HOME/notification-host/modules` (or `$HOME/.cache/...`).
+    /// Each entry is sealed with an HMAC and loaded only when it verifies;
+    /// keep the directory writable by the host alone.
     #[arg(long, env = env::MODULE_CACHE_DIR)]
     pub module_cache_dir: Option<PathBuf>,
+
+    /// Secret the module cache's entries are sealed with: an entry written
+    /// by anyone without it is compiled again, never loaded. Unset, entries
+    /// are sealed with a key everyone knows, which catches corrupted and
+    /// truncated entries but not forged ones.
+    #[arg(long, env = env::MODULE_CACHE_KEY, hide_env_values = true)]
+    pub module_cache_key: Option<String>,
+
+    /// Address space the process that compiles a module may use, in bytes:
+    /// a component that needs more is refused (the replica goes on). A
+    /// Python module needs a few hundred MiB.
+    #[arg(long, env = env::MODULE_COMPILE_MEMORY, default_value_t = 2 << 30)]
+    pub module_compile_memory: u64,
+
+    /// Longest a module may take to compile before it is refused.
+    #[arg(long, env = env::MODULE_COMPILE_TIMEOUT, default_value = "120s", value_parser = parse_duration)]
+    pub module_compile_timeout: Duration,
+
+    /// The executable that compiles modules (`<it> compile-module`); this
+    /// one by default.
+    #[arg(long, hide = true)]
+    pub module_compiler: Option<PathBuf>,
 
     /// How often the module store is also polled, besides its notifications.
     #[arg(long, env = env::MODULE_STORE_POLL_INTERVAL, default_value = "5s", value_parser = parse_duration)]
@@ -290,6 +327,12 @@ pub struct PipelineConfig {
     /// hand and commit its offsets before it exits anyway.
     #[arg(long, env = env::SHUTDOWN_TIMEOUT, default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// When no batch has been written for this long while batches wait,
+    /// `/ready/ingest` says the pipeline is stalled and names what it is
+    /// stuck on (a module, a write); a database outage also shows there.
+    #[arg(long, env = env::PIPELINE_STALL_AFTER, default_value = "30s", value_parser = parse_duration)]
+    pub stall_after: Duration,
 
     /// Database connections that write batches at once. A partition whose
     /// rows one writer still holds goes to that writer again, so a

@@ -67,6 +67,8 @@ pub struct AppState {
     pub read_token: Option<Token>,
     /// The console's live tail: new rows from any replica.
     pub live: Arc<console::LiveFeed>,
+    /// What this replica does: `/ready` answers for it.
+    pub role: Role,
 }
 
 impl AppState {
@@ -98,6 +100,7 @@ impl AppState {
             cors_allowed_origins: http.cors_allowed_origins.clone().into(),
             admin_max_body_bytes: http.admin_max_body_bytes,
             module_settings: Arc::new(args.modules.clone()),
+            role: args.role,
         })
     }
 }
@@ -117,6 +120,7 @@ fn routes(role: Role) -> (Router<AppState>, Router<AppState>, utoipa::openapi::O
     let (open, open_doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(ready))
+        .routes(routes!(ready_ingest))
         .routes(routes!(metrics))
         .routes(routes!(admin::push_module))
         .split_for_parts();
@@ -208,7 +212,7 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 /// clients create unbounded label sets) and times them.
 async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
-    let method = request.method().as_str().to_owned();
+    let method = crate::metrics::method_label(request.method().as_str());
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16();
@@ -228,14 +232,40 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "healthy" }))
 }
 
-/// Readiness: the database answers and the consumer holds its assignment.
+/// Readiness for this replica's role, for load balancers and probes. On an
+/// `all` or `api` replica: whether reads can be served (the database
+/// answers), whatever the broker or the pipeline does, so that a broker
+/// outage never takes the read API away. On an `ingest` replica: whether
+/// records are being ingested (as `/ready/ingest`). A replica that consumes
+/// also reports its ingest side under `ingest`.
 #[utoipa::path(get, path = "/ready", tag = "operations",
-    responses((status = 200, description = "Ready"), (status = 503, description = "Not ready, with the reasons")))]
+    responses((status = 200, description = "Ready for this replica's role"), (status = 503, description = "Not ready, with the reasons")))]
 async fn ready(State(state): State<AppState>) -> Response {
-    match state.status.readiness() {
-        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
-        Err(reasons) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not ready", "reasons": reasons })))
-            .into_response(),
+    let ingest = state.status.consumes().then(|| state.status.ingest_readiness());
+    let mine = if state.role.serves_api() { state.status.api_readiness() } else { state.status.ingest_readiness() };
+    let mut body = readiness_body(&mine);
+    if let Some(ingest) = &ingest {
+        body["ingest"] = readiness_body(ingest);
+    }
+    let status = if mine.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+/// Whether this replica ingests: the consumer holds its assignment, the
+/// database takes writes and the pipeline moves (a stall names what it is
+/// stuck on). For alerting; `/ready` is what probes ask.
+#[utoipa::path(get, path = "/ready/ingest", tag = "operations",
+    responses((status = 200, description = "Ingesting"), (status = 503, description = "Not ingesting, with the reasons")))]
+async fn ready_ingest(State(state): State<AppState>) -> Response {
+    let ingest = state.status.ingest_readiness();
+    let status = if ingest.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(readiness_body(&ingest))).into_response()
+}
+
+fn readiness_body(readiness: &Result<(), Vec<String>>) -> serde_json::Value {
+    match readiness {
+        Ok(()) => json!({ "status": "ready" }),
+        Err(reasons) => json!({ "status": "not ready", "reasons": reasons }),
     }
 }
 

@@ -9,6 +9,10 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::CompileModule { memory_bytes }) = cli.command {
+        // A child of the host: no logging, its exit code is its answer.
+        return ExitCode::from(u8::try_from(notification_host::runtime::compile_module(memory_bytes)).unwrap_or(1));
+    }
     // The authoring tools report on their own (the tester prints every
     // rejection the modules would log); the log says only what is wrong.
     let level = match cli.command {
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
         Some(Command::Migrate) => {
             block_on(notification_host::cmd::serve::migrate(&cli.serve)).map(|()| ExitCode::SUCCESS)
         }
+        Some(Command::CompileModule { .. }) => Ok(ExitCode::SUCCESS),
         Some(Command::Serve) | None => {
             block_on(notification_host::cmd::serve::serve(cli.serve)).map(|()| ExitCode::SUCCESS)
         }

@@ -63,9 +63,23 @@ pub struct ModuleInfoLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: String,
-    pub method: String,
+    /// One of [`HTTP_METHODS`], or `other`: a client must not be able to
+    /// add label values by making methods up.
+    pub method: &'static str,
     pub status: u16,
 }
+
+/// The methods the HTTP metrics name; any other is counted as `other`.
+pub const HTTP_METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"];
+
+/// `method` as a bounded label value.
+pub fn method_label(method: &str) -> &'static str {
+    HTTP_METHODS.iter().find(|m| **m == method).copied().unwrap_or("other")
+}
+
+/// The topic label every topic past `METRICS_MAX_TOPICS` is counted under
+/// (parentheses are not allowed in Kafka topic names).
+pub const OTHER_TOPICS: &str = "(other)";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
@@ -101,6 +115,20 @@ pub struct Metrics {
     pub live_skipped: Counter,
     /// Content-Security-Policy violations browsers reported from the console.
     pub csp_violations: Counter,
+    /// Seconds since a batch was last written while batches wait (0 when
+    /// none waits): what the stall watchdog measures.
+    pub pipeline_idle_seconds: Gauge<f64, AtomicU64>,
+    /// Console notifications of stored rows that could not be sent (the
+    /// rows are stored; only the live tail misses them).
+    pub notify_failures: Counter,
+    /// Maintenance statements that gave up waiting for a lock (retried
+    /// later) rather than queue every write behind it.
+    pub maintenance_lock_timeouts: Counter,
+    /// The memory limit the host budgets against, in bytes.
+    pub memory_limit_bytes: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// The topics that have a label of their own, at most `max_topics`.
+    topics: std::sync::Mutex<std::collections::HashSet<String>>,
+    max_topics: usize,
 }
 
 impl Default for Metrics {
@@ -194,8 +222,38 @@ impl Default for Metrics {
             "Content-Security-Policy violations browsers reported from the console",
             csp_violations.clone(),
         );
+        let pipeline_idle_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "pipeline_idle_seconds",
+            "Seconds since a batch was last written while batches wait (0 when none waits)",
+            pipeline_idle_seconds.clone(),
+        );
+        let notify_failures = Counter::default();
+        registry.register(
+            "notify_failures",
+            "Notifications of stored rows (the console's live tail) that could not be sent; the rows are stored",
+            notify_failures.clone(),
+        );
+        let maintenance_lock_timeouts = Counter::default();
+        registry.register(
+            "maintenance_lock_timeouts",
+            "Partition maintenance statements that gave up waiting for a lock and will be retried",
+            maintenance_lock_timeouts.clone(),
+        );
+        let memory_limit_bytes = Gauge::default();
+        registry.register(
+            "memory_limit_bytes",
+            "The memory limit the host budgets batches and answers against",
+            memory_limit_bytes.clone(),
+        );
         Metrics {
             registry,
+            pipeline_idle_seconds,
+            notify_failures,
+            maintenance_lock_timeouts,
+            memory_limit_bytes,
+            topics: std::sync::Mutex::new(std::collections::HashSet::new()),
+            max_topics: DEFAULT_MAX_TOPICS,
             consumed,
             stored,
             normalizer_errors,
@@ -222,7 +280,27 @@ impl Default for Metrics {
     }
 }
 
+/// Topics with labels of their own, unless configured otherwise.
+pub const DEFAULT_MAX_TOPICS: usize = 1000;
+
 impl Metrics {
+    /// The metrics, giving at most `max_topics` topics labels of their own.
+    pub fn with_max_topics(max_topics: usize) -> Metrics {
+        Metrics { max_topics, ..Metrics::default() }
+    }
+
+    /// The label of `topic`: its name while fewer than `max_topics` topics
+    /// have one, else [`OTHER_TOPICS`]. Labels are never dropped, so a
+    /// series once created stays.
+    pub fn topic(&self, topic: &str) -> TopicLabel {
+        let Ok(mut topics) = self.topics.lock() else { return TopicLabel { topic: OTHER_TOPICS.into() } };
+        if topics.contains(topic) || (topics.len() < self.max_topics && topics.insert(topic.to_owned())) {
+            TopicLabel { topic: topic.to_owned() }
+        } else {
+            TopicLabel { topic: OTHER_TOPICS.into() }
+        }
+    }
+
     /// The metrics in Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -230,5 +308,21 @@ impl Metrics {
             tracing::error!(%error, "Could not encode the metrics.");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_stay_bounded() {
+        assert_eq!(method_label("GET"), "GET");
+        assert_eq!(method_label("BREW"), "other");
+        let m = Metrics::with_max_topics(2);
+        assert_eq!(m.topic("a").topic, "a");
+        assert_eq!(m.topic("b").topic, "b");
+        assert_eq!(m.topic("c").topic, OTHER_TOPICS);
+        assert_eq!(m.topic("a").topic, "a", "a topic with a label keeps it");
     }
 }

@@ -96,6 +96,8 @@ pub struct Modules {
     shadows_seen: Mutex<Vec<ShadowRef>>,
     /// Serializes reloads (the watcher and the poller may both ask).
     reload_lock: Mutex<()>,
+    /// The module running now and since when, for the stall watchdog.
+    running: Mutex<Option<(String, std::time::Instant)>>,
 }
 
 impl Modules {
@@ -116,6 +118,7 @@ impl Modules {
             shadows: ArcSwap::from_pointee(HashMap::new()),
             shadows_seen: Mutex::new(Vec::new()),
             reload_lock: Mutex::new(()),
+            running: Mutex::new(None),
         }
     }
 
@@ -176,7 +179,9 @@ impl Modules {
             for (m, indices) in groups {
                 let batch: Vec<&Record> = indices.iter().map(|&i| &records[i]).collect();
                 let entry = &registry.entries[m];
+                self.set_running(Some(&entry.module.label));
                 let answers = run(entry, &batch, &self.config, &self.metrics);
+                self.set_running(None);
                 // A shadow of this module sees the same records, after it.
                 if let Some(shadow) = shadows.get(&entry.manifest.name) {
                     shadow.compare(&batch, &answers, &self.metrics);
@@ -190,6 +195,18 @@ impl Modules {
             }
         }
         out.into_iter().zip(records).map(|(n, r)| n.unwrap_or_else(|| builtin(r))).collect()
+    }
+
+    fn set_running(&self, module: Option<&str>) {
+        if let Ok(mut running) = self.running.lock() {
+            *running = module.map(|m| (m.to_owned(), std::time::Instant::now()));
+        }
+    }
+
+    /// The module the pipeline is running now (`name@version`), and for how
+    /// long.
+    pub fn running(&self) -> Option<(String, Duration)> {
+        self.running.lock().ok()?.as_ref().map(|(m, since)| (m.clone(), since.elapsed()))
     }
 
     /// The live modules.

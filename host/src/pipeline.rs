@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{DbConfig, KafkaConfig, PipelineConfig, ValueCompression};
 use crate::kafka::{self, HostConsumer};
-use crate::metrics::{Metrics, NormalizerLabel, TopicLabel};
+use crate::metrics::{Metrics, NormalizerLabel};
 use crate::modules::Modules;
 use crate::record::Record;
 use crate::status::Status;
@@ -79,7 +79,7 @@ pub struct Pipeline {
 pub async fn run(pipeline: Pipeline, shutdown: CancellationToken, give_up: CancellationToken) -> anyhow::Result<()> {
     let Pipeline { consumer, db, modules, status, metrics, kafka_config, config, db_config } = pipeline;
     let (batch_tx, batch_rx) = mpsc::channel::<Vec<Record>>(1);
-    let in_flight = Arc::new(InFlight::default());
+    let in_flight = Arc::new(InFlight::new(config.writers.max(1) as usize));
     // One lane per writer: a batch is split by partition (see `Dispatch`).
     let dispatch = Arc::new(Dispatch::new(config.writers.max(1) as usize));
     let mut lanes = Vec::new();
@@ -101,6 +101,14 @@ pub async fn run(pipeline: Pipeline, shutdown: CancellationToken, give_up: Cance
         };
         writers.push(tokio::spawn(writer.run(rows_rx)));
     }
+    let watchdog = tokio::spawn(watch_progress(
+        in_flight.clone(),
+        modules.clone(),
+        status.clone(),
+        metrics.clone(),
+        config.stall_after,
+        shutdown.clone(),
+    ));
     let normalizer = tokio::spawn(normalize_stage(
         batch_rx,
         lanes,
@@ -117,6 +125,7 @@ pub async fn run(pipeline: Pipeline, shutdown: CancellationToken, give_up: Cance
         tokio::spawn(discover_topics(consumer.clone(), kafka_config.clone(), status.clone(), shutdown.clone()));
     Batcher::new(consumer.clone(), &config, in_flight.clone()).run(batch_tx, &shutdown).await;
     discovery.abort();
+    watchdog.abort();
 
     // The poll loop has handed over its last batch and closed the channel;
     // the later stages drain and end.
@@ -173,16 +182,34 @@ async fn discover_topics(
 /// a new batch waits only [`batcher::IDLE_LINGER`] for more records, not the whole
 /// `BATCH_LINGER`: with nothing to overlap with, waiting only adds latency.
 /// Under load batches are in flight, so they still fill up.
-#[derive(Default)]
 struct InFlight {
     batches: AtomicUsize,
     /// Signalled when the last batch in flight is written.
     idle: tokio::sync::Notify,
+    /// When a part was last written (or the pipeline started): what the
+    /// stall watchdog measures.
+    last_progress: std::sync::Mutex<std::time::Instant>,
+    /// What each stage is doing and since when, for the watchdog's
+    /// culprit: index 0 is the normalize stage, 1.. the writers.
+    activity: std::sync::Mutex<Vec<Option<(String, std::time::Instant)>>>,
 }
 
 impl InFlight {
+    fn new(writers: usize) -> InFlight {
+        InFlight {
+            batches: AtomicUsize::new(0),
+            idle: tokio::sync::Notify::new(),
+            last_progress: std::sync::Mutex::new(std::time::Instant::now()),
+            activity: std::sync::Mutex::new(vec![None; writers + 1]),
+        }
+    }
+
     fn none(&self) -> bool {
         self.batches.load(Ordering::Acquire) == 0
+    }
+
+    fn waiting(&self) -> usize {
+        self.batches.load(Ordering::Acquire)
     }
 
     /// `n` more batches (or parts of one) are in flight.
@@ -192,8 +219,91 @@ impl InFlight {
 
     /// One was written; the last one wakes the batcher.
     fn finished(&self) {
+        if let Ok(mut at) = self.last_progress.lock() {
+            *at = std::time::Instant::now();
+        }
         if self.batches.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_one();
+        }
+    }
+
+    /// Stage `stage` (0: normalize, 1..: writers) now does `what`, or
+    /// nothing.
+    fn doing(&self, stage: usize, what: Option<String>) {
+        if let Ok(mut activity) = self.activity.lock()
+            && let Some(slot) = activity.get_mut(stage)
+        {
+            *slot = what.map(|w| (w, std::time::Instant::now()));
+        }
+    }
+
+    /// How long since the last part was written.
+    fn since_progress(&self) -> Duration {
+        self.last_progress.lock().map(|at| at.elapsed()).unwrap_or_default()
+    }
+
+    /// The longest-running activity, as a sentence.
+    fn culprit(&self, modules: &Modules) -> String {
+        let activity = self.activity.lock().map(|a| a.clone()).unwrap_or_default();
+        let longest = activity
+            .iter()
+            .enumerate()
+            .filter_map(|(stage, a)| a.as_ref().map(|(what, since)| (stage, what, since.elapsed())))
+            .max_by_key(|(_, _, took)| *took);
+        match longest {
+            Some((0, what, took)) => match modules.running() {
+                Some((module, running)) => format!(
+                    "the normalize stage has been {what} for {} s; module {module} has been running for {} s",
+                    took.as_secs(),
+                    running.as_secs()
+                ),
+                None => format!("the normalize stage has been {what} for {} s", took.as_secs()),
+            },
+            Some((writer, what, took)) => format!("writer {} has been {what} for {} s", writer - 1, took.as_secs()),
+            None => "no stage is working on them".to_owned(),
+        }
+    }
+}
+
+/// How often the stall watchdog looks.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Says on `/ready/ingest` (and in the metrics) when no part has been
+/// written for `stall_after` while batches wait, naming what the pipeline
+/// is stuck on; clears it when parts are written again.
+async fn watch_progress(
+    in_flight: Arc<InFlight>,
+    modules: Arc<Modules>,
+    status: Arc<Status>,
+    metrics: Arc<Metrics>,
+    stall_after: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    let mut stalled = false;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let waiting = in_flight.waiting();
+        let since = in_flight.since_progress();
+        metrics.pipeline_idle_seconds.set(if waiting > 0 { since.as_secs_f64() } else { 0.0 });
+        if waiting > 0 && since >= stall_after {
+            let reason = format!(
+                "no batch was written for {} s while {waiting} wait: {}",
+                since.as_secs(),
+                in_flight.culprit(&modules)
+            );
+            if !stalled {
+                tracing::error!(%reason, "The pipeline is stalled.");
+            }
+            stalled = true;
+            status.set_stalled(Some(reason));
+        } else if stalled {
+            tracing::info!("The pipeline moves again.");
+            stalled = false;
+            status.set_stalled(None);
         }
     }
 }
@@ -211,9 +321,11 @@ async fn normalize_stage(
         let modules = modules.clone();
         let metrics = metrics.clone();
         let dispatch = dispatch.clone();
+        in_flight.doing(0, Some(format!("normalizing {} records", records.len())));
         let prepared =
             tokio::task::spawn_blocking(move || dispatch.split(prepare(records, &modules, &metrics, compression)))
                 .await;
+        in_flight.doing(0, None);
         match prepared {
             Ok(parts) => {
                 // The batch was counted once; each part is written apart.
@@ -266,7 +378,7 @@ fn prepare(records: Vec<Record>, modules: &Modules, metrics: &Metrics, compressi
         })
         .collect();
     for (topic, n) in &per_topic {
-        metrics.consumed.get_or_create(&TopicLabel { topic: topic.clone() }).inc_by(*n);
+        metrics.consumed.get_or_create(&metrics.topic(topic)).inc_by(*n);
     }
     Prepared { rows, last_offsets, per_topic }
 }

@@ -18,19 +18,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use wasmtime::component::{Component as WasmComponent, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::WasiCtx;
 
 use crate::record::{Fields, Record};
 
 mod bindings;
 mod capture;
+pub mod compile;
 mod sandbox;
 
 use bindings::{v1_0, v1_1};
 use capture::Captured;
-use sandbox::{FrozenClock, StoreState};
+pub use compile::{Cache, Compiler};
+pub use notification_artifact::Key as CacheKey;
+use sandbox::{Budget, FrozenClock, FrozenTimers, StoreState, Timers};
 
 /// The contract versions this host runs, newest first.
 pub const CONTRACT_VERSIONS: [&str; 2] = ["1.1.0", "1.0.0"];
@@ -47,7 +50,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Limits applied to every call into a module.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Linear memory a module instance may grow to, in bytes.
+    /// Memory a module instance may use, in bytes: all its linear memories
+    /// and tables together.
     pub memory_bytes: usize,
     /// Wall-clock time one call may take before it is interrupted (counted
     /// by the epoch ticker, so waiting for a CPU counts too).
@@ -109,70 +113,63 @@ impl CallError {
     }
 }
 
-/// Where compiled components are kept between loads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CompileCache {
-    /// No cache: every load compiles.
-    Off,
-    /// wasmtime's default location (the user's cache directory).
-    Default,
-    /// This directory.
-    Dir(std::path::PathBuf),
-}
-
 /// The process-wide engine and linker that every module is loaded into.
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<StoreState>>,
     limits: Limits,
+    /// Where components are compiled: in-process, or in a child within a
+    /// budget.
+    compiler: Compiler,
+    /// Where compiled components are kept, if anywhere.
+    cache: Option<Cache>,
+}
+
+/// The engine's settings; the compiler process builds its engine from the
+/// same, so that what it compiles loads here.
+fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config
+}
+
+fn new_engine() -> anyhow::Result<Engine> {
+    Engine::new(&engine_config()).map_err(|e| anyhow!("{e}")).context("failed to create the wasmtime engine")
 }
 
 impl Runtime {
-    /// Creates the engine, links WASI (with nothing granted) and the
-    /// contract's host functions, and starts the epoch ticker that enforces
-    /// call deadlines; compiled components are cached in wasmtime's default
-    /// cache directory when there is one.
+    /// Creates the engine, links WASI (with nothing granted, its timers
+    /// always due) and the contract's host functions, and starts the epoch
+    /// ticker that enforces call deadlines. Components compile in this
+    /// process, uncached: for tools and tests; `serve` and the commands use
+    /// [`Runtime::with`].
     pub fn new(limits: Limits) -> anyhow::Result<Self> {
-        Runtime::with_cache(limits, &CompileCache::Default)
+        Runtime::with(limits, Compiler::InProcess, None)
     }
 
-    /// [`Runtime::new`] with the compilation cache given.
-    pub fn with_cache(limits: Limits, cache: &CompileCache) -> anyhow::Result<Self> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        let cache = match cache {
-            CompileCache::Off => None,
-            CompileCache::Default => match wasmtime::Cache::from_file(None) {
-                Ok(cache) => Some(cache),
-                Err(error) => {
-                    tracing::debug!(error = %format!("{error:#}"), "No compilation cache; modules compile on every load.");
-                    None
-                }
-            },
-            CompileCache::Dir(dir) => {
-                let mut c = wasmtime::CacheConfig::new();
-                c.with_directory(dir);
-                Some(
-                    wasmtime::Cache::new(c)
-                        .map_err(|e| anyhow!("{e:#}"))
-                        .with_context(|| format!("cannot use {} as the module cache", dir.display()))?,
-                )
-            }
-        };
-        config.cache(cache);
-        let engine =
-            Engine::new(&config).map_err(|e| anyhow!("{e}")).context("failed to create the wasmtime engine")?;
+    /// [`Runtime::new`] with the compiler and the cache given.
+    pub fn with(limits: Limits, compiler: Compiler, cache: Option<Cache>) -> anyhow::Result<Self> {
+        let engine = new_engine()?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| anyhow!("{e}"))
             .context("failed to link WASI")?;
+        // The clock's timers replace WASI's (which sleep for real).
+        linker.allow_shadowing(true);
+        wasmtime_wasi::p2::bindings::clocks::monotonic_clock::add_to_linker::<StoreState, FrozenTimers>(
+            &mut linker,
+            |s| Timers(&mut s.table),
+        )
+        .map_err(|e| anyhow!("{e}"))
+        .context("failed to link the frozen clock")?;
+        linker.allow_shadowing(false);
         v1_1::Normalizer::add_to_linker::<StoreState, wasmtime::component::HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(|e| anyhow!("{e}"))
             .context("failed to link the contract's host functions")?;
         spawn_epoch_ticker(&engine);
-        Ok(Runtime { engine, linker: Arc::new(linker), limits })
+        Ok(Runtime { engine, linker: Arc::new(linker), limits, compiler, cache })
     }
 
     /// The limits applied to calls.
@@ -189,7 +186,7 @@ impl Runtime {
 
     /// [`Runtime::load`] with a module's own limits.
     pub fn load_with(&self, bytes: &[u8], limits: Limits) -> Result<Component, LoadError> {
-        let component = WasmComponent::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let component = compile::compiled(&self.engine, &self.compiler, self.cache.as_ref(), bytes)?;
         let exports: Vec<String> =
             component.component_type().exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
         let pre = if exports.iter().any(|e| e == "notification:normalizer/normalize@1.1.0") {
@@ -235,6 +232,22 @@ pub enum LoadError {
     /// The component's `describe` call failed.
     #[error("the component failed to describe itself: {0}")]
     Describe(String),
+    /// Compiling the component went over its memory or time budget.
+    #[error("the component is refused: {0}")]
+    Budget(String),
+}
+
+/// `notification-host compile-module`: compiles a component read from
+/// standard input within `memory_bytes` for the host that spawned it (see
+/// [`compile`]). Returns the exit code.
+pub fn compile_module(memory_bytes: u64) -> i32 {
+    match new_engine() {
+        Ok(engine) => compile::compile_module_main(&engine, memory_bytes),
+        Err(e) => {
+            eprintln!("{e:#}");
+            1
+        }
+    }
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] for as long as the engine
@@ -391,11 +404,11 @@ impl Component {
                 .stderr(output.clone())
                 .build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(true).build(),
+            budget: Budget::new(self.limits.memory_bytes),
             output,
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
+        store.limiter(|state| &mut state.budget);
         store.set_epoch_deadline(self.deadline_ticks());
         let exports = match &self.pre {
             Pre::V1_1(pre) => Exports::V1_1(pre.instantiate(&mut store).map_err(|e| self.classify(&e))?),

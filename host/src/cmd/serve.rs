@@ -29,7 +29,7 @@ pub async fn migrate(args: &ServeArgs) -> anyhow::Result<()> {
 /// serve the API, until SIGTERM or Ctrl-C.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let status = Arc::new(Status::default());
-    let metrics = Arc::new(metrics::Metrics::default());
+    let metrics = Arc::new(metrics::Metrics::with_max_topics(args.metrics_max_topics));
     let db = Db::connect_lazy(args.db.url()?, args.db.max_connections)?;
     // An API-only replica has no consumer and is ready when the database is.
     let consumer = if args.role.consumes() {

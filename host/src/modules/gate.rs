@@ -14,11 +14,16 @@ use super::routing::Route;
 use super::{Modules, ModulesConfig};
 use crate::config::ModulesArgs;
 use crate::record::{Normalized, Record};
-use crate::runtime::{Breaker, CallError, CompileCache, Limits, Runtime};
+use anyhow::Context as _;
+use notification_artifact::Key;
+
+use crate::runtime::{Breaker, Cache, CallError, Compiler, Limits, Runtime};
 use crate::samples::{self, Sample};
 use crate::storage::module_store::StoredModule;
 
-/// The sandbox defaults and the compilation cache `args` configure.
+/// The sandbox defaults, the compiler budget and the compilation cache
+/// `args` configure: components compile in a child process of this
+/// executable, within `MODULE_COMPILE_MEMORY` and `MODULE_COMPILE_TIMEOUT`.
 pub fn runtime_for(args: &ModulesArgs) -> anyhow::Result<Runtime> {
     let limits = Limits {
         memory_bytes: args.module_memory_limit,
@@ -26,12 +31,31 @@ pub fn runtime_for(args: &ModulesArgs) -> anyhow::Result<Runtime> {
         max_output_bytes: args.module_max_output,
         ..Limits::default()
     };
-    let cache = match &args.module_cache_dir {
-        Some(dir) if dir.as_os_str() == "off" => CompileCache::Off,
-        Some(dir) => CompileCache::Dir(dir.clone()),
-        None => CompileCache::Default,
+    let exe = match &args.module_compiler {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe().context("cannot find this executable to compile modules with")?,
     };
-    Runtime::with_cache(limits, &cache)
+    let compiler =
+        Compiler::Child { exe, memory_bytes: args.module_compile_memory, timeout: args.module_compile_timeout };
+    let key = match args.module_cache_key.as_deref().filter(|k| !k.is_empty()) {
+        Some(secret) => Key::from_secret(secret.as_bytes()),
+        None => Key::PUBLIC,
+    };
+    let dir = match &args.module_cache_dir {
+        Some(dir) if dir.as_os_str() == "off" => None,
+        Some(dir) => Some(dir.clone()),
+        None => default_cache_dir(),
+    };
+    Runtime::with(limits, compiler, dir.map(|dir| Cache { dir, key }))
+}
+
+/// `$XDG_CACHE_HOME/notification-host/modules`, else under `$HOME/.cache`.
+fn default_cache_dir() -> Option<std::path::PathBuf> {
+    let base =
+        std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()).map(std::path::PathBuf::from).or_else(|| {
+            std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| std::path::PathBuf::from(h).join(".cache"))
+        })?;
+    Some(base.join("notification-host").join("modules"))
 }
 
 /// The most a manifest's `[limits]` may ask for, as `args` configure.

@@ -13,7 +13,7 @@ use super::dispatch::Dispatch;
 use super::{InFlight, Prepared};
 use crate::config::WriteMethod;
 use crate::kafka::{self, HostConsumer};
-use crate::metrics::{KindLabel, Metrics, ReducedLabels, TopicLabel};
+use crate::metrics::{KindLabel, Metrics, ReducedLabels};
 use crate::status::Status;
 use crate::storage::{Db, Partitioner, StoredRow, WriteError};
 
@@ -46,7 +46,10 @@ impl Writer {
     /// written.
     pub async fn run(mut self, mut parts: mpsc::Receiver<Prepared>) -> bool {
         while let Some(part) = parts.recv().await {
-            if !self.write(&part).await {
+            self.in_flight.doing(self.lane + 1, Some(format!("writing {} rows", part.rows.len())));
+            let written = self.write(&part).await;
+            self.in_flight.doing(self.lane + 1, None);
+            if !written {
                 // Storing the offsets of any later part would skip this one.
                 return false;
             }
@@ -76,7 +79,7 @@ impl Writer {
         self.metrics.batch_write_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.batch_records.observe(part.rows.len() as f64);
         for (topic, n) in &part.per_topic {
-            self.metrics.stored.get_or_create(&TopicLabel { topic: topic.clone() }).inc_by(*n);
+            self.metrics.stored.get_or_create(&self.metrics.topic(topic)).inc_by(*n);
         }
         let consumer = self.consumer.clone();
         let offsets = part.last_offsets.clone();

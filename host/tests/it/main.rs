@@ -17,4 +17,5 @@ mod hostile_records;
 mod renormalize;
 mod retention;
 mod routing;
+mod sandbox;
 mod write_path;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use notification_e2e::{Host, HostOptions, Kafka, Out, fresh_database, http_get, produce, unique};
 use notification_host::record::Record;
-use notification_host::runtime::{Breaker, CompileCache, Limits, Runtime};
+use notification_host::runtime::{Breaker, Cache, CacheKey, Compiler, Limits, Runtime};
 use sqlx::PgPool;
 
 struct Args {
@@ -111,14 +111,18 @@ async fn main() -> anyhow::Result<()> {
         let bytes = std::fs::read(&wasm).with_context(|| format!("{} (build the project first)", wasm.display()))?;
         let limits = limits_of(&project, &name)?;
 
-        let uncached = Runtime::with_cache(limits, &CompileCache::Off)?;
+        // As `serve` compiles: in a child process within the default budget.
+        let compiler =
+            Compiler::Child { exe: a.host_bin.clone(), memory_bytes: 2 << 30, timeout: Duration::from_secs(600) };
+        let cached = Some(Cache { dir: cache.clone(), key: CacheKey::PUBLIC });
+        let uncached = Runtime::with(limits, compiler.clone(), None)?;
         let started = Instant::now();
         let component = uncached.load(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
         let first_load = started.elapsed();
 
-        let warm = Runtime::with_cache(limits, &CompileCache::Dir(cache.clone()))?;
+        let warm = Runtime::with(limits, compiler.clone(), cached.clone())?;
         warm.load(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let again = Runtime::with_cache(limits, &CompileCache::Dir(cache.clone()))?;
+        let again = Runtime::with(limits, compiler, cached)?;
         let started = Instant::now();
         again.load(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
         let cached_load = started.elapsed();
