@@ -2,7 +2,9 @@
 //! set is one the host reads, ports and paths match what it listens on and
 //! serves, and the modules directory is where the image puts the modules.
 //! They also keep their safe defaults: no working secret in any shipped file,
-//! a NetworkPolicy in front of the pods, and CORS as compose sets it.
+//! a NetworkPolicy in front of the pods, CORS as compose sets it, and probes
+//! that follow each replica's role, in every Kubernetes install as kustomize
+//! renders it.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -310,4 +312,169 @@ fn kubernetes_sets_cors_as_compose_does() {
         .find(|d| d["metadata"]["name"] == "notification-host-config")
         .unwrap();
     assert_eq!(config["data"][env::CORS_ALLOWED_ORIGINS], origins);
+}
+
+// ---- Every install, as kustomize renders it --------------------------------
+
+/// kubectl, whose kustomize renders the installs: `KUBECTL`, else the one
+/// scripts/validate-deploy installs, else one on PATH.
+fn kubectl() -> std::path::PathBuf {
+    if let Ok(k) = std::env::var("KUBECTL") {
+        return k.into();
+    }
+    let cache = std::env::var("NOTIFICATION_CACHE_DIR")
+        .unwrap_or_else(|_| format!("{}/.cache/notification-host", std::env::var("HOME").unwrap_or_default()));
+    let venv = std::path::PathBuf::from(format!("{cache}/venv/bin/kubectl"));
+    if venv.exists() {
+        return venv;
+    }
+    let on_path = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| std::path::Path::new(d).join("kubectl"))
+        .find(|p| p.exists());
+    on_path.expect("kubectl not found: scripts/validate-deploy installs it (or set KUBECTL)")
+}
+
+/// Each install (the default and every overlay), rendered with the Secret
+/// template filled in as the deploy would fill it.
+fn rendered_installs() -> Vec<(String, Vec<Value>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let src = format!("{}/../kubernetes", env!("CARGO_MANIFEST_DIR"));
+    let copy = std::process::Command::new("cp").arg("-r").arg(&src).arg(dir.path()).status().unwrap();
+    assert!(copy.success());
+    let tree = dir.path().join("kubernetes");
+    std::fs::copy(tree.join("base/secrets.env.example"), tree.join("base/secrets.env")).unwrap();
+    let mut installs = vec![".".to_owned()];
+    let mut overlays: Vec<String> = std::fs::read_dir(tree.join("overlays"))
+        .unwrap()
+        .map(|e| format!("overlays/{}", e.unwrap().file_name().to_str().unwrap()))
+        .collect();
+    overlays.sort();
+    installs.extend(overlays);
+    let kubectl = kubectl();
+    installs
+        .into_iter()
+        .map(|install| {
+            let out = std::process::Command::new(&kubectl).arg("kustomize").arg(tree.join(&install)).output().unwrap();
+            assert!(out.status.success(), "kustomize {install}: {}", String::from_utf8_lossy(&out.stderr));
+            let text = String::from_utf8(out.stdout).unwrap();
+            let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+                .map(|d| serde::Deserialize::deserialize(d).unwrap())
+                .collect();
+            (install, docs)
+        })
+        .collect()
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector.as_mapping().unwrap().iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn role_of(container: &Value) -> notification_host::config::Role {
+    use clap::ValueEnum;
+    let role = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == env::ROLE)
+        .map_or("all", |e| e["value"].as_str().unwrap());
+    notification_host::config::Role::from_str(role, false).unwrap()
+}
+
+#[test]
+fn every_install_renders_with_safe_defaults_and_probes_by_role() {
+    use notification_host::config::Role;
+    let served = served_paths();
+    let installs = rendered_installs();
+    assert!(installs.len() >= 4, "the default install and the overlays: {:?}", installs.iter().map(|i| &i.0));
+    let mut roles_seen = BTreeSet::new();
+    for (install, docs) in &installs {
+        let deployments = of_kind(docs, "Deployment");
+        assert!(!deployments.is_empty(), "{install}");
+        let secrets = of_kind(docs, "Secret");
+        assert_eq!(secrets.len(), 1, "{install}: one Secret, generated from secrets.env");
+        let secret = secrets[0];
+        let config_maps: Vec<&str> =
+            of_kind(docs, "ConfigMap").iter().map(|c| c["metadata"]["name"].as_str().unwrap()).collect();
+        let policy = of_kind(docs, "NetworkPolicy");
+        assert_eq!(policy.len(), 1, "{install}: the NetworkPolicy");
+        let service = of_kind(docs, "Service")[0];
+        let mut behind_service = 0;
+        for d in &deployments {
+            let name = d["metadata"]["name"].as_str().unwrap();
+            let pod = &d["spec"]["template"];
+            let labels = &pod["metadata"]["labels"];
+            assert!(
+                selects(&policy[0]["spec"]["podSelector"]["matchLabels"], labels),
+                "{install}: {name} outside the policy"
+            );
+            let c = &pod["spec"]["containers"][0];
+            let role = role_of(c);
+            roles_seen.insert(format!("{role:?}"));
+            // Probes by role: /ready is what a replica of this role is ready
+            // for (reads on all/api, consuming on ingest); liveness is /health.
+            assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready", "{install}: {name}");
+            assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health", "{install}: {name}");
+            for probe in ["readinessProbe", "livenessProbe"] {
+                assert!(served.contains(c[probe]["httpGet"]["path"].as_str().unwrap()));
+            }
+            // The Service sends clients only to replicas that serve the API.
+            if selects(&service["spec"]["selector"], labels) {
+                assert!(role.serves_api(), "{install}: the Service reaches {name}, which serves no API");
+                behind_service += 1;
+            }
+            // Runs as the image's user, read-only, without capabilities.
+            assert_eq!(pod["spec"]["securityContext"]["runAsUser"].as_u64(), Some(10001));
+            assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+            assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+            let mounts = c["volumeMounts"].as_sequence().unwrap();
+            assert!(mounts.iter().any(|m| m["mountPath"] == "/tmp"), "{install}: {name} needs a writable /tmp");
+            // Every reference resolves in what is applied.
+            let env_list = c["env"].as_sequence().unwrap();
+            assert_known(env_list.iter().map(|e| e["name"].as_str().unwrap().to_owned()), install);
+            for e in env_list {
+                let r = &e["valueFrom"]["secretKeyRef"];
+                if r.is_null() {
+                    assert_ne!(e["value"], Value::Null, "{install}: {name} env {:?}", e["name"]);
+                    continue;
+                }
+                assert_eq!(r["name"], secret["metadata"]["name"], "{install}: {name}");
+                if r["optional"].as_bool() != Some(true) {
+                    assert!(secret["data"].get(r["key"].as_str().unwrap()).is_some(), "{install}: key {:?}", r["key"]);
+                }
+            }
+            for from in c["envFrom"].as_sequence().unwrap() {
+                assert!(config_maps.contains(&from["configMapRef"]["name"].as_str().unwrap()));
+            }
+            for v in pod["spec"]["volumes"].as_sequence().unwrap() {
+                if let Some(cm) = v["configMap"]["name"].as_str() {
+                    assert!(config_maps.contains(&cm), "{install}: volume from missing ConfigMap {cm}");
+                }
+            }
+            // Modules from the store: ADMIN_TOKEN set and no modules ConfigMap.
+            let admin = env_list.iter().any(|e| e["name"] == env::ADMIN_TOKEN);
+            let store_only = !config_maps.contains(&"notification-normalizers");
+            assert_eq!(admin, store_only, "{install}: {name}: ADMIN_TOKEN goes with modules from the store");
+        }
+        assert!(behind_service > 0, "{install}: the Service reaches no replica");
+        // Every HPA scales a Deployment of this install.
+        for hpa in of_kind(docs, "HorizontalPodAutoscaler") {
+            let target = &hpa["spec"]["scaleTargetRef"]["name"];
+            assert!(deployments.iter().any(|d| &d["metadata"]["name"] == target), "{install}: HPA of {target:?}");
+        }
+    }
+    for role in [Role::All, Role::Api, Role::Ingest] {
+        assert!(roles_seen.contains(&format!("{role:?}")), "no install runs ROLE={role:?}");
+    }
+    assert!(
+        installs.iter().any(|(_, docs)| !of_kind(docs, "ConfigMap")
+            .iter()
+            .any(|c| c["metadata"]["name"] == "notification-normalizers")),
+        "an install takes its modules from the store only"
+    );
 }
