@@ -200,16 +200,16 @@ fn files_under(dir: &str) -> Vec<String> {
 fn token_values(v: &Value, out: &mut Vec<(String, String)>) {
     match v {
         Value::Mapping(m) => {
-            if let (Some(name), Some(value)) = (m.get("name").and_then(Value::as_str), m.get("value")) {
-                if TOKEN_VARS.contains(&name) {
-                    out.push((name.to_owned(), value.as_str().unwrap_or_default().to_owned()));
-                }
+            if let (Some(name), Some(value)) = (m.get("name").and_then(Value::as_str), m.get("value"))
+                && TOKEN_VARS.contains(&name)
+            {
+                out.push((name.to_owned(), value.as_str().unwrap_or_default().to_owned()));
             }
             for (k, val) in m {
-                if let (Some(k), Some(s)) = (k.as_str(), val.as_str()) {
-                    if TOKEN_VARS.contains(&k) {
-                        out.push((k.to_owned(), s.to_owned()));
-                    }
+                if let (Some(k), Some(s)) = (k.as_str(), val.as_str())
+                    && TOKEN_VARS.contains(&k)
+                {
+                    out.push((k.to_owned(), s.to_owned()));
                 }
                 token_values(val, out);
             }
