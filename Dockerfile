@@ -9,13 +9,17 @@ RUN apt-get update \
  && rustup target add wasm32-wasip2
 WORKDIR /src
 COPY . .
-RUN cargo build --release --target wasm32-wasip2 --manifest-path normalizers/Cargo.toml \
- && cargo build --release -p notification-host -p notification-tools --bin notification-host --bin saga-demo \
- && mkdir -p /out/normalizers \
+# The components: normalizers/ is a workspace of its own, so they land in
+# normalizers/target.
+RUN cargo build --release --target wasm32-wasip2 --manifest-path normalizers/Cargo.toml
+# The host and the demo saga producer, in one build so that their shared
+# dependencies are built once (saga-demo is in the notification-tools package).
+RUN cargo build --release -p notification-host -p notification-tools --bin notification-host --bin saga-demo
+RUN mkdir -p /out/normalizers \
  && cp normalizers/campus-delivery/normalizer.toml /out/normalizers/campus-delivery.toml \
- && cp target/wasm32-wasip2/release/normalizer_campus_delivery.wasm /out/normalizers/campus-delivery.wasm \
+ && cp normalizers/target/wasm32-wasip2/release/normalizer_campus_delivery.wasm /out/normalizers/campus-delivery.wasm \
  && cp normalizers/campus-delivery/samples.jsonl /out/normalizers/campus-delivery.samples.jsonl \
- && cp target/wasm32-wasip2/release/normalizer_default.wasm /out/normalizer_default.wasm
+ && cp normalizers/target/wasm32-wasip2/release/normalizer_default.wasm /out/normalizer_default.wasm
 
 FROM debian:bookworm-slim
 RUN apt-get update \
