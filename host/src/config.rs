@@ -269,9 +269,17 @@ pub struct DbConfig {
     #[arg(long, env = env::DATABASE_URL, hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Connections in the pool (writes use one at a time; the rest serve the API).
+    /// Connections that serve reads (the query API and the console). The
+    /// writers have connections of their own (`DATABASE_WRITERS`), and so
+    /// does the host's own work (4: maintenance, the module store, its two
+    /// listeners), so no number of readers can make ingestion wait.
     #[arg(long, env = env::DATABASE_MAX_CONNECTIONS, default_value_t = 10)]
     pub max_connections: u32,
+
+    /// How long one read statement may run before PostgreSQL cancels it
+    /// (its request answers 503); `0s` sets no limit.
+    #[arg(long, env = env::READ_TIMEOUT, default_value = "5s", value_parser = parse_duration)]
+    pub read_timeout: Duration,
 
     /// Keep this many days of records: whole monthly partitions that end
     /// before the cutoff are dropped. Unset keeps everything.

@@ -33,7 +33,10 @@ fn main() -> ExitCode {
             block_on(async move { notification_host::cmd::modules::run(&args, &mut std::io::stdout()).await })
         }
         Some(Command::Renormalize(args)) => block_on(async move {
-            let db = notification_host::storage::Db::connect_lazy(args.serve.db.url()?, 2)?;
+            let db = notification_host::storage::Db::connect_lazy(
+                args.serve.db.url()?,
+                notification_host::storage::Connections::for_command(),
+            )?;
             notification_host::cmd::renormalize::run(&args, &db, &mut std::io::stdout()).await?;
             Ok(ExitCode::SUCCESS)
         }),

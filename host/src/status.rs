@@ -105,7 +105,10 @@ impl Status {
         if !self.subscription_known.load(Ordering::Relaxed) {
             reasons.push("the topic list has not been read from the broker yet".into());
         } else if self.subscribed_topics.load(Ordering::Relaxed) > 0 && !self.assigned.load(Ordering::Relaxed) {
-            reasons.push("the consumer holds no assignment (joining the group, rebalancing, or the broker is unreachable)".into());
+            reasons.push(
+                "the consumer holds no assignment (joining the group, rebalancing, or the broker is unreachable)"
+                    .into(),
+            );
         }
         if reasons.is_empty() { Ok(()) } else { Err(reasons) }
     }

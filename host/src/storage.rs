@@ -50,7 +50,9 @@ mod write;
 pub use console::{EventSummary, IdKind, RecentOrder};
 pub use error::DbError;
 pub use live::{Heard, Listener, STORED_CHANNEL, StoredBatch, StoredListener};
-pub use partitions::{KnownPartitions, Partitioner, maintain_partitions, maintenance, partition_window};
+pub use partitions::{
+    KnownPartitions, LOCK_TIMEOUT, Partitioner, Retention, maintain_partitions, maintenance, partition_window,
+};
 pub use reads::{ListFilter, NewApiNotification, Notification, Position, full_scans_of_rows};
 pub use renormalize::StoredRecord;
 pub use rows::{MAX_NOTE_BYTES, StoredRow, document_text};
@@ -69,17 +71,48 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// The database handle: a connection pool.
+/// How many connections each of the host's pools may open, and how long a
+/// read may run.
+#[derive(Debug, Clone, Copy)]
+pub struct Connections {
+    /// Connections that serve reads (the API and the console).
+    pub reads: u32,
+    /// Connections the writers use, one each: reserved, so that no number
+    /// of readers can make ingestion wait for a connection.
+    pub writers: u32,
+    /// How long one read statement may run before PostgreSQL cancels it.
+    pub read_timeout: Duration,
+}
+
+impl Connections {
+    /// What a command (not `serve`) needs: a couple of connections, reads
+    /// without a time limit.
+    pub fn for_command() -> Connections {
+        Connections { reads: 2, writers: 2, read_timeout: Duration::ZERO }
+    }
+}
+
+/// The host's own connections: migrations, partition maintenance, the
+/// module store, and the two listeners (the console's live tail and the
+/// module store's changes), which each hold one for as long as they live.
+const ADMIN_CONNECTIONS: u32 = 4;
+
+/// The database handle: three pools, so that no kind of work can take
+/// another's connections. Readers (`reads`, every statement under a time
+/// limit) cannot starve the writers (`writes`, one connection each), and
+/// neither can starve the host's own work (`admin`).
 #[derive(Clone, Debug)]
 pub struct Db {
-    pool: PgPool,
+    reads: PgPool,
+    writes: PgPool,
+    admin: PgPool,
 }
 
 impl Db {
-    /// Creates the pool without connecting, so that the host can start (and
+    /// Creates the pools without connecting, so that the host can start (and
     /// report itself not ready) while the database is still unreachable. A
     /// malformed URL is an error at once.
-    pub fn connect_lazy(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+    pub fn connect_lazy(url: &str, connections: Connections) -> anyhow::Result<Db> {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             anyhow::bail!("DATABASE_URL is not a valid PostgreSQL connection URL: it must start with postgres://");
         }
@@ -90,30 +123,57 @@ impl Db {
         // compiles it on every execution, 300 ms for a query that runs in
         // 2 ms.
         let options = options.application_name("notification-host").options([("jit", "off")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(options);
-        Ok(Db { pool })
+        let pool = |options: PgConnectOptions, max: u32| {
+            PgPoolOptions::new()
+                .max_connections(max.max(1))
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_lazy_with(options)
+        };
+        let read_options = if connections.read_timeout.is_zero() {
+            options.clone()
+        } else {
+            // Every read statement ends within the limit, and a session that
+            // idles inside a transaction is closed.
+            let ms = connections.read_timeout.as_millis().to_string();
+            options
+                .clone()
+                .options([("statement_timeout", ms.as_str()), ("idle_in_transaction_session_timeout", ms.as_str())])
+        };
+        Ok(Db {
+            reads: pool(read_options, connections.reads),
+            writes: pool(options.clone(), connections.writers),
+            admin: pool(options, ADMIN_CONNECTIONS),
+        })
     }
 
-    /// Wraps an existing pool (tests).
+    /// Wraps an existing pool for every kind of work (tests).
     pub fn from_pool(pool: PgPool) -> Db {
-        Db { pool }
-    }
-
-    /// The underlying pool.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+        Db { reads: pool.clone(), writes: pool.clone(), admin: pool }
     }
 
     /// Applies the migrations in `migrations/`.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        MIGRATOR.run(&self.pool).await.context("failed to apply the database migrations")
+        MIGRATOR.run(&self.admin).await.context("failed to apply the database migrations")
     }
 
-    /// Whether the database answers.
+    /// A session setting as each pool's connections see it (`SHOW name`):
+    /// the reads', the writes' and the host's own.
+    pub async fn session_setting(&self, name: &str) -> Result<[(&'static str, String); 3], DbError> {
+        // A setting's name is an identifier; it is checked, not quoted.
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(DbError::Refused(sqlx::Error::InvalidArgument(format!("{name:?} is not a setting's name"))));
+        }
+        let show = format!("SHOW {name}");
+        let mut out = [("reads", String::new()), ("writes", String::new()), ("admin", String::new())];
+        for (slot, pool) in out.iter_mut().zip([&self.reads, &self.writes, &self.admin]) {
+            slot.1 = sqlx::query_scalar(sqlx::AssertSqlSafe(show.clone())).fetch_one(pool).await?;
+        }
+        Ok(out)
+    }
+
+    /// Whether the database answers (on the host's own connections, which
+    /// readers cannot exhaust).
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        sqlx::query("SELECT 1").execute(&self.admin).await.is_ok()
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::config::ServeArgs;
 use crate::modules::Modules;
-use crate::storage::Db;
+use crate::storage::{Connections, Db};
 
 /// Runs every check, writing one line per check to `out`.
 pub async fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
@@ -21,7 +21,7 @@ pub async fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
     report(true, "configuration", "parsed".into())?;
 
     let mut database = None;
-    match args.db.url().and_then(|url| Db::connect_lazy(url, 1)) {
+    match args.db.url().and_then(|url| Db::connect_lazy(url, Connections::for_command())) {
         Ok(db) => {
             let answered = tokio::time::timeout(Duration::from_secs(10), db.ping()).await.unwrap_or(false);
             report(answered, "database", if answered { "answers".into() } else { "does not answer".into() })?;

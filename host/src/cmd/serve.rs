@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeArgs;
 use crate::status::Status;
-use crate::storage::Db;
 use crate::storage::maintain_partitions;
+use crate::storage::{Connections, Db};
 use crate::{http, kafka, metrics, modules, pipeline, shutdown};
 
 /// How long shutdown waits for the consumer to leave its group.
@@ -19,7 +19,7 @@ const CONSUMER_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `notification-host migrate`: apply the migrations and exit.
 pub async fn migrate(args: &ServeArgs) -> anyhow::Result<()> {
-    let db = Db::connect_lazy(args.db.url()?, 1)?;
+    let db = Db::connect_lazy(args.db.url()?, Connections::for_command())?;
     db.migrate().await?;
     tracing::info!("Migrations applied.");
     Ok(())
@@ -30,7 +30,14 @@ pub async fn migrate(args: &ServeArgs) -> anyhow::Result<()> {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let status = Arc::new(Status::default());
     let metrics = Arc::new(metrics::Metrics::with_max_topics(args.metrics_max_topics));
-    let db = Db::connect_lazy(args.db.url()?, args.db.max_connections)?;
+    let db = Db::connect_lazy(
+        args.db.url()?,
+        Connections {
+            reads: args.db.max_connections,
+            writers: args.pipeline.writers,
+            read_timeout: args.db.read_timeout,
+        },
+    )?;
     // An API-only replica has no consumer and is ready when the database is.
     let consumer = if args.role.consumes() {
         Some(Arc::new(kafka::create_consumer(&args.kafka, status.clone(), metrics.clone())?))
@@ -90,7 +97,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     tokio::spawn(watch_database(db.clone(), status.clone(), shutdown.clone()));
-    tokio::spawn(maintain_partitions(db.clone(), args.db.clone(), shutdown.clone()));
+    tokio::spawn(maintain_partitions(db.clone(), args.db.clone(), metrics.clone(), shutdown.clone()));
 
     let Some(consumer) = consumer else {
         tracing::info!(role = ?args.role, "Serving the API only; no consumer.");

@@ -92,13 +92,18 @@ impl IntoResponse for SendError {
 }
 
 /// Logs the cause; answers 503 when the database is unreachable (retrying
-/// later helps) and 500 otherwise, with a generic message either way.
+/// later helps) or the query ran past its time limit, and 500 otherwise,
+/// with a generic message either way.
 fn database_failure(e: &DbError) -> (StatusCode, String) {
     tracing::error!(error = %e, "Database query failed.");
     match e {
         DbError::Unavailable(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, "The database is unavailable; try again later.".to_owned())
         }
+        DbError::TimedOut(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The query ran past its time limit; narrow it (a shorter time range, or an id).".to_owned(),
+        ),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error.".to_owned()),
     }
 }

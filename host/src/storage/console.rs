@@ -130,7 +130,7 @@ impl Db {
         let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(timeline_sql(SUMMARY_COLUMNS)))
             .bind(order_id)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         Ok(rows.into_iter().map(|r| (r.event, r.direct)).collect())
     }
@@ -142,7 +142,7 @@ impl Db {
             .bind(None::<DateTime<Utc>>)
             .bind(None::<i64>)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await
             .map_err(DbError::from)
     }
@@ -152,7 +152,7 @@ impl Db {
         sqlx::query_as(sqlx::AssertSqlSafe(latest_of_sql(kind)))
             .bind(id)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await
             .map_err(DbError::from)
     }
@@ -165,7 +165,7 @@ impl Db {
             .collect();
         let sql = format!("SELECT {}", exists.join(", "));
         let row: (bool, bool, bool, bool) =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(&self.pool).await?;
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(&self.reads).await?;
         let found = [row.0, row.1, row.2, row.3];
         Ok(IdKind::ALL.into_iter().zip(found).filter(|(_, f)| *f).map(|(k, _)| k).collect())
     }
@@ -177,7 +177,7 @@ impl Db {
         sqlx::query_as(RECENT_ORDERS_SQL)
             .bind(limit)
             .bind(RECENT_ROWS)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await
             .map_err(DbError::from)
     }
@@ -193,18 +193,18 @@ impl Db {
         let explain = |sql: &str| sqlx::AssertSqlSafe(format!("EXPLAIN {sql}"));
         let mut plans = Vec::new();
         let recent = sqlx::query_scalar(explain(RECENT_ORDERS_SQL)).bind(30_i64).bind(RECENT_ROWS);
-        plans.push(("recent orders", text(recent.fetch_all(&self.pool).await?)));
+        plans.push(("recent orders", text(recent.fetch_all(&self.reads).await?)));
         let search = sqlx::query_scalar(explain(&search_sql())).bind(order_id);
-        plans.push(("search", text(search.fetch_all(&self.pool).await?)));
+        plans.push(("search", text(search.fetch_all(&self.reads).await?)));
         let customer = sqlx::query_scalar(explain(&latest_of_sql(IdKind::Customer))).bind(customer_id).bind(500_i64);
-        plans.push(("customer", text(customer.fetch_all(&self.pool).await?)));
+        plans.push(("customer", text(customer.fetch_all(&self.reads).await?)));
         let record = sqlx::query_scalar(explain(&super::reads::notification_sql())).bind(1_i64);
-        plans.push(("record", text(record.fetch_all(&self.pool).await?)));
+        plans.push(("record", text(record.fetch_all(&self.reads).await?)));
         // A batch of the newest rows.
         let now: Option<DateTime<Utc>> = sqlx::query_scalar(
             "SELECT max(created_at) FROM notifications WHERE created_at <= now() + interval '1 day'",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         let now = now.unwrap_or_else(Utc::now);
         let live = sqlx::query_scalar(explain(&stored_rows_sql()))
@@ -212,7 +212,7 @@ impl Db {
             .bind(1000_i64)
             .bind(now - chrono::TimeDelta::minutes(1))
             .bind(now);
-        plans.push(("live batch", text(live.fetch_all(&self.pool).await?)));
+        plans.push(("live batch", text(live.fetch_all(&self.reads).await?)));
         Ok(plans)
     }
 
@@ -226,7 +226,7 @@ impl Db {
             .bind(batch.last_id)
             .bind(batch.earliest)
             .bind(batch.latest)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await
             .map_err(DbError::from)
     }

@@ -48,7 +48,7 @@ impl Db {
 
     async fn copy_batch(&self, rows: &[StoredRow]) -> Result<u64, sqlx::Error> {
         let data = encode(rows);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writes.begin().await?;
         // Every id this transaction's rows get is above this one.
         let floor: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT last_value FROM {ID_SEQUENCE}")))
             .fetch_one(&mut *tx)

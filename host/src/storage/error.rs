@@ -10,8 +10,8 @@ pub enum DbError {
     /// no connection free in time, shutting down, out of disk): retry later.
     #[error("the database is unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
-    /// A statement ran past its time limit (`statement_timeout`) and
-    /// PostgreSQL canceled it.
+    /// A statement ran past its time limit (`statement_timeout`), waited
+    /// past `lock_timeout` for a lock, or was canceled.
     #[error("the query ran past its time limit: {0}")]
     TimedOut(#[source] sqlx::Error),
     /// PostgreSQL refused a value it was given (a data exception such as
@@ -49,12 +49,14 @@ enum Class {
 
 /// `57014`: canceled, by `statement_timeout` or a cancel request.
 const QUERY_CANCELED: &str = "57014";
+/// `55P03`: a lock not acquired within `lock_timeout`.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 fn class(e: &sqlx::Error) -> Class {
     match e {
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
-            if code == QUERY_CANCELED {
+            if code == QUERY_CANCELED || code == LOCK_NOT_AVAILABLE {
                 Class::TimedOut
             } else if code == "42P01" || code == "3F000" {
                 Class::Missing

@@ -72,7 +72,7 @@ pub struct Listener {
 impl Db {
     /// Listens on `channel`.
     pub async fn listen(&self, channel: &str) -> Result<Listener, DbError> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
+        let mut listener = PgListener::connect_with(&self.admin).await?;
         listener.listen(channel).await?;
         Ok(Listener { listener })
     }

@@ -140,7 +140,7 @@ impl Db {
     /// Stores a version (already validated by the caller) and makes it live.
     /// Pushing the very same content again only makes it live.
     pub async fn push_module(&self, module: &StoredModule, by: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.admin.begin().await?;
         // One push per module at a time.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
             .bind(&module.name)
@@ -176,7 +176,7 @@ impl Db {
     /// Stores a version (already validated) to run in shadow beside the live
     /// one: on live traffic, its answers compared and never stored.
     pub async fn push_shadow_module(&self, module: &StoredModule, by: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.admin.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
             .bind(&module.name)
             .execute(&mut *tx)
@@ -210,7 +210,7 @@ impl Db {
 
     /// Makes the shadow version live. Returns it.
     pub async fn promote_module(&self, name: &str, by: &str) -> Result<String, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.admin.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))").bind(name).execute(&mut *tx).await?;
         let shadow: Option<Option<String>> =
             sqlx::query_scalar("SELECT shadow_version FROM normalizer_modules WHERE name = $1")
@@ -254,7 +254,7 @@ impl Db {
         .bind(records)
         .bind(differing)
         .bind(samples)
-        .execute(&self.pool)
+        .execute(&self.admin)
         .await?;
         Ok(())
     }
@@ -265,7 +265,7 @@ impl Db {
         let shadow: Option<Option<String>> =
             sqlx::query_scalar("SELECT shadow_version FROM normalizer_modules WHERE name = $1")
                 .bind(name)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.admin)
                 .await?;
         let Some(version) = shadow.flatten() else { return Ok(None) };
         let reports = sqlx::query(
@@ -274,7 +274,7 @@ impl Db {
         )
         .bind(name)
         .bind(&version)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.admin)
         .await?
         .iter()
         .map(|r| ShadowReport {
@@ -291,7 +291,7 @@ impl Db {
     /// Makes `version` live again, or (None) the version that was live before
     /// the current one. Returns the version now live.
     pub async fn rollback_module(&self, name: &str, version: Option<&str>, by: &str) -> Result<String, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.admin.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))").bind(name).execute(&mut *tx).await?;
         let current: Option<String> = sqlx::query_scalar("SELECT version FROM normalizer_modules WHERE name = $1")
             .bind(name)
@@ -344,7 +344,7 @@ impl Db {
     /// Takes a module out of service (its versions stay, for history and a
     /// later rollback).
     pub async fn remove_module(&self, name: &str, by: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.admin.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))").bind(name).execute(&mut *tx).await?;
         let removed =
             sqlx::query("DELETE FROM normalizer_modules WHERE name = $1").bind(name).execute(&mut *tx).await?;
@@ -366,7 +366,7 @@ impl Db {
              LEFT JOIN normalizer_module_versions s ON s.name = m.name AND s.version = m.shadow_version
              ORDER BY m.name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.admin)
         .await?;
         Ok(rows
             .iter()
@@ -389,7 +389,7 @@ impl Db {
         )
         .bind(name)
         .bind(version)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.admin)
         .await?;
         Ok(row.map(|r| StoredModule {
             name: r.get(0),
@@ -410,7 +410,7 @@ impl Db {
             "SELECT action, version, by_whom, at FROM normalizer_module_events WHERE name = $1 ORDER BY id",
         )
         .bind(name)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.admin)
         .await?
         .iter()
         .map(|r| ModuleEvent { action: r.get(0), version: r.get(1), by: r.get(2), at: r.get(3) })
@@ -419,7 +419,7 @@ impl Db {
             "SELECT version, pushed_by, pushed_at FROM normalizer_module_versions WHERE name = $1 ORDER BY pushed_at",
         )
         .bind(name)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.admin)
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))

@@ -68,7 +68,7 @@ impl Db {
     pub async fn latest_for_order(&self, order_id: &str) -> Result<Option<Notification>, DbError> {
         sqlx::query_as(sqlx::AssertSqlSafe(latest_sql()))
             .bind(order_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await
             .map_err(DbError::from)
     }
@@ -78,7 +78,7 @@ impl Db {
     pub async fn notification(&self, notification_id: i64) -> Result<Option<Notification>, DbError> {
         sqlx::query_as(sqlx::AssertSqlSafe(notification_sql()))
             .bind(notification_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await
             .map_err(DbError::from)
     }
@@ -119,7 +119,7 @@ impl Db {
             .bind(created_at)
             .bind(notification_id)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await
     }
 
@@ -135,7 +135,7 @@ impl Db {
         }
         let sql = timeline_sql(COLUMNS);
         let rows: Vec<Row> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(order_id).bind(limit).fetch_all(&self.pool).await?;
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(order_id).bind(limit).fetch_all(&self.reads).await?;
         Ok(rows.into_iter().map(|r| (r.n, r.direct)).collect())
     }
 
@@ -151,7 +151,7 @@ impl Db {
     ) -> Result<Vec<Notification>, DbError> {
         list_query("", filter, after, descending, limit)
             .build_query_as()
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await
             .map_err(DbError::from)
     }
@@ -170,7 +170,7 @@ impl Db {
         let latest = format!("EXPLAIN {}", latest_sql());
         plans.push((
             "latest",
-            text(sqlx::query_scalar(sqlx::AssertSqlSafe(latest)).bind(order_id).fetch_all(&self.pool).await?),
+            text(sqlx::query_scalar(sqlx::AssertSqlSafe(latest)).bind(order_id).fetch_all(&self.reads).await?),
         ));
         for (name, column, id) in [("order", "order_id", order_id), ("correlation", "correlation_id", correlation_id)] {
             let sql = format!("EXPLAIN {}", for_column_sql(column));
@@ -179,7 +179,7 @@ impl Db {
                 .bind(None::<DateTime<Utc>>)
                 .bind(None::<i64>)
                 .bind(1001_i64)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reads)
                 .await?;
             plans.push((name, text(plan)));
         }
@@ -190,11 +190,11 @@ impl Db {
                 sqlx::query_scalar(sqlx::AssertSqlSafe(timeline))
                     .bind(order_id)
                     .bind(5001_i64)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.reads)
                     .await?,
             ),
         ));
-        let list = list_query("EXPLAIN ", filter, None, true, 101).build_query_scalar().fetch_all(&self.pool).await?;
+        let list = list_query("EXPLAIN ", filter, None, true, 101).build_query_scalar().fetch_all(&self.reads).await?;
         plans.push(("list", text(list)));
         Ok(plans)
     }
@@ -208,13 +208,13 @@ impl Db {
             "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
              WHERE i.inhparent = 'notifications'::regclass ORDER BY 1",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         let mut holding = Vec::new();
         for name in partitions {
             // The name comes from the catalogue; quoted as an identifier.
             let sql = format!("SELECT EXISTS (SELECT 1 FROM ONLY \"{}\")", name.replace('"', "\"\""));
-            if sqlx::query_scalar::<_, bool>(sqlx::AssertSqlSafe(sql)).fetch_one(&self.pool).await? {
+            if sqlx::query_scalar::<_, bool>(sqlx::AssertSqlSafe(sql)).fetch_one(&self.reads).await? {
                 holding.push(name);
             }
         }

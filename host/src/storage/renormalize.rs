@@ -63,7 +63,7 @@ impl Db {
         .bind(offsets.0)
         .bind(offsets.1)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writes)
         .await?;
         rows.into_iter()
             .map(|r| {
@@ -142,7 +142,7 @@ impl Db {
         .bind(rows.iter().map(|(_, r)| r.fields.status.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, r)| r.normalizer.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, r)| r.normalizer_error.clone()).collect::<Vec<_>>())
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?;
         Ok(result.rows_affected())
     }

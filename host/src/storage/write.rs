@@ -142,7 +142,7 @@ impl Db {
             .bind(col(rows, |r| r.ingest_note.clone()))
             .bind(col(rows, |r| r.normalizer.clone()))
             .bind(col(rows, |r| r.normalizer_error.clone()))
-            .fetch_one(&self.pool)
+            .fetch_one(&self.writes)
             .await?;
         Ok(u64::try_from(inserted).unwrap_or_default())
     }
@@ -224,7 +224,7 @@ impl Db {
             .bind(&n.order_id)
             .bind(n.event.to_string())
             .bind(body)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await
             .map_err(DbError::from)
     }

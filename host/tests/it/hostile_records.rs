@@ -175,11 +175,11 @@ fn expand_bytes(b: &Bytes) -> Vec<u8> {
 
 /// One database for the whole property run, on a runtime of its own (the
 /// property body is synchronous).
-fn harness() -> &'static (tokio::runtime::Runtime, Db) {
-    static HARNESS: OnceLock<(tokio::runtime::Runtime, Db)> = OnceLock::new();
+fn harness() -> &'static (tokio::runtime::Runtime, Db, sqlx::PgPool) {
+    static HARNESS: OnceLock<(tokio::runtime::Runtime, Db, sqlx::PgPool)> = OnceLock::new();
     HARNESS.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let db = rt.block_on(async {
+        let (db, pool) = rt.block_on(async {
             let admin_url = std::env::var("DATABASE_URL").expect("DATABASE_URL is not set: run with scripts/test");
             let admin = PgPoolOptions::new().max_connections(1).connect(&admin_url).await.unwrap();
             let name = format!("hostile_{}", std::process::id());
@@ -188,16 +188,16 @@ fn harness() -> &'static (tokio::runtime::Runtime, Db) {
             let (base, _) = admin_url.rsplit_once('/').unwrap();
             let pool = PgPoolOptions::new().max_connections(4).connect(&format!("{base}/{name}")).await.unwrap();
             crate::support::MIGRATOR.run(&pool).await.unwrap();
-            let db = Db::from_pool(pool);
+            let db = Db::from_pool(pool.clone());
             // Month partitions around the epoch and now, so that records land
             // in monthly partitions and in the default one.
             let d = |y, m| chrono::NaiveDate::from_ymd_opt(y, m, 1).unwrap();
             db.ensure_partitions(d(1969, 11), d(1970, 2)).await.unwrap();
             let today = chrono::Utc::now().date_naive();
             db.ensure_partitions(today, today).await.unwrap();
-            db
+            (db, pool)
         });
-        (rt, db)
+        (rt, db, pool)
     })
 }
 
@@ -272,7 +272,7 @@ fn ordinary() -> StoredRow {
     StoredRow::from_record(record, Normalized { fields, normalizer: "default@1.0.0".into(), error: None })
 }
 
-async fn check(db: &Db, cases: Vec<Case>) -> Result<(), TestCaseError> {
+async fn check(db: &Db, pool: &sqlx::PgPool, cases: Vec<Case>) -> Result<(), TestCaseError> {
     let (rows, records) = rows(&cases);
     let started = Instant::now();
     let written = tokio::time::timeout(Duration::from_secs(60), db.copy(&rows))
@@ -301,7 +301,7 @@ async fn check(db: &Db, cases: Vec<Case>) -> Result<(), TestCaseError> {
         .bind(&record.topic)
         .bind(record.partition)
         .bind(record.offset)
-        .fetch_all(db.pool())
+        .fetch_all(pool)
         .await
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(found.len(), 1, "exactly one row for offset {}", record.offset);
@@ -369,12 +369,12 @@ fn every_record_is_stored_exactly_once_whatever_it_holds() {
 }
 
 fn property() {
-    let (rt, db) = harness();
+    let (rt, db, pool) = harness();
     let config = config();
     eprintln!("hostile records: {} cases, seed {:?}", config.cases, config.rng_seed);
     let mut runner = TestRunner::new(config);
     let started = Instant::now();
-    let result = runner.run(&proptest::collection::vec(case(), 1..5), |cases| rt.block_on(check(db, cases)));
+    let result = runner.run(&proptest::collection::vec(case(), 1..5), |cases| rt.block_on(check(db, pool, cases)));
     if let Err(e) = result {
         panic!("{e}");
     }

@@ -1,7 +1,10 @@
 //! Monthly partitions and retention against a real PostgreSQL: records far in
 //! the past and future are stored (default partition), partitions created
 //! later take over their month's rows, and a retention pass drops whole
-//! expired partitions while live ones stay.
+//! expired partitions while live ones stay. A row expires when both its
+//! record time and its stored time are past the cutoff, so a backfill of
+//! old history is kept. Retention never holds up reads or writes: it gives
+//! up on a lock it cannot get at once and tries again.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use notification_host::config::DbConfig;
@@ -79,11 +82,34 @@ async fn partitions_take_their_months_and_retention_drops_expired_ones(pool: PgP
         store(&db, offset, ts).await;
     }
     assert_eq!(placement(&pool).await.len(), 5, "no duplicates across partitions");
+    // The rows were stored long ago, as their times say: all but the two
+    // without a usable time (stored "now", 2026-11-26) and one more record
+    // of September 2025 that arrives in a backfill just now.
+    sqlx::query("UPDATE notifications SET stored_at = created_at WHERE kafka_offset IN (1, 3, 4)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE notifications SET stored_at = $1 WHERE kafka_offset IN (2, 5)")
+        .bind(now)
+        .execute(&pool)
+        .await
+        .unwrap();
+    store(&db, 6, Some(at("2025-09-20T00:00:00Z"))).await;
+    sqlx::query("UPDATE notifications SET stored_at = $1 WHERE kafka_offset = 6")
+        .bind(now)
+        .execute(&pool)
+        .await
+        .unwrap();
+    // One more expired month, all of it stored long ago.
+    store(&db, 7, Some(at("2025-10-03T00:00:00Z"))).await;
+    sqlx::query("UPDATE notifications SET stored_at = created_at WHERE kafka_offset = 7").execute(&pool).await.unwrap();
 
-    // Retention: 365 days before 2026-11-26.
+    // Retention: 365 days before 2026-11-26. A row goes once both its
+    // record time and the time it was stored are before the cutoff.
     let config = DbConfig {
         database_url: None,
         max_connections: 1,
+        read_timeout: std::time::Duration::ZERO,
         retention_days: Some(365),
         partitions_ahead: 3,
         partition_history_months: 120,
@@ -91,15 +117,22 @@ async fn partitions_take_their_months_and_retention_drops_expired_ones(pool: PgP
     };
     notification_host::storage::maintenance(&db, &config, now).await.unwrap();
     let left: Vec<i64> = placement(&pool).await.into_iter().map(|(o, _)| o).collect();
-    assert_eq!(left, vec![2, 4, 5], "the expired partition and the far-past row are gone; live rows stay");
+    assert_eq!(
+        left,
+        vec![2, 4, 5, 6],
+        "the far-past row and the expired rows are gone; live rows and the backfill just stored stay"
+    );
     let partitions: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'notifications'::regclass ORDER BY 1",
     )
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert!(!partitions.contains(&"notifications_2025_09".to_owned()), "{partitions:?}");
-    assert!(!partitions.contains(&"notifications_2025_10".to_owned()), "{partitions:?}");
+    assert!(
+        partitions.contains(&"notifications_2025_09".to_owned()),
+        "an expired month holding a row stored since the cutoff stays, without its expired rows: {partitions:?}"
+    );
+    assert!(!partitions.contains(&"notifications_2025_10".to_owned()), "an expired month is dropped: {partitions:?}");
     assert!(
         partitions.contains(&"notifications_2025_11".to_owned()),
         "the month holding the cutoff stays: {partitions:?}"
@@ -168,4 +201,59 @@ async fn history_lands_in_the_month_partitions_it_needs(pool: PgPool) {
     assert_eq!(placed, want);
     // Known months are not asked for again.
     assert!(db.ensure_partitions_for(&mut known, &rows, window).await.unwrap().is_empty());
+}
+
+/// Retention behind a long read: dropping an expired month needs a lock
+/// that would queue every later read and write behind the read. It gives
+/// up waiting instead, writes go on, and a later run drops the month.
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
+async fn retention_behind_a_long_read_never_holds_up_writes(pool: PgPool) {
+    use std::time::{Duration, Instant};
+    let db = Db::from_pool(pool.clone());
+    let now = Utc::now();
+    let old = now - chrono::Duration::days(500);
+    db.ensure_partitions(old.date_naive(), now.date_naive()).await.unwrap();
+    store(&db, 1, Some(old)).await;
+    sqlx::query("UPDATE notifications SET stored_at = created_at").execute(&pool).await.unwrap();
+    let expired = format!("notifications_{}", old.format("%Y_%m"));
+
+    // A reader holds its snapshot of every partition open.
+    let mut reader = pool.acquire().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut *reader).await.unwrap();
+    sqlx::query("SELECT count(*) FROM notifications").execute(&mut *reader).await.unwrap();
+
+    let config = DbConfig {
+        database_url: None,
+        max_connections: 1,
+        read_timeout: Duration::ZERO,
+        retention_days: Some(30),
+        partitions_ahead: 1,
+        partition_history_months: 120,
+        maintenance_interval: Duration::from_secs(3600),
+    };
+    let maintenance = {
+        let (db, config) = (db.clone(), config.clone());
+        tokio::spawn(async move { notification_host::storage::maintenance(&db, &config, now).await.unwrap() })
+    };
+    // Writes during the run: each is stored at once.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    for offset in 10..30 {
+        store(&db, offset, Some(now)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "20 writes behind a retention run took {took:?}");
+    let lock_timeouts = tokio::time::timeout(Duration::from_secs(30), maintenance).await.unwrap().unwrap();
+    assert!(lock_timeouts > 0, "the drop gave up waiting for its lock");
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(&expired).fetch_one(&pool).await.unwrap();
+    assert!(exists, "the month stays while the read holds it");
+
+    sqlx::query("COMMIT").execute(&mut *reader).await.unwrap();
+    drop(reader);
+    assert_eq!(notification_host::storage::maintenance(&db, &config, now).await.unwrap(), 0);
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(&expired).fetch_one(&pool).await.unwrap();
+    assert!(!exists, "the next run drops it");
 }

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use notification_host::record::{Fields, Normalized, Record};
-use notification_host::storage::{Db, Heard, StoredRow, WriteError, Written, stored_value};
+use notification_host::storage::{Connections, Db, Heard, StoredRow, WriteError, Written, stored_value};
 use sqlx::{PgPool, Row};
 
 use crate::support::{self, RecordExt};
@@ -381,7 +381,15 @@ async fn copy_notifies_the_rows_it_stored(pool: PgPool) {
 #[tokio::test]
 async fn the_hosts_sessions_run_without_jit() {
     let url = std::env::var("DATABASE_URL").expect("DATABASE_URL is set (scripts/test sets it)");
-    let db = Db::connect_lazy(&url, 1).unwrap();
-    let jit: String = sqlx::query_scalar("SHOW jit").fetch_one(db.pool()).await.unwrap();
-    assert_eq!(jit, "off");
+    let db = Db::connect_lazy(
+        &url,
+        Connections { reads: 1, writers: 1, read_timeout: std::time::Duration::from_millis(1500) },
+    )
+    .unwrap();
+    for (pool, jit) in db.session_setting("jit").await.unwrap() {
+        assert_eq!(jit, "off", "{pool}");
+    }
+    // Reads, and reads only, run under the read time limit.
+    let timeouts = db.session_setting("statement_timeout").await.unwrap();
+    assert_eq!(timeouts.map(|(pool, t)| format!("{pool} {t}")), ["reads 1500ms", "writes 0", "admin 0"]);
 }
