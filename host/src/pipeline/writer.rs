@@ -108,6 +108,7 @@ impl Writer {
                     self.status.set_db_up(true);
                     self.status.set_write_blocked(None);
                     self.metrics.redelivered.inc_by((rows.len() as u64).saturating_sub(written.inserted));
+                    self.metrics.notify_failures.inc_by(written.notify_failures);
                     for r in &written.reduced {
                         self.metrics
                             .reduced

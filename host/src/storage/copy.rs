@@ -13,7 +13,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::live::STORED_CHANNEL;
+use super::live::StoredBatch;
 use super::write::{database_reason, is_outage};
 use super::{Db, StoredRow, WriteError, Written};
 
@@ -36,7 +36,14 @@ impl Db {
             return Ok(Written::default());
         }
         match self.copy_batch(rows).await {
-            Ok(inserted) => Ok(Written { inserted, reduced: Vec::new() }),
+            Ok(stored) => {
+                let notified = match &stored {
+                    Some(batch) => self.notify_stored(batch).await,
+                    None => true,
+                };
+                let inserted = stored.map_or(0, |b| u64::try_from(b.rows).unwrap_or_default());
+                Ok(Written { inserted, reduced: Vec::new(), notify_failures: u64::from(!notified) })
+            }
             Err(e) if is_outage(&e) => Err(WriteError::Outage(e)),
             Err(e) => {
                 // A redelivery or a refused value: nothing was stored.
@@ -46,7 +53,9 @@ impl Db {
         }
     }
 
-    async fn copy_batch(&self, rows: &[StoredRow]) -> Result<u64, sqlx::Error> {
+    /// Copies the batch in one transaction; what it stored, for the
+    /// notification sent after the commit.
+    async fn copy_batch(&self, rows: &[StoredRow]) -> Result<Option<StoredBatch>, sqlx::Error> {
         let data = encode(rows);
         let mut tx = self.writes.begin().await?;
         // Every id this transaction's rows get is above this one.
@@ -56,20 +65,19 @@ impl Db {
         let mut copy = tx.copy_in_raw(COPY_SQL).await?;
         copy.send(data).await?;
         let copied = copy.finish().await?;
-        // The same notification the INSERT path sends (see `live`): the ids
-        // lie between the floor and the last one this session drew.
-        let (earliest, latest) = time_range(rows);
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT pg_notify('{STORED_CHANNEL}', concat_ws(' ', $1::int8, $2::int8, currval('{ID_SEQUENCE}'), $3::int8, $4::int8))"
-        )))
-        .bind(i64::try_from(copied).unwrap_or(i64::MAX))
-        .bind(floor)
-        .bind(earliest.timestamp_micros())
-        .bind(latest.timestamp_micros())
-        .execute(&mut *tx)
-        .await?;
+        // The ids lie between the floor and the last one this session drew.
+        let last: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT currval('{ID_SEQUENCE}')")))
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(copied)
+        let (earliest, latest) = time_range(rows);
+        Ok((copied > 0).then_some(StoredBatch {
+            rows: i64::try_from(copied).unwrap_or(i64::MAX),
+            first_id: floor,
+            last_id: last,
+            earliest,
+            latest,
+        }))
     }
 }
 

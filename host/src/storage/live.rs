@@ -1,9 +1,13 @@
 //! New rows as they are committed, by any replica: every write that stores
-//! rows also notifies [`STORED_CHANNEL`], in the same transaction, with the
-//! ranges of row ids and record times it stored. PostgreSQL delivers a
-//! notification only when its transaction commits, in commit order, to
-//! every listening connection, so a listener learns of each stored batch
-//! once it is readable, whichever replica wrote it.
+//! rows then notifies [`STORED_CHANNEL`] with the ranges of row ids and
+//! record times it stored. The notification is sent after the write has
+//! committed, in a statement of its own: PostgreSQL refuses to commit a
+//! transaction whose notifications do not fit its queue (a listener that
+//! stopped reading fills it), and a write must never fail for the sake of
+//! the console's live tail. A listener therefore learns of each stored batch
+//! once it is readable, whichever replica wrote it; one that cannot be told
+//! is counted (`notification_notify_failures_total`), its rows stored all
+//! the same.
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgListener;
@@ -13,18 +17,14 @@ use super::{Db, DbError};
 /// The channel the write path notifies.
 pub const STORED_CHANNEL: &str = "notification_rows";
 
-/// The SQL expression, over a set of just-inserted rows (`notification_id`,
-/// `created_at`), that notifies [`STORED_CHANNEL`] of them: `rows
-/// first_id last_id earliest_us latest_us` (times in microseconds since the
-/// Unix epoch). NULL, and no notification, when the set is empty.
-pub(super) fn notify_stored_sql() -> String {
-    format!(
-        "CASE WHEN count(*) > 0 THEN pg_notify('{STORED_CHANNEL}', concat_ws(' ', count(*), \
-         min(notification_id), max(notification_id), \
-         (extract(epoch FROM min(created_at)) * 1000000)::int8, \
-         (extract(epoch FROM max(created_at)) * 1000000)::int8))::text END"
-    )
-}
+/// The SQL columns, over a set of just-inserted rows (`notification_id`,
+/// `created_at`), that [`StoredBatch::from_summary`] reads back: count,
+/// first and last id, earliest and latest record time.
+pub(super) const STORED_SUMMARY_SQL: &str =
+    "count(*)::int8, min(notification_id), max(notification_id), min(created_at), max(created_at)";
+
+/// The summary [`STORED_SUMMARY_SQL`] selects.
+pub(super) type Summary = (i64, Option<i64>, Option<i64>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 /// What one committed write stored: its rows' ids and record times lie in
 /// these ranges.
@@ -38,6 +38,30 @@ pub struct StoredBatch {
 }
 
 impl StoredBatch {
+    /// The batch a summary describes; None when it stored no row.
+    pub(super) fn from_summary((rows, first, last, earliest, latest): Summary) -> Option<StoredBatch> {
+        (rows > 0).then_some(StoredBatch {
+            rows,
+            first_id: first?,
+            last_id: last?,
+            earliest: earliest?,
+            latest: latest?,
+        })
+    }
+
+    /// The notification's payload: `rows first_id last_id earliest_us
+    /// latest_us` (times in microseconds since the Unix epoch).
+    pub fn payload(&self) -> String {
+        format!(
+            "{} {} {} {} {}",
+            self.rows,
+            self.first_id,
+            self.last_id,
+            self.earliest.timestamp_micros(),
+            self.latest.timestamp_micros()
+        )
+    }
+
     /// Reads a notification's payload; None when it is not one the write
     /// path sends.
     pub fn parse(payload: &str) -> Option<StoredBatch> {
@@ -70,6 +94,24 @@ pub struct Listener {
 }
 
 impl Db {
+    /// Tells every listener what a committed write stored, on a writer's
+    /// connection, in a statement of its own. Returns whether it was sent;
+    /// a failure is logged, never an error of the write.
+    pub(super) async fn notify_stored(&self, batch: &StoredBatch) -> bool {
+        self.notify_stored_on(&self.writes, batch).await
+    }
+
+    /// [`Db::notify_stored`] on a connection of `pool`.
+    pub(super) async fn notify_stored_on(&self, pool: &sqlx::PgPool, batch: &StoredBatch) -> bool {
+        match sqlx::query("SELECT pg_notify($1, $2)").bind(STORED_CHANNEL).bind(batch.payload()).execute(pool).await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(%error, rows = batch.rows, "Could not notify listeners of stored rows; the rows are stored, the live tail misses them.");
+                false
+            }
+        }
+    }
+
     /// Listens on `channel`.
     pub async fn listen(&self, channel: &str) -> Result<Listener, DbError> {
         let mut listener = PgListener::connect_with(&self.admin).await?;
@@ -118,6 +160,12 @@ impl StoredListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payloads_are_written_as_they_are_read() {
+        let b = StoredBatch::parse("3 10 12 1743760800000000 1743760801500000").unwrap();
+        assert_eq!(StoredBatch::parse(&b.payload()), Some(b));
+    }
 
     #[test]
     fn payloads_read_back() {

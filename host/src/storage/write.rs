@@ -3,7 +3,7 @@
 //! record never stops the log. Also the API's insert.
 
 use super::DbError;
-use super::live::notify_stored_sql;
+use super::live::{STORED_SUMMARY_SQL, StoredBatch, Summary};
 use super::reads::{COLUMNS, NewApiNotification, Notification};
 use super::{Db, StoredRow};
 
@@ -30,6 +30,9 @@ pub enum WriteError {
 pub struct Written {
     pub inserted: u64,
     pub reduced: Vec<Reduced>,
+    /// Statements whose stored rows could not be announced to listeners
+    /// (the rows are stored; only the console's live tail misses them).
+    pub notify_failures: u64,
 }
 
 /// A record PostgreSQL refused as it was, stored through the last resort
@@ -79,11 +82,12 @@ impl Db {
         let mut todo = vec![rows];
         while let Some(slice) = todo.pop() {
             match self.insert_batch(slice).await.map_err(Failure::from) {
-                Ok(n) => written.inserted += n,
+                Ok(stored) => written.add(stored, self).await,
                 Err(Failure::Outage(e)) => return Err(WriteError::Outage(e)),
                 Err(Failure::Refused(reason)) => match slice {
                     [row] => {
-                        written.inserted += self.insert_last_resort(row, reason).await?;
+                        let stored = self.insert_last_resort(row, reason).await?;
+                        written.add(stored, self).await;
                         written.reduced.push(Reduced {
                             topic: row.source_topic.clone(),
                             partition: row.kafka_partition.unwrap_or_default(),
@@ -105,14 +109,14 @@ impl Db {
     }
 
     /// Stores one row PostgreSQL refused as it was, through the last resort.
-    async fn insert_last_resort(&self, row: &StoredRow, reason: String) -> Result<u64, WriteError> {
+    async fn insert_last_resort(&self, row: &StoredRow, reason: String) -> Result<Option<StoredBatch>, WriteError> {
         let (topic, partition, offset) =
             (&row.source_topic, row.kafka_partition.unwrap_or_default(), row.kafka_offset.unwrap_or_default());
         let last = row.last_resort(&reason);
         match self.insert_batch(std::slice::from_ref(&last)).await.map_err(Failure::from) {
-            Ok(inserted) => {
+            Ok(stored) => {
                 tracing::warn!(%topic, partition, offset, %reason, "PostgreSQL refused the row; stored the record through the last resort.");
-                Ok(inserted)
+                Ok(stored)
             }
             Err(Failure::Outage(e)) => Err(WriteError::Outage(e)),
             Err(Failure::Refused(refused)) => {
@@ -121,8 +125,9 @@ impl Db {
         }
     }
 
-    async fn insert_batch(&self, rows: &[StoredRow]) -> Result<u64, sqlx::Error> {
-        let inserted: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(INSERT_SQL.as_str()))
+    /// One statement; what it stored.
+    async fn insert_batch(&self, rows: &[StoredRow]) -> Result<Option<StoredBatch>, sqlx::Error> {
+        let summary: Summary = sqlx::query_as(sqlx::AssertSqlSafe(INSERT_SQL.as_str()))
             .bind(col(rows, |r| r.fields.customer_id.clone()))
             .bind(col(rows, |r| r.fields.runner_id.clone()))
             .bind(col(rows, |r| r.fields.order_id.clone()))
@@ -144,14 +149,26 @@ impl Db {
             .bind(col(rows, |r| r.normalizer_error.clone()))
             .fetch_one(&self.writes)
             .await?;
-        Ok(u64::try_from(inserted).unwrap_or_default())
+        Ok(StoredBatch::from_summary(summary))
+    }
+}
+
+impl Written {
+    /// Counts what one committed statement stored and announces it.
+    async fn add(&mut self, stored: Option<StoredBatch>, db: &Db) {
+        if let Some(batch) = stored {
+            self.inserted += u64::try_from(batch.rows).unwrap_or_default();
+            if !db.notify_stored(&batch).await {
+                self.notify_failures += 1;
+            }
+        }
     }
 }
 
 /// One array per column keeps the statement text constant (so PostgreSQL
-/// prepares it once) whatever the batch size. The statement answers how
-/// many rows were new, and tells listeners (the console's live tail, on any
-/// replica) what it stored, in the same transaction.
+/// prepares it once) whatever the batch size. The statement answers what it
+/// stored (how many rows were new, their ids and times), for the
+/// notification sent after it commits.
 static INSERT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH stored AS (INSERT INTO notifications (customer_id, runner_id, order_id, value_zstd, status, created_at, \
@@ -164,8 +181,7 @@ static INSERT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          AS t(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19) \
          ON CONFLICT ON CONSTRAINT notifications_kafka_record DO NOTHING \
          RETURNING notification_id, created_at) \
-         SELECT count(*)::int8 AS inserted, {} AS notified FROM stored",
-        notify_stored_sql()
+         SELECT {STORED_SUMMARY_SQL} FROM stored"
     )
 });
 
@@ -215,18 +231,25 @@ impl Db {
              source_topic, event_type, correlation_id, source_service, raw_value) \
              VALUES ($1, $2, $3, jsonb_build_object('message', $4::text::jsonb), '{API_STATUS}', now(), '{API_TOPIC}', \
              '{API_EVENT_TYPE}', gen_random_uuid()::text, '{API_SOURCE_SERVICE}', $5) RETURNING *) \
-             SELECT {COLUMNS} FROM stored CROSS JOIN (SELECT {} AS notified FROM stored) notify",
-            notify_stored_sql()
+             SELECT {COLUMNS} FROM stored"
         );
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let stored: Notification = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(&n.customer_id)
             .bind(&n.runner_id)
             .bind(&n.order_id)
             .bind(n.event.to_string())
             .bind(body)
             .fetch_one(&self.reads)
-            .await
-            .map_err(DbError::from)
+            .await?;
+        let batch = StoredBatch {
+            rows: 1,
+            first_id: stored.notification_id,
+            last_id: stored.notification_id,
+            earliest: stored.created_at,
+            latest: stored.created_at,
+        };
+        self.notify_stored_on(&self.reads, &batch).await;
+        Ok(stored)
     }
 }
 

@@ -393,3 +393,45 @@ async fn the_hosts_sessions_run_without_jit() {
     let timeouts = db.session_setting("statement_timeout").await.unwrap();
     assert_eq!(timeouts.map(|(pool, t)| format!("{pool} {t}")), ["reads 1500ms", "writes 0", "admin 0"]);
 }
+
+/// A write never depends on telling listeners about it. PostgreSQL refuses
+/// to commit a transaction whose notifications do not fit its queue (a
+/// listener that stopped reading fills it); here `pg_notify` fails every
+/// time (a function of that name earlier in the search path stands for the
+/// full queue), and every batch is stored all the same, by both methods,
+/// with the failures counted.
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
+async fn a_notification_that_cannot_be_sent_never_fails_a_write(pool: PgPool) {
+    sqlx::query("CREATE SCHEMA blocker").execute(&pool).await.unwrap();
+    sqlx::query(
+        "CREATE FUNCTION blocker.pg_notify(text, text) RETURNS void LANGUAGE plpgsql AS \
+         $$BEGIN RAISE EXCEPTION 'too many notifications in the NOTIFY queue' USING ERRCODE = '54000'; END$$",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let name: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&pool).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE \"{name}\" SET search_path = blocker, pg_catalog, public")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let url = std::env::var("DATABASE_URL").unwrap();
+    let url = format!("{}/{name}", url.rsplit_once('/').unwrap().0);
+    let db = Db::connect_lazy(&url, Connections::for_command()).unwrap();
+    let path = db.session_setting("search_path").await.unwrap();
+    assert!(path.iter().all(|(_, p)| p.starts_with("blocker")), "{path:?}");
+
+    for (method, rows) in [
+        (Method::Copy, (0..20).map(|i| row("quiet", i, ordinary_fields(i), None)).collect::<Vec<_>>()),
+        (Method::Insert, (20..40).map(|i| row("quiet", i, ordinary_fields(i), None)).collect()),
+    ] {
+        let written = write(&db, method, &rows).await.unwrap();
+        assert_eq!(written.inserted, 20, "{method:?}");
+        assert!(written.notify_failures >= 1, "{method:?}: the failed notification is counted");
+    }
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications WHERE source_topic = 'quiet'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 40);
+}
