@@ -93,6 +93,12 @@ pub struct ServeArgs {
     pub http: HttpConfig,
     #[command(flatten)]
     pub modules: ModulesArgs,
+    /// The memory the host may use, e.g. `512Mi`: batches in flight,
+    /// librdkafka's prefetch and API answers are bounded to fit it (see the
+    /// book's configuration page for the shares). Unset: the container's
+    /// cgroup limit, if there is one.
+    #[arg(long, env = env::MEMORY_LIMIT, value_parser = crate::budget::parse_bytes)]
+    pub memory_limit: Option<u64>,
     /// Topics that get `topic` labels of their own in `/metrics`; the rest
     /// are counted under `(other)`, so that a cluster with many topics (or a
     /// producer creating them) cannot grow the metrics without bound.
@@ -323,9 +329,10 @@ pub struct PipelineConfig {
     /// Most bytes of record data (values, keys and headers) in one batch. A
     /// batch is one statement, and PostgreSQL refuses a statement or an array
     /// over 1 GiB: a thousand records of a megabyte each would never be
-    /// written. Keep this well under 1 GiB.
-    #[arg(long, env = env::BATCH_MAX_BYTES, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..=(256 << 20)))]
-    pub batch_max_bytes: u64,
+    /// written. Unset: derived from the memory limit (see `MEMORY_LIMIT`),
+    /// 64 MiB without one.
+    #[arg(long, env = env::BATCH_MAX_BYTES, value_parser = clap::value_parser!(u64).range(1..=(256 << 20)))]
+    pub batch_max_bytes: Option<u64>,
 
     /// Longest a record waits for its batch to fill before it is written.
     #[arg(long, env = env::BATCH_LINGER, default_value = "100ms", value_parser = parse_duration)]
@@ -397,6 +404,13 @@ pub struct HttpConfig {
     /// and the API reference stay open.
     #[arg(long, env = env::READ_TOKEN, hide_env_values = true)]
     pub read_token: Option<String>,
+
+    /// Most bytes of one API answer: a longer answer stops at the last whole
+    /// row that fits and gives the cursor of the rest (`Link`,
+    /// `X-Next-Cursor`, `next_cursor`). Unset: derived from the memory limit
+    /// (see `MEMORY_LIMIT`), 16 MiB without one.
+    #[arg(long, env = env::ANSWER_MAX_BYTES, value_parser = crate::budget::parse_bytes)]
+    pub answer_max_bytes: Option<u64>,
 
     /// Largest request body accepted (bytes); larger ones get 413.
     #[arg(long, env = env::MAX_BODY_BYTES, default_value_t = 1 << 20)]

@@ -69,6 +69,8 @@ pub struct AppState {
     pub live: Arc<console::LiveFeed>,
     /// What this replica does: `/ready` answers for it.
     pub role: Role,
+    /// Most bytes of one answer (see `budget`).
+    pub answer_max_bytes: usize,
 }
 
 impl AppState {
@@ -101,6 +103,8 @@ impl AppState {
             admin_max_body_bytes: http.admin_max_body_bytes,
             module_settings: Arc::new(args.modules.clone()),
             role: args.role,
+            answer_max_bytes: usize::try_from(http.answer_max_bytes.unwrap_or(crate::budget::DEFAULT_ANSWER_MAX_BYTES))
+                .unwrap_or(usize::MAX),
         })
     }
 }

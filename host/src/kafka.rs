@@ -39,6 +39,10 @@ pub type HostConsumer = StreamConsumer<HostContext>;
 pub struct HostContext {
     status: Arc<Status>,
     metrics: Arc<Metrics>,
+    /// Whether consumption is paused (the writers are stalled): partitions
+    /// assigned meanwhile are paused as they arrive, so that a rebalance
+    /// during an outage cannot let records pile up in memory.
+    paused: std::sync::atomic::AtomicBool,
     /// The last error reported and when, so that an outage that librdkafka
     /// reports many times a second is logged once per interval.
     last_error: Mutex<Option<(String, Instant)>>,
@@ -93,11 +97,19 @@ impl ClientContext for HostContext {
 }
 
 impl ConsumerContext for HostContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = tpl.count(), "Partitions assigned.");
                 self.status.set_assigned(tpl.count());
+                if self.paused.load(std::sync::atomic::Ordering::Acquire) {
+                    // The whole assignment: librdkafka resumes a partition
+                    // that was reassigned.
+                    match consumer.assignment().and_then(|all| consumer.pause(&all)) {
+                        Ok(()) => tracing::info!("Paused the new assignment: writes are still stalled."),
+                        Err(error) => tracing::warn!(%error, "Could not pause the new assignment."),
+                    }
+                }
             }
             Rebalance::Revoke(tpl) => {
                 tracing::info!(partitions = tpl.count(), "Partitions revoked.");
@@ -111,9 +123,14 @@ impl ConsumerContext for HostContext {
 /// Creates the consumer and joins no topic yet (see [`refresh_subscription`]).
 pub fn create_consumer(
     config: &KafkaConfig,
+    queue_bytes: u64,
     status: Arc<Status>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<HostConsumer> {
+    // librdkafka's prefetch stays within the memory budget: what it queues,
+    // and what one fetch may bring.
+    let queue_kbytes = (queue_bytes / 1024).max(1024).to_string();
+    let fetch_bytes = queue_bytes.clamp(1 << 20, 50 << 20).to_string();
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.bootstrap_servers)
@@ -125,7 +142,8 @@ pub fn create_consumer(
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         // Bounds what librdkafka prefetches while the writer is behind.
-        .set("queued.max.messages.kbytes", "32768")
+        .set("queued.max.messages.kbytes", &queue_kbytes)
+        .set("fetch.max.bytes", &fetch_bytes)
         // A fetch returns after at most this long even when little arrived:
         // the bound on how long a quiet topic's record waits in the broker
         // (brokers that do not answer a fetch as soon as data arrives hold
@@ -136,7 +154,12 @@ pub fn create_consumer(
         client.set(key, value);
     }
     client
-        .create_with_context(HostContext { status, metrics, last_error: Mutex::new(None) })
+        .create_with_context(HostContext {
+            status,
+            metrics,
+            paused: std::sync::atomic::AtomicBool::new(false),
+            last_error: Mutex::new(None),
+        })
         .context("failed to create the Kafka consumer (check KAFKA_BOOTSTRAP_SERVERS and KAFKA_OPTIONS)")
 }
 
@@ -224,11 +247,28 @@ pub fn store_offsets(consumer: &HostConsumer, last: &HashMap<(String, i32), i64>
 /// Pauses (or resumes) every assigned partition. While paused, messages
 /// already fetched are discarded by librdkafka and fetched again on resume.
 pub fn set_paused(consumer: &HostConsumer, paused: bool) {
+    consumer.context().paused.store(paused, std::sync::atomic::Ordering::Release);
     let what = if paused { "pause" } else { "resume" };
     let result =
         consumer.assignment().and_then(|tpl| if paused { consumer.pause(&tpl) } else { consumer.resume(&tpl) });
     if let Err(error) = result {
         tracing::warn!(%error, "Could not {what} consumption.");
+    }
+}
+
+/// Gives a record back while consumption is paused: its partition is
+/// paused and will be read again from this record on resume (librdkafka
+/// drops what it fetched for a paused partition).
+pub fn give_back(consumer: &HostConsumer, message: &BorrowedMessage<'_>) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(message.topic(), message.partition());
+    if let Err(error) = consumer.pause(&tpl) {
+        tracing::warn!(%error, "Could not pause a partition.");
+    }
+    if let Err(error) =
+        consumer.seek(message.topic(), message.partition(), Offset::Offset(message.offset()), Duration::from_secs(1))
+    {
+        tracing::warn!(%error, topic = message.topic(), partition = message.partition(), "Could not rewind a partition.");
     }
 }
 

@@ -30,6 +30,8 @@
 //!   contract version the host runs, offers them the host's functions
 //!   (the built-in answer), and runs them in a sandbox with memory and time
 //!   limits, capturing what they print.
+//! - [`budget`]: the memory budget every bound on data in flight is derived
+//!   from (batches, librdkafka's prefetch, answers), over [`config`].
 //! - [`metrics`], [`status`], [`shutdown`] and [`config`]: leaves. What the
 //!   layers above report to `/metrics` and `/ready`, the signal that stops
 //!   them, and the one `Cli`/`ServeArgs` parsed once from flags and the
@@ -49,6 +51,7 @@
 //! default, and a record its module fails on gets
 //! [`modules::fallback`].
 
+pub mod budget;
 pub mod cmd;
 pub mod config;
 pub mod http;

@@ -38,6 +38,7 @@
 mod console;
 mod copy;
 mod error;
+mod guard;
 mod live;
 pub mod module_store;
 mod partitions;
@@ -53,7 +54,7 @@ pub use live::{Heard, Listener, STORED_CHANNEL, StoredBatch, StoredListener};
 pub use partitions::{
     KnownPartitions, LOCK_TIMEOUT, Partitioner, Retention, maintain_partitions, maintenance, partition_window,
 };
-pub use reads::{ListFilter, NewApiNotification, Notification, Position, full_scans_of_rows};
+pub use reads::{IdColumn, ListFilter, NewApiNotification, Notification, Position, full_scans_of_rows};
 pub use renormalize::StoredRecord;
 pub use rows::{MAX_NOTE_BYTES, StoredRow, document_text};
 pub use value::{CorruptValue, stored_value};

@@ -85,11 +85,63 @@ pub struct ListRequest {
     pub after: Option<Position>,
     pub descending: bool,
     pub limit: u32,
+    /// Query parameters the endpoint does not know, ignored (as the
+    /// original service ignored them: a cache-buster such as `_=123` must
+    /// not fail a request).
+    pub ignored: Vec<String>,
 }
+
+const LIST_PARAMS: [&str; 12] = [
+    "customer_id",
+    "runner_id",
+    "order_id",
+    "correlation_id",
+    "event_type",
+    "source_topic",
+    "source_service",
+    "since",
+    "until",
+    "limit",
+    "order",
+    "cursor",
+];
+
+/// Most ignored parameter names reported, and the longest name kept.
+const IGNORED_SHOWN: usize = 20;
+const IGNORED_NAME_BYTES: usize = 64;
+
+/// The query string with only the `known` parameters, and the names of the
+/// others (at most [`IGNORED_SHOWN`], each cut to [`IGNORED_NAME_BYTES`]).
+fn known_only(query: &str, known: &[&str]) -> Result<(String, Vec<String>), Invalid> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query).map_err(|e| Invalid(format!("Invalid query: {e}.")))?;
+    let (keep, skip): (Vec<_>, Vec<_>) = pairs.into_iter().partition(|(k, _)| known.contains(&k.as_str()));
+    let mut ignored: Vec<String> = skip
+        .into_iter()
+        .map(|(k, _)| {
+            let mut end = k.len().min(IGNORED_NAME_BYTES);
+            while !k.is_char_boundary(end) {
+                end -= 1;
+            }
+            k[..end].to_owned()
+        })
+        .collect();
+    ignored.sort();
+    ignored.dedup();
+    ignored.truncate(IGNORED_SHOWN);
+    let kept = serde_urlencoded::to_string(&keep).map_err(|e| Invalid(format!("Invalid query: {e}.")))?;
+    Ok((kept, ignored))
+}
+
+/// Filters with no index of their own: a request must bound them by an id
+/// or by a time range, or PostgreSQL would walk the whole log for a rare
+/// value.
+const UNINDEXED: [&str; 3] = ["event_type", "source_topic", "source_service"];
 
 /// Parses the raw (still percent-encoded) query string of `GET /notifications`.
 pub fn list_request(query: &str) -> Result<ListRequest, Invalid> {
-    let p: ListParams = serde_urlencoded::from_str(query).map_err(|e| Invalid(format!("Invalid query: {e}.")))?;
+    let (query, ignored) = known_only(query, &LIST_PARAMS)?;
+    let p: ListParams = serde_urlencoded::from_str(&query).map_err(|e| Invalid(format!("Invalid query: {e}.")))?;
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(Invalid(format!("limit must be between 1 and {MAX_LIMIT}.")));
@@ -123,8 +175,21 @@ pub fn list_request(query: &str) -> Result<ListRequest, Invalid> {
         since: p.since.as_deref().map(|s| parse_time(s, "since")).transpose()?,
         until: p.until.as_deref().map(|s| parse_time(s, "until")).transpose()?,
     };
+    let by_id = filter.customer_id.is_some()
+        || filter.runner_id.is_some()
+        || filter.order_id.is_some()
+        || filter.correlation_id.is_some();
+    let by_range = filter.since.is_some() && filter.until.is_some();
+    let unindexed = filter.event_type.is_some() || filter.source_topic.is_some() || filter.source_service.is_some();
+    if unindexed && !by_id && !by_range {
+        return Err(Invalid(format!(
+            "{} have no index of their own: combine them with an id (customer_id, runner_id, order_id or \
+             correlation_id) or a time range (since and until).",
+            UNINDEXED.join(", ")
+        )));
+    }
     let after = p.cursor.as_deref().map(|c| decode_cursor(c, descending)).transpose()?;
-    Ok(ListRequest { filter, after, descending, limit })
+    Ok(ListRequest { filter, after, descending, limit, ignored })
 }
 
 /// Most rows `GET /order/{id}` and `GET /correlation/{id}` return when the
@@ -146,16 +211,34 @@ pub struct RowsParams {
     cursor: Option<String>,
 }
 
+/// A checked request for the rows of one id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowsRequest {
+    /// Where the previous answer ended.
+    pub after: Option<Position>,
+    pub limit: u32,
+    /// Query parameters the endpoint does not know, ignored.
+    pub ignored: Vec<String>,
+}
+
 /// Parses the query string of `GET /order/{id}` and `GET /correlation/{id}`:
-/// where to start and how many rows at most.
-pub fn rows_request(query: &str) -> Result<(Option<Position>, u32), Invalid> {
-    let p: RowsParams = serde_urlencoded::from_str(query).map_err(|e| Invalid(format!("Invalid query: {e}.")))?;
+/// where to start and how many rows at most. Parameters it does not know
+/// are ignored, as the original service ignored them.
+pub fn rows_request(query: &str) -> Result<RowsRequest, Invalid> {
+    let (query, ignored) = known_only(query, &["limit", "cursor"])?;
+    let p: RowsParams = serde_urlencoded::from_str(&query).map_err(|e| Invalid(format!("Invalid query: {e}.")))?;
     let limit = p.limit.unwrap_or(DEFAULT_ROWS_PER_ID);
     if !(1..=MAX_ROWS_PER_ID).contains(&limit) {
         return Err(Invalid(format!("limit must be between 1 and {MAX_ROWS_PER_ID}.")));
     }
     let after = p.cursor.as_deref().map(|c| decode_cursor(c, false)).transpose()?;
-    Ok((after, limit))
+    Ok(RowsRequest { after, limit, ignored })
+}
+
+/// Names the query parameters a request may carry that an endpoint does
+/// not know: they are ignored.
+pub fn ignored_params(query: &str, known: &[&str]) -> Result<Vec<String>, Invalid> {
+    known_only(query, known).map(|(_, ignored)| ignored)
 }
 
 /// Parses an RFC 3339 timestamp given as the parameter `what`.
@@ -164,6 +247,11 @@ pub fn parse_time(s: &str, what: &str) -> Result<DateTime<Utc>, Invalid> {
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| Invalid(format!("{what} must be an RFC 3339 timestamp, e.g. 2025-04-04T10:00:00Z.")))
 }
+
+/// The earliest and latest times PostgreSQL's `timestamptz` holds, in
+/// microseconds since the Unix epoch.
+const PG_MIN_MICROS: i64 = -210_866_803_200_000_000;
+const PG_MAX_MICROS: i64 = 9_224_318_015_999_999;
 
 /// Cursors are opaque to clients: base64url of `v1.<micros>.<id>.<a|d>`.
 /// A cursor is bound to the order it was made for.
@@ -183,7 +271,13 @@ pub fn decode_cursor(cursor: &str, descending: bool) -> Result<Position, Invalid
     if *version != "v1" || *direction != if descending { "d" } else { "a" } {
         return Err(invalid());
     }
-    let created_at = micros.parse().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(invalid)?;
+    let micros: i64 = micros.parse().map_err(|_| invalid())?;
+    // Only times PostgreSQL can hold (4713 BC to 294276 AD): no stored row
+    // lies beyond, and PostgreSQL refuses to compare with such a time.
+    if !(PG_MIN_MICROS..=PG_MAX_MICROS).contains(&micros) {
+        return Err(invalid());
+    }
+    let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
     let notification_id = id.parse().map_err(|_| invalid())?;
     Ok(Position { created_at, notification_id })
 }
@@ -280,6 +374,13 @@ mod tests {
         for bad in ["", "!!", "djEuMS4y", &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("v1.x.1.a")] {
             assert!(decode_cursor(bad, false).is_err(), "{bad}");
         }
+        // Times PostgreSQL cannot hold are refused, not passed on.
+        for raw in ["v1.-1000000000000000000.1.a", "v1.9223372036854775807.1.a", "v1.-210866803200000001.1.a"] {
+            let cursor = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+            assert!(decode_cursor(&cursor, false).is_err(), "{raw}");
+        }
+        let edge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("v1.-210866803200000000.1.a");
+        assert!(decode_cursor(&edge, false).is_ok(), "PostgreSQL's earliest time is a time");
     }
 
     #[test]
@@ -289,10 +390,29 @@ mod tests {
         assert!(r.descending);
         assert_eq!(r.limit, 5);
         assert_eq!(list_request("").unwrap().limit, DEFAULT_LIMIT);
-        for bad in
-            ["limit=0", "limit=1001", "limit=-1", "order=up", "nope=1", "since=yesterday", "order_id=", "cursor=x"]
-        {
+        for bad in ["limit=0", "limit=1001", "limit=-1", "order=up", "since=yesterday", "order_id=", "cursor=x"] {
             assert!(list_request(bad).is_err(), "{bad}");
+        }
+        // Unknown parameters are ignored, and named.
+        let r = list_request("_=12345&order_id=o&nope=1&_=6").unwrap();
+        assert_eq!(r.filter.order_id.as_deref(), Some("o"));
+        assert_eq!(r.ignored, ["_", "nope"]);
+        let r = rows_request("_=12345&limit=5").unwrap();
+        assert_eq!((r.limit, r.ignored.as_slice()), (5, &["_".to_owned()][..]));
+    }
+
+    #[test]
+    fn unindexed_filters_need_an_id_or_a_time_range() {
+        for alone in ["event_type=x", "source_topic=t", "source_service=s", "event_type=x&since=2025-04-04T10:00:00Z"] {
+            let e = list_request(alone).unwrap_err();
+            assert!(e.0.contains("no index of their own"), "{alone}: {e}");
+        }
+        for bounded in [
+            "event_type=x&order_id=o",
+            "source_topic=t&customer_id=c",
+            "source_service=s&since=2025-04-04T10:00:00Z&until=2025-04-05T10:00:00Z",
+        ] {
+            assert!(list_request(bounded).is_ok(), "{bounded}");
         }
     }
 

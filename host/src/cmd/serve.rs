@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::Budget;
 use crate::config::ServeArgs;
 use crate::status::Status;
 use crate::storage::maintain_partitions;
@@ -27,9 +28,21 @@ pub async fn migrate(args: &ServeArgs) -> anyhow::Result<()> {
 
 /// `notification-host serve`: consume, normalize and store every record, and
 /// serve the API, until SIGTERM or Ctrl-C.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     let status = Arc::new(Status::default());
     let metrics = Arc::new(metrics::Metrics::with_max_topics(args.metrics_max_topics));
+    let budget = Budget::of(&args);
+    tracing::info!(
+        limit = ?budget.limit,
+        batch_max_bytes = budget.batch_max_bytes,
+        kafka_queue_bytes = budget.kafka_queue_bytes,
+        answer_max_bytes = budget.answer_max_bytes,
+        "Memory budget."
+    );
+    metrics.memory_limit_bytes.set(budget.limit.map_or(0, |l| i64::try_from(l).unwrap_or(i64::MAX)));
+    // What was derived is what runs.
+    args.pipeline.batch_max_bytes = Some(budget.batch_max_bytes);
+    args.http.answer_max_bytes = Some(budget.answer_max_bytes);
     let db = Db::connect_lazy(
         args.db.url()?,
         Connections {
@@ -40,7 +53,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     // An API-only replica has no consumer and is ready when the database is.
     let consumer = if args.role.consumes() {
-        Some(Arc::new(kafka::create_consumer(&args.kafka, status.clone(), metrics.clone())?))
+        Some(Arc::new(kafka::create_consumer(&args.kafka, budget.kafka_queue_bytes, status.clone(), metrics.clone())?))
     } else {
         status.set_without_consumer();
         None

@@ -13,6 +13,8 @@ pub const READ_TIMEOUT: &str = "READ_TIMEOUT";
 pub const BATCH_SIZE: &str = "BATCH_SIZE";
 pub const BATCH_LINGER: &str = "BATCH_LINGER";
 pub const BATCH_MAX_BYTES: &str = "BATCH_MAX_BYTES";
+pub const MEMORY_LIMIT: &str = "MEMORY_LIMIT";
+pub const ANSWER_MAX_BYTES: &str = "ANSWER_MAX_BYTES";
 pub const VALUE_COMPRESSION: &str = "VALUE_COMPRESSION";
 pub const DATABASE_WRITERS: &str = "DATABASE_WRITERS";
 pub const WRITE_METHOD: &str = "WRITE_METHOD";
@@ -65,6 +67,8 @@ pub const ALL: &[&str] = &[
     BATCH_SIZE,
     BATCH_LINGER,
     BATCH_MAX_BYTES,
+    MEMORY_LIMIT,
+    ANSWER_MAX_BYTES,
     WRITE_METHOD,
     VALUE_COMPRESSION,
     DATABASE_WRITERS,

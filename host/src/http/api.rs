@@ -13,9 +13,12 @@ use super::body::NotificationBody;
 use super::extract::ApiPath;
 use super::{ApiError, AppState, SendError, console};
 use crate::config::ApiCompat;
-use crate::storage::Notification;
+use std::ops::ControlFlow;
+
+use crate::storage::{IdColumn, Notification};
 use notification_parse::request::{
-    ListParams, ListRequest, Position, RowsParams, encode_cursor, list_request, parse_send, rows_request, valid_id,
+    ListParams, ListRequest, Position, RowsParams, RowsRequest, encode_cursor, list_request, parse_send, rows_request,
+    valid_id,
 };
 
 /// Most events a timeline returns.
@@ -56,36 +59,123 @@ pub(super) async fn order_all(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     valid_id(&order_id, "order id")?;
-    let (after, limit) = rows_request(query.as_deref().unwrap_or_default())?;
-    let rows = state.db.for_order(&order_id, after, i64::from(limit) + 1).await?;
+    let RowsRequest { after, limit, ignored } = rows_request(query.as_deref().unwrap_or_default())?;
+    let mut rows = JsonRows::new(limit, state.answer_max_bytes, state.compat, false);
+    state.db.for_id_each(IdColumn::Order, &order_id, after, i64::from(limit) + 1, |n| rows.push(n)).await?;
     if rows.is_empty() && after.is_none() {
         return Err(ApiError::NotFound(NO_ORDER));
     }
-    Ok(rows_answer(rows, limit, &format!("/order/{}", console::path_segment(&order_id)), state.compat))
+    Ok(with_ignored(rows.into_array_response(&format!("/order/{}", console::path_segment(&order_id))), &ignored))
 }
 
-/// A JSON array of at most `limit` rows (the query fetched one more, to
-/// know whether there is a next page), with the next page's address in
-/// `Link` and its cursor in `X-Next-Cursor`.
-pub(super) fn rows_answer(mut rows: Vec<Notification>, limit: u32, path: &str, compat: ApiCompat) -> Response {
-    let next = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last()
-            .map(|n| encode_cursor(Position { created_at: n.created_at, notification_id: n.notification_id }, false))
-    } else {
-        None
-    };
-    let mut response =
-        Json(rows.into_iter().map(|n| NotificationBody::new(n, compat)).collect::<Vec<_>>()).into_response();
-    if let Some(cursor) = next {
-        let link = format!("<{path}?cursor={cursor}&limit={limit}>; rel=\"next\"");
-        for (name, value) in [(header::LINK, link), (header::HeaderName::from_static("x-next-cursor"), cursor)] {
-            if let Ok(v) = header::HeaderValue::from_str(&value) {
-                response.headers_mut().insert(name, v);
+/// A JSON array built row by row as the rows arrive, bounded by a count and
+/// by a byte budget: it ends at `limit` rows or at the last whole row that
+/// fits `max_bytes` (always at least one row), and says where the rest
+/// starts. No more than the budget and one row is ever held, however large
+/// the rows.
+pub(super) struct JsonRows {
+    out: Vec<u8>,
+    count: u32,
+    limit: u32,
+    max_bytes: usize,
+    compat: ApiCompat,
+    descending: bool,
+    /// The last row in the answer.
+    last: Option<Position>,
+    /// Whether rows were left out (by the count or the budget).
+    more: bool,
+}
+
+impl JsonRows {
+    pub(super) fn new(limit: u32, max_bytes: usize, compat: ApiCompat, descending: bool) -> JsonRows {
+        JsonRows { out: vec![b'['], count: 0, limit, max_bytes, compat, descending, last: None, more: false }
+    }
+
+    /// Takes a row, or says to stop.
+    pub(super) fn push(&mut self, n: Notification) -> ControlFlow<()> {
+        if self.count >= self.limit {
+            self.more = true;
+            return ControlFlow::Break(());
+        }
+        let position = Position { created_at: n.created_at, notification_id: n.notification_id };
+        let Ok(json) = serde_json::to_vec(&NotificationBody::new(n, self.compat)) else {
+            return ControlFlow::Continue(());
+        };
+        if self.count > 0 && self.out.len() + json.len() + 2 > self.max_bytes {
+            self.more = true;
+            return ControlFlow::Break(());
+        }
+        if self.count > 0 {
+            self.out.push(b',');
+        }
+        self.out.extend_from_slice(&json);
+        self.count += 1;
+        self.last = Some(position);
+        ControlFlow::Continue(())
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The cursor of the rest, when rows were left out.
+    fn next_cursor(&self) -> Option<String> {
+        self.last.filter(|_| self.more).map(|p| encode_cursor(p, self.descending))
+    }
+
+    /// The array, closed.
+    fn array(mut self) -> (Vec<u8>, Option<String>) {
+        let next = self.next_cursor();
+        self.out.push(b']');
+        (self.out, next)
+    }
+
+    /// The array as the original service answered, with the next page's
+    /// address in `Link` and its cursor in `X-Next-Cursor` when rows were
+    /// left out.
+    pub(super) fn into_array_response(self, path: &str) -> Response {
+        let limit = self.limit;
+        let (body, next) = self.array();
+        let mut response = json_response(body);
+        if let Some(cursor) = next {
+            let link = format!("<{path}?cursor={cursor}&limit={limit}>; rel=\"next\"");
+            for (name, value) in [(header::LINK, link), (header::HeaderName::from_static("x-next-cursor"), cursor)] {
+                if let Ok(v) = header::HeaderValue::from_str(&value) {
+                    response.headers_mut().insert(name, v);
+                }
             }
+        }
+        response
+    }
+
+    /// A [`Page`]: `{"notifications": [...], "next_cursor": ...}`.
+    fn into_page_response(self) -> Response {
+        let (array, next) = self.array();
+        let mut body = Vec::with_capacity(array.len() + 64);
+        body.extend_from_slice(b"{\"notifications\":");
+        body.extend_from_slice(&array);
+        body.extend_from_slice(b",\"next_cursor\":");
+        body.extend_from_slice(serde_json::to_string(&next).unwrap_or_else(|_| "null".into()).as_bytes());
+        body.push(b'}');
+        json_response(body)
+    }
+}
+
+/// Names the query parameters the request carried that the endpoint does
+/// not know (and ignored) in `X-Ignored-Parameters`, and in the debug log.
+fn with_ignored(mut response: Response, ignored: &[String]) -> Response {
+    if !ignored.is_empty() {
+        let names = ignored.join(", ");
+        tracing::debug!(ignored = %names, "Ignored unknown query parameters.");
+        if let Ok(v) = header::HeaderValue::from_str(&names) {
+            response.headers_mut().insert(header::HeaderName::from_static("x-ignored-parameters"), v);
         }
     }
     response
+}
+
+fn json_response(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// An order's timeline across services.
@@ -147,12 +237,16 @@ pub(super) async fn correlation(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     valid_id(&correlation_id, "correlation id")?;
-    let (after, limit) = rows_request(query.as_deref().unwrap_or_default())?;
-    let rows = state.db.for_correlation(&correlation_id, after, i64::from(limit) + 1).await?;
+    let RowsRequest { after, limit, ignored } = rows_request(query.as_deref().unwrap_or_default())?;
+    let mut rows = JsonRows::new(limit, state.answer_max_bytes, state.compat, false);
+    state.db.for_id_each(IdColumn::Correlation, &correlation_id, after, i64::from(limit) + 1, |n| rows.push(n)).await?;
     if rows.is_empty() && after.is_none() {
         return Err(ApiError::NotFound("No notifications found for this correlation id."));
     }
-    Ok(rows_answer(rows, limit, &format!("/correlation/{}", console::path_segment(&correlation_id)), state.compat))
+    Ok(with_ignored(
+        rows.into_array_response(&format!("/correlation/{}", console::path_segment(&correlation_id))),
+        &ignored,
+    ))
 }
 
 /// One notification by its row id (`notificationId`).
@@ -187,18 +281,10 @@ pub(super) async fn list_notifications(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let ListRequest { filter, after, descending, limit } = list_request(query.as_deref().unwrap_or_default())?;
-    let mut rows = state.db.list(&filter, after, descending, i64::from(limit) + 1).await?;
-    let next_cursor = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(|n| {
-            encode_cursor(Position { created_at: n.created_at, notification_id: n.notification_id }, descending)
-        })
-    } else {
-        None
-    };
-    let notifications = rows.into_iter().map(|n| NotificationBody::new(n, state.compat)).collect();
-    Ok(Json(Page { notifications, next_cursor }).into_response())
+    let ListRequest { filter, after, descending, limit, ignored } = list_request(query.as_deref().unwrap_or_default())?;
+    let mut rows = JsonRows::new(limit, state.answer_max_bytes, state.compat, descending);
+    state.db.list_each(&filter, after, descending, i64::from(limit) + 1, |n| rows.push(n)).await?;
+    Ok(with_ignored(rows.into_page_response(), &ignored))
 }
 
 /// The body of `POST /send-notification`.
@@ -239,9 +325,9 @@ pub(super) async fn send_notification(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        .is_some_and(|v| is_json_media_type(v.trim()));
     if !is_json {
-        return Err(SendError::Invalid("Content-Type must be application/json.".into()));
+        return Err(SendError::Invalid("Content-Type must be application/json (or application/*+json).".into()));
     }
     let body = axum::body::to_bytes(request.into_body(), state.max_body_bytes).await.map_err(|e| {
         if over_limit(&e) {
@@ -258,6 +344,18 @@ pub(super) async fn send_notification(
         notification: NotificationBody::new(stored, state.compat),
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `application/json` or a structured-syntax suffix type
+/// `application/<anything>+json`, as the original service (Flask's
+/// `request.is_json`) accepted.
+fn is_json_media_type(media: &str) -> bool {
+    let media = media.to_ascii_lowercase();
+    media == "application/json"
+        || media
+            .strip_prefix("application/")
+            .and_then(|sub| sub.strip_suffix("+json"))
+            .is_some_and(|name| !name.is_empty() && !name.contains('/'))
 }
 
 /// Whether reading a body failed because it passed the size cap (rather than
@@ -277,5 +375,21 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), SendError> {
     match &state.api_token {
         Some(token) if !token.in_bearer(headers) => Err(SendError::Unauthorized),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_and_its_structured_suffixes_are_json() {
+        for yes in ["application/json", "Application/JSON", "application/vnd.api+json", "application/merge-patch+json"]
+        {
+            assert!(is_json_media_type(yes), "{yes}");
+        }
+        for no in ["text/plain", "application/jsonx", "application/+json", "text/x+json", "application/a/b+json"] {
+            assert!(!is_json_media_type(no), "{no}");
+        }
     }
 }

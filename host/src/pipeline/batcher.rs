@@ -58,7 +58,8 @@ impl Batcher {
         Batcher {
             consumer,
             batch_size,
-            max_bytes: usize::try_from(config.batch_max_bytes).unwrap_or(usize::MAX),
+            max_bytes: usize::try_from(config.batch_max_bytes.unwrap_or(crate::budget::DEFAULT_BATCH_MAX_BYTES))
+                .unwrap_or(usize::MAX),
             linger: config.batch_linger,
             in_flight,
             batch: Vec::with_capacity(batch_size),
@@ -128,6 +129,13 @@ impl Batcher {
                     self.paused = true;
                 }
                 message = self.consumer.recv(), if !blocked || self.paused => match message {
+                    Ok(message) if blocked => {
+                        // Paused and full: polling only keeps the consumer
+                        // in its group. A record that arrives anyway (a
+                        // partition assigned before it could be paused) is
+                        // given back, not held: memory stays bounded.
+                        kafka::give_back(&self.consumer, &message);
+                    }
                     Ok(message) => {
                         if self.batch.is_empty() {
                             self.deadline = Some(Instant::now() + self.linger_now());

@@ -1,6 +1,8 @@
 //! The API's queries: one order, one correlation id, a timeline, filtered
 //! pages, and the plans PostgreSQL chooses for them.
 
+use std::ops::ControlFlow;
+
 use chrono::{DateTime, Utc};
 
 use super::Db;
@@ -63,6 +65,30 @@ impl Notification {
     }
 }
 
+/// The id columns rows are read by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdColumn {
+    Order,
+    Correlation,
+}
+
+impl IdColumn {
+    fn name(self) -> &'static str {
+        match self {
+            IdColumn::Order => "order_id",
+            IdColumn::Correlation => "correlation_id",
+        }
+    }
+}
+
+/// A visitor that keeps every row.
+fn keep(rows: &mut Vec<Notification>) -> impl FnMut(Notification) -> ControlFlow<()> + '_ {
+    |n| {
+        rows.push(n);
+        ControlFlow::Continue(())
+    }
+}
+
 impl Db {
     /// The latest notification of an order by record time.
     pub async fn latest_for_order(&self, order_id: &str) -> Result<Option<Notification>, DbError> {
@@ -91,7 +117,9 @@ impl Db {
         after: Option<Position>,
         limit: i64,
     ) -> Result<Vec<Notification>, DbError> {
-        self.for_id("order_id", order_id, after, limit).await.map_err(DbError::from)
+        let mut rows = Vec::new();
+        self.for_id_each(IdColumn::Order, order_id, after, limit, keep(&mut rows)).await?;
+        Ok(rows)
     }
 
     /// Notifications of one correlation (saga) id, oldest first: at most
@@ -102,25 +130,31 @@ impl Db {
         after: Option<Position>,
         limit: i64,
     ) -> Result<Vec<Notification>, DbError> {
-        self.for_id("correlation_id", correlation_id, after, limit).await.map_err(DbError::from)
+        let mut rows = Vec::new();
+        self.for_id_each(IdColumn::Correlation, correlation_id, after, limit, keep(&mut rows)).await?;
+        Ok(rows)
     }
 
-    async fn for_id(
+    /// Notifications of one id, oldest first, at most `limit`, after
+    /// `after` when given, handed to `visit` one at a time (it may stop
+    /// early). The read is canceled if it is dropped unfinished.
+    pub async fn for_id_each(
         &self,
-        column: &str,
+        column: IdColumn,
         id: &str,
         after: Option<Position>,
         limit: i64,
-    ) -> Result<Vec<Notification>, sqlx::Error> {
+        visit: impl FnMut(Notification) -> ControlFlow<()>,
+    ) -> Result<(), DbError> {
         let (created_at, notification_id) =
             after.map_or((None, None), |p| (Some(p.created_at), Some(p.notification_id)));
-        sqlx::query_as(sqlx::AssertSqlSafe(for_column_sql(column)))
+        let sql = for_column_sql(column.name());
+        let query = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
             .bind(id)
             .bind(created_at)
             .bind(notification_id)
-            .bind(limit)
-            .fetch_all(&self.reads)
-            .await
+            .bind(limit);
+        self.each(query, visit).await
     }
 
     /// An order's own notifications plus every notification that shares a
@@ -149,11 +183,23 @@ impl Db {
         descending: bool,
         limit: i64,
     ) -> Result<Vec<Notification>, DbError> {
-        list_query("", filter, after, descending, limit)
-            .build_query_as()
-            .fetch_all(&self.reads)
-            .await
-            .map_err(DbError::from)
+        let mut rows = Vec::new();
+        self.list_each(filter, after, descending, limit, keep(&mut rows)).await?;
+        Ok(rows)
+    }
+
+    /// [`Db::list`], handing the rows to `visit` one at a time (it may stop
+    /// early). The read is canceled if it is dropped unfinished.
+    pub async fn list_each(
+        &self,
+        filter: &ListFilter,
+        after: Option<Position>,
+        descending: bool,
+        limit: i64,
+        visit: impl FnMut(Notification) -> ControlFlow<()>,
+    ) -> Result<(), DbError> {
+        let mut qb = list_query("", filter, after, descending, limit);
+        self.each(qb.build_query_as(), visit).await
     }
 
     /// The plans PostgreSQL chooses for the API's queries, by query name, as

@@ -21,6 +21,12 @@ use tower::ServiceExt;
 
 const T0: i64 = 1_743_760_800_000; // 2025-04-04T10:00:00Z
 
+/// A cursor's text as a client would send it.
+fn base64_url(raw: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
 fn saga_events() -> Vec<(&'static str, i32, i64, i64, &'static str)> {
     vec![
         (
@@ -105,11 +111,21 @@ async fn health_and_ready(pool: PgPool) {
     let api = Api::new(pool);
     assert_eq!(api.get("/health").await, (StatusCode::OK, json!({"status": "healthy"})));
     assert_eq!(api.get("/ready").await.0, StatusCode::OK);
-    api.state.status.set_db_up(false);
+    assert_eq!(api.get("/ready/ingest").await.0, StatusCode::OK);
+    // The broker is gone: ingestion is not ready, reads still are.
     api.state.status.set_revoked();
     let (status, body) = api.get("/ready").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ingest"]["status"], "not ready", "{body}");
+    let (status, body) = api.get("/ready/ingest").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(body["reasons"].as_array().unwrap().len(), 2, "{body}");
+    assert!(body["reasons"][0].as_str().unwrap().contains("no assignment"), "{body}");
+    // The database is gone: neither.
+    api.state.status.set_db_up(false);
+    let (status, body) = api.get("/ready").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["reasons"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(body["ingest"]["reasons"].as_array().unwrap().len(), 2, "{body}");
 }
 
 #[sqlx::test(migrator = "crate::support::MIGRATOR")]
@@ -191,7 +207,7 @@ async fn correlation_lists_one_saga(pool: PgPool) {
 async fn non_json_values_come_back_as_text(pool: PgPool) {
     ingest(&pool, saga_events()).await;
     let api = Api::new(pool);
-    let (_, body) = api.get("/notifications?source_topic=bad").await;
+    let (_, body) = api.get("/notifications?source_topic=bad&since=2000-01-01T00:00:00Z&until=2100-01-01T00:00:00Z").await;
     let n = &body["notifications"][0];
     assert_eq!(n["event"], "not json");
     assert!(n["ingestNote"].as_str().unwrap().contains("not JSON"));
@@ -207,7 +223,8 @@ async fn list_filters_and_pages_without_gaps_or_repeats(pool: PgPool) {
     assert_eq!(body["next_cursor"], Value::Null);
     let (_, body) = api.get("/notifications?correlation_id=saga-1&source_service=payment-service").await;
     assert_eq!(body["notifications"].as_array().unwrap().len(), 2);
-    let (_, body) = api.get("/notifications?event_type=order.created&since=2025-04-04T10:00:05Z").await;
+    let (_, body) =
+        api.get("/notifications?event_type=order.created&since=2025-04-04T10:00:05Z&until=2025-04-05T00:00:00Z").await;
     assert_eq!(body["notifications"].as_array().unwrap().len(), 1);
     let (_, body) = api.get("/notifications?until=2025-04-04T10:00:01%2B00:00").await;
     assert_eq!(body["notifications"].as_array().unwrap().len(), 1);
@@ -252,7 +269,10 @@ async fn invalid_queries_are_400_json(pool: PgPool) {
         "/notifications?until=2025-13-45".to_owned(),
         "/notifications?cursor=garbage".to_owned(),
         "/notifications?order=sideways".to_owned(),
-        "/notifications?unknown=1".to_owned(),
+        "/notifications?event_type=order.created".to_owned(),
+        "/notifications?source_topic=order_events&since=2025-04-04T10:00:00Z".to_owned(),
+        format!("/notifications?cursor={}", base64_url("v1.-1000000000000000000.1.a")),
+        format!("/order/1?cursor={}", base64_url("v1.9223372036854775807.1.a")),
         format!("/notifications?order_id={long}"),
         format!("/order/{long}/latest"),
         "/order/%FF%FE/latest".to_owned(),
@@ -505,6 +525,7 @@ async fn openapi_matches_the_real_routes(pool: PgPool) {
         "GET /order/{order_id}/latest",
         "GET /order/{order_id}/timeline",
         "GET /ready",
+        "GET /ready/ingest",
         "POST /admin/modules",
         "POST /send-notification",
     ];
@@ -708,10 +729,54 @@ async fn order_and_correlation_answers_are_bounded_and_page(pool: PgPool) {
         let everything: Vec<String> =
             all.as_array().unwrap().iter().map(|n| n["eventType"].as_str().unwrap().to_owned()).collect();
         assert_eq!(seen, everything, "{base}: pages join to the full answer");
-        for bad in ["limit=0", "limit=10001", "cursor=nope", "page=2"] {
+        for bad in ["limit=0", "limit=10001", "cursor=nope"] {
             assert_eq!(api.get(&format!("{base}?{bad}")).await.0, StatusCode::BAD_REQUEST, "{base}?{bad}");
         }
+        // A parameter the endpoint does not know (a cache-buster) is ignored,
+        // as the original service ignored it, and named in a header.
+        let response = router(api.state.clone())
+            .oneshot(Request::get(format!("{base}?_=12345&page=2")).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{base}");
+        assert_eq!(response.headers()["x-ignored-parameters"], "_, page");
     }
+}
+
+/// An answer stops at the byte budget (at the last whole row that fits) and
+/// gives the cursor of the rest: 300 records of ~900 KB under one order can
+/// never make one answer of 270 MB.
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
+async fn answers_stop_at_their_byte_budget_and_page_on(pool: PgPool) {
+    let big = format!(r#"{{"order_id": "heavy", "blob": "{}"}}"#, crate::support::incompressible(200_000, 7));
+    ingest(&pool, (0..12).map(|i| ("t", 0, i, T0 + i, big.as_str())).collect()).await;
+    let mut api = Api::new(pool);
+    api.state.answer_max_bytes = 1 << 20;
+    let mut seen = 0;
+    let mut uri = "/order/heavy?limit=10000".to_owned();
+    let mut pages = 0;
+    loop {
+        let response = router(api.state.clone()).oneshot(Request::get(&uri).body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let cursor = response.headers().get("x-next-cursor").map(|v| v.to_str().unwrap().to_owned());
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(bytes.len() <= 1 << 20, "an answer of {} bytes", bytes.len());
+        let page: Value = serde_json::from_slice(&bytes).unwrap();
+        let rows = page.as_array().unwrap().len();
+        assert!(rows >= 1, "every answer carries at least one row");
+        seen += rows;
+        pages += 1;
+        match cursor {
+            Some(c) => uri = format!("/order/heavy?limit=10000&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 12, "the pages join to every row");
+    assert!(pages >= 3, "{pages} pages: the budget cut the answer");
+    // The list's page is cut the same way, with its cursor in the body.
+    let (_, page) = api.get("/notifications?order_id=heavy&limit=1000").await;
+    let rows = page["notifications"].as_array().unwrap().len();
+    assert!((1..12).contains(&rows) && page["next_cursor"].is_string(), "{rows} rows");
 }
 
 /// CORS for the configured origins only; none without the setting.

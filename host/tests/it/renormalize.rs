@@ -45,7 +45,14 @@ async fn renormalize_rebuilds_fields_with_the_modules_of_now(pool: PgPool) {
     )
     .unwrap();
     let parse = |extra: &[&str]| {
-        let mut argv = vec!["notification-host", "renormalize", "--normalizers-dir", dir.path().to_str().unwrap()];
+        let mut argv = vec![
+            "notification-host",
+            "renormalize",
+            "--normalizers-dir",
+            dir.path().to_str().unwrap(),
+            "--module-compiler",
+            env!("CARGO_BIN_EXE_notification-host"),
+        ];
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).unwrap().command {
             Some(Command::Renormalize(a)) => a,

@@ -411,10 +411,12 @@ async fn a_notification_that_cannot_be_sent_never_fails_a_write(pool: PgPool) {
     .await
     .unwrap();
     let name: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&pool).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE \"{name}\" SET search_path = blocker, pg_catalog, public")))
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{name}\" SET search_path = blocker, pg_catalog, public"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
     let url = std::env::var("DATABASE_URL").unwrap();
     let url = format!("{}/{name}", url.rsplit_once('/').unwrap().0);
     let db = Db::connect_lazy(&url, Connections::for_command()).unwrap();
