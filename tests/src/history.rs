@@ -16,8 +16,9 @@ pub const CUSTOMERS: i64 = 20_000;
 /// About 70% of rows name their order; the rest (payment, user events) are
 /// tied to it only by the saga id. Values are ~500-byte JSON documents,
 /// stored as the host stores them (through its write path, compressed).
-pub async fn load(db: &Db, rows: i64, months: u32) -> anyhow::Result<()> {
-    let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications").fetch_one(db.pool()).await?;
+pub async fn load(pool: &sqlx::PgPool, rows: i64, months: u32) -> anyhow::Result<()> {
+    let db = Db::from_pool(pool.clone());
+    let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications").fetch_one(pool).await?;
     if existing >= rows {
         println!("table already holds {existing} rows; not loading");
         return Ok(());
@@ -46,7 +47,7 @@ pub async fn load(db: &Db, rows: i64, months: u32) -> anyhow::Result<()> {
     // Vacuumed as well as analysed, as a table that has been live a while
     // is: otherwise autovacuum visits every freshly loaded partition during
     // the first measurement.
-    sqlx::query("VACUUM (ANALYZE) notifications").execute(db.pool()).await?;
+    sqlx::query("VACUUM (ANALYZE) notifications").execute(pool).await?;
     Ok(())
 }
 

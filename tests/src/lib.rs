@@ -330,10 +330,17 @@ impl Host {
     }
 
     /// Waits until `/ready` answers 200.
+    /// Waits until the host serves reads and, when it consumes, ingests
+    /// (`/ready` and `/ready/ingest`).
     pub fn wait_ready(&self, timeout: Duration) {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if let Some((200, _)) = http_get(self.http, "/ready") {
+            let ingesting = match http_get(self.http, "/ready/ingest") {
+                Some((200, _)) => true,
+                Some((_, body)) => body.contains("does not consume"),
+                None => false,
+            };
+            if ingesting && let Some((200, _)) = http_get(self.http, "/ready") {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));

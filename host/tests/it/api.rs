@@ -207,7 +207,8 @@ async fn correlation_lists_one_saga(pool: PgPool) {
 async fn non_json_values_come_back_as_text(pool: PgPool) {
     ingest(&pool, saga_events()).await;
     let api = Api::new(pool);
-    let (_, body) = api.get("/notifications?source_topic=bad&since=2000-01-01T00:00:00Z&until=2100-01-01T00:00:00Z").await;
+    let (_, body) =
+        api.get("/notifications?source_topic=bad&since=2000-01-01T00:00:00Z&until=2100-01-01T00:00:00Z").await;
     let n = &body["notifications"][0];
     assert_eq!(n["event"], "not json");
     assert!(n["ingestNote"].as_str().unwrap().contains("not JSON"));
@@ -756,7 +757,8 @@ async fn answers_stop_at_their_byte_budget_and_page_on(pool: PgPool) {
     let mut uri = "/order/heavy?limit=10000".to_owned();
     let mut pages = 0;
     loop {
-        let response = router(api.state.clone()).oneshot(Request::get(&uri).body(Body::empty()).unwrap()).await.unwrap();
+        let response =
+            router(api.state.clone()).oneshot(Request::get(&uri).body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let cursor = response.headers().get("x-next-cursor").map(|v| v.to_str().unwrap().to_owned());
         let bytes = response.into_body().collect().await.unwrap().to_bytes();

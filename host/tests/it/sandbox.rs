@@ -60,6 +60,26 @@ fn a_module_that_waits_for_time_ends_at_its_deadline() {
     assert_eq!(answers[3], Ok(Some("ok".into())));
 }
 
+/// A component of several core modules, each with a 40 MiB memory (240 MiB
+/// in all, none over 64 MiB): the memory limit counts every memory and
+/// table of an instance together, so it is refused, where a limit per
+/// memory would let it take 240 MiB.
+#[test]
+fn the_memory_limit_holds_for_all_of_an_instance_s_memories_together() {
+    let wat =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/many-memories.wat")).unwrap();
+    let wasm = wat::parse_str(&wat).unwrap();
+    let limited = Runtime::new(Limits { memory_bytes: 64 << 20, ..limits() }).unwrap();
+    match limited.load(&wasm) {
+        Err(LoadError::Describe(reason)) => assert!(reason.contains("67108864-byte memory limit"), "{reason}"),
+        other => panic!("expected the instance to be refused, got {:?}", other.map(|_| ())),
+    }
+    // With room for all of them it loads and answers.
+    let roomy = Runtime::new(Limits { memory_bytes: 256 << 20, ..limits() }).unwrap();
+    let module = roomy.load(&wasm).unwrap();
+    assert_eq!(module.descriptor().map(|d| d.name.as_str()), Some("many-memories"));
+}
+
 #[test]
 fn modules_compile_in_a_child_within_a_memory_and_time_budget() {
     let wasm = std::fs::read(support::component("normalizer_campus_delivery")).unwrap();

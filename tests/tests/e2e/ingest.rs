@@ -339,9 +339,10 @@ async fn kilobytes_long_ids_are_stored_and_stop_nothing() {
 }
 
 /// A refusal that is not about the record (here a constraint no row can
-/// meet, as after a botched migration) is never silent: `/ready` says writes
-/// are failing and why, the metric counts it, and once the database accepts
-/// rows again the waiting record is stored and the host is ready.
+/// meet, as after a botched migration) is never silent: `/ready/ingest` says
+/// writes are failing and why, the metric counts it, and once the database
+/// accepts rows again the waiting record is stored and the host ingests.
+/// Reads go on meanwhile: `/ready` stays ready.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_that_refuses_every_row_is_reported_not_skipped() {
     let prefix = unique("refuse");
@@ -358,16 +359,17 @@ async fn a_database_that_refuses_every_row_is_reported_not_skipped() {
 
     let started = std::time::Instant::now();
     let reason = loop {
-        if let Some((503, body)) = http_get(host.http, "/ready")
+        if let Some((503, body)) = http_get(host.http, "/ready/ingest")
             && body.contains("writes are failing")
         {
             break body;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "/ready never said so; log:\n{}", host.log_text());
+        assert!(started.elapsed() < Duration::from_secs(20), "/ready/ingest never said so; log:\n{}", host.log_text());
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(reason.contains("refuse_everything") && reason.contains(&topic), "{reason}");
-    assert!(host.metric("notification_write_failures_total").unwrap_or(0.0) >= 1.0);
+    assert_eq!(http_get(host.http, "/ready").map(|(s, _)| s), Some(200), "reads are still served");
+    assert!(host.metric("notification_write_failures_total").expect("the host answers /metrics") >= 1.0);
     assert!(stored(&pool, &prefix).await.is_empty());
 
     sqlx::query("ALTER TABLE notifications DROP CONSTRAINT refuse_everything").execute(&pool).await.unwrap();

@@ -159,8 +159,8 @@ fn print(name: &str, mode: &str, run: &Run) {
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
     let pool = PgPoolOptions::new().max_connections(4).connect(&a.database_url).await?;
+    notification_e2e::history::load(&pool, a.rows, HISTORY_MONTHS).await?;
     let db = Db::from_pool(pool);
-    notification_e2e::history::load(&db, a.rows, HISTORY_MONTHS).await?;
 
     println!("\nQuery plans (every one must use an index on the partitions that hold rows):");
     let filter = ListFilter {

@@ -55,7 +55,7 @@ fn args() -> anyhow::Result<Args> {
 /// the last day, from six services.
 const BUSY_ORDER: &str = "order-busy";
 
-async fn add_busy_order(db: &Db) -> anyhow::Result<()> {
+async fn add_busy_order(pool: &sqlx::PgPool) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO notifications (order_id, correlation_id, event_type, source_service, status, created_at, \
            source_topic, kafka_partition, kafka_offset, kafka_timestamp, raw_value, normalizer) \
@@ -69,12 +69,12 @@ async fn add_busy_order(db: &Db) -> anyhow::Result<()> {
          FROM generate_series(1, 500) g",
     )
     .bind(BUSY_ORDER)
-    .execute(db.pool())
+    .execute(pool)
     .await?;
     // Vacuumed as well as analysed, as a table that has been live a while
     // is: otherwise autovacuum visits every freshly loaded partition during
     // the first measurement.
-    sqlx::query("VACUUM (ANALYZE) notifications").execute(db.pool()).await?;
+    sqlx::query("VACUUM (ANALYZE) notifications").execute(pool).await?;
     Ok(())
 }
 
@@ -104,8 +104,8 @@ async fn main() -> anyhow::Result<()> {
     let (db_url, pool) = fresh_database("benchconsole").await;
     let db = Db::from_pool(pool.clone());
     db.migrate().await?;
-    notification_e2e::history::load(&db, a.rows, 24).await?;
-    add_busy_order(&db).await?;
+    notification_e2e::history::load(&pool, a.rows, 24).await?;
+    add_busy_order(&pool).await?;
     let prefix = unique("live");
     let topic = format!("{prefix}-events");
     Kafka::shared().create_topic(&topic, 3).await;

@@ -370,7 +370,8 @@ async fn binary_baseline(drained_url: &str, host_bin: &Path) -> anyhow::Result<(
     }
     drop(stream);
     let url = fresh_db("bench_binary", host_bin).await?;
-    let db = notification_host::storage::Db::connect_lazy(&url, 1)?;
+    let db =
+        notification_host::storage::Db::connect_lazy(&url, notification_host::storage::Connections::for_command())?;
     for name in partitions {
         let month = chrono::NaiveDate::parse_from_str(&format!("{}_01", &name["notifications_".len()..]), "%Y_%m_%d")?;
         db.ensure_partitions(month, month).await?;
