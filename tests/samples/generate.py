@@ -126,6 +126,11 @@ sample("edge", text='{"order_id": "first", "order_id": "last"}', order_id="last"
 sample("edge", {"order_id": "x" * 300, "customer_id": "\u00fc" * 10}, order_id="x" * 300, customer_id="\u00fc" * 10)
 sample("edge", text='{"order_id": "nul\\u0000inside", "type": "t"}', order_id="nul\u0000inside", event_type="t")
 sample("edge", key="order-42", headers={"producer": "payment-service", "trace": None}, value={"order_id": "with-key"}, order_id="with-key")
+# Placeholders are not values: an id of "unknown" names no order, and the
+# search goes on to the next key and container.
+sample("edge", env("order.status_updated", {"order_id": "unknown", "customer_id": "N/A", "status": "unavailable"}, corr="undefined", source="-"), event_type="order.status_updated")
+sample("edge", {"payload": {"order_id": 0, "runnerId": "r-9"}, "data": {"order_id": "o-real"}, "type": "  NULL "}, order_id="o-real", runner_id="r-9")
+sample("edge", {"order_id": "0042", "customer_id": "-1", "type": "none-such"}, order_id="0042", customer_id="-1", event_type="none-such")
 
 with open("default.jsonl", "w") as f:
     for line in out:

@@ -59,7 +59,7 @@ impl Record {
 }
 
 /// What a normalizer made of one record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Normalized {
     pub fields: Fields,
     /// `name@version` of the normalizer that produced `fields`.
@@ -67,4 +67,7 @@ pub struct Normalized {
     /// Why the chosen normalizer failed for this record, when it did; the
     /// fields then come from the built-in default.
     pub error: Option<String>,
+    /// What was left out of `fields` and why (a placeholder such as
+    /// `"unknown"` where an id belongs); the row's ingest note says it.
+    pub notes: Vec<String>,
 }

@@ -247,12 +247,21 @@ pub struct OutputLine<'a> {
     pub status: Option<&'a str>,
     pub normalizer: Option<&'a str>,
     pub error: Option<&'a str>,
+    /// What was left out of the fields and why (a placeholder such as
+    /// `"unknown"` where an id belongs); absent when nothing was.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub notes: &'a [String],
 }
 
 impl<'a> OutputLine<'a> {
     /// The line for a normalized record.
     pub fn normalized(n: &'a Normalized) -> Self {
-        OutputLine { normalizer: Some(&n.normalizer), error: n.error.as_deref(), ..Self::fields(&n.fields) }
+        OutputLine {
+            normalizer: Some(&n.normalizer),
+            error: n.error.as_deref(),
+            notes: &n.notes,
+            ..Self::fields(&n.fields)
+        }
     }
 
     /// The line for an input line that could not be parsed.
@@ -271,6 +280,7 @@ impl<'a> OutputLine<'a> {
             status: f.status.as_deref(),
             normalizer: None,
             error: None,
+            notes: &[],
         }
     }
 }

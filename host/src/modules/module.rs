@@ -14,9 +14,27 @@ pub fn builtin_label() -> String {
     format!("{}@{}", normalizer_rules::NAME, normalizer_rules::VERSION)
 }
 
-/// The built-in default's answer for one record.
+/// The built-in default's answer for one record, with the placeholders it
+/// left out.
 pub fn builtin(record: &Record) -> Normalized {
-    Normalized { fields: builtin_fields(record), normalizer: builtin_label(), error: None }
+    let explained = normalizer_rules::normalize_explained(record.value.as_deref());
+    Normalized {
+        fields: explained.fields,
+        normalizer: builtin_label(),
+        error: None,
+        notes: placeholder_notes(&explained.placeholders),
+    }
+}
+
+/// What the row's ingest note says of placeholders left out.
+pub fn placeholder_notes(placeholders: &[normalizer_rules::Placeholder]) -> Vec<String> {
+    placeholders
+        .iter()
+        .map(|p| {
+            let shown: String = p.value.chars().take(40).collect();
+            format!("{} {:?} is a placeholder, stored as absent", p.field, shown)
+        })
+        .collect()
 }
 
 /// The built-in default's fields for one record.
@@ -28,10 +46,12 @@ pub fn builtin_fields(record: &Record) -> Fields {
 /// failed on it, or is quarantined): the built-in default's fields, under the
 /// module's name, with why. The one place a module's failure becomes a row.
 pub fn fallback(record: &Record, module: &str, why: impl std::fmt::Display) -> Normalized {
+    let explained = normalizer_rules::normalize_explained(record.value.as_deref());
     Normalized {
-        fields: builtin_fields(record),
+        fields: explained.fields,
         normalizer: module.to_owned(),
         error: Some(format!("{why}; fields from {}", builtin_label())),
+        notes: placeholder_notes(&explained.placeholders),
     }
 }
 
@@ -100,10 +120,15 @@ impl Module {
             .zip(records)
             .map(|(answer, record)| match answer {
                 Ok(mut fields) => {
+                    // No normalizer's placeholder becomes an id: a module
+                    // answering "unknown" has not named an order either.
+                    let mut notes = placeholder_notes(&normalizer_rules::strip_placeholders(&mut fields));
                     if self.fallback {
-                        fields.fill_from(builtin_fields(record));
+                        let builtin = builtin(record);
+                        fields.fill_from(builtin.fields);
+                        notes.extend(builtin.notes);
                     }
-                    (Normalized { fields, normalizer: self.label.clone(), error: None }, None)
+                    (Normalized { fields, normalizer: self.label.clone(), error: None, notes }, None)
                 }
                 Err(error) => (fallback(record, &self.label, &error), Some(error)),
             })

@@ -117,7 +117,7 @@ mod tests {
                 };
                 StoredRow::from_record(
                     record,
-                    Normalized { fields: Default::default(), normalizer: "default".into(), error: None },
+                    Normalized { fields: Default::default(), normalizer: "default".into(), error: None, notes: Vec::new() },
                 )
             })
             .collect();

@@ -58,6 +58,7 @@ impl StoredRow {
                 None
             }
         };
+        notes.extend(normalized.notes);
         let (fields, nul_note) = without_nul(normalized.fields);
         notes.extend(nul_note);
         StoredRow {

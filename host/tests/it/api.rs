@@ -144,7 +144,7 @@ async fn latest_keeps_the_original_shape(pool: PgPool) {
     assert_eq!(body["createdAt"], "2025-04-04T10:00:05+00:00");
     assert_eq!(body["event"]["payload"]["status"], "NOTED", "event is the JSON document itself");
     assert_eq!(body["kafkaPartition"], 1);
-    assert_eq!(body["normalizer"], "default@1.0.0");
+    assert_eq!(body["normalizer"], "default@1.1.0");
     assert!(body.get("relation").is_none());
 }
 

@@ -79,7 +79,7 @@ fn a_spinning_module_is_quarantined_within_its_first_batch() {
     let quarantined = answers[..1000].iter().filter(|n| n.error.as_deref().unwrap().contains("quarantined")).count();
     assert_eq!(quarantined, 1000 - QUARANTINE_AFTER as usize);
     for n in &answers[1000..] {
-        assert_eq!((n.normalizer.as_str(), n.error.as_deref()), ("default@1.0.0", None));
+        assert_eq!((n.normalizer.as_str(), n.error.as_deref()), ("default@1.1.0", None));
     }
 
     let info = &modules.list()[0];

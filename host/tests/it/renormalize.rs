@@ -91,7 +91,7 @@ async fn renormalize_rebuilds_fields_with_the_modules_of_now(pool: PgPool) {
     assert_eq!(
         rows,
         vec![
-            (0, None, "default@1.0.0".to_owned()),
+            (0, None, "default@1.1.0".to_owned()),
             (1, Some("user_1".to_owned()), "campus-delivery@1.0.0".to_owned()),
             (2, Some("user_2".to_owned()), "campus-delivery@1.0.0".to_owned()),
         ]
@@ -101,7 +101,7 @@ async fn renormalize_rebuilds_fields_with_the_modules_of_now(pool: PgPool) {
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(other, "default@1.0.0");
+    assert_eq!(other, "default@1.1.0");
     let again = notification_host::cmd::renormalize::run(
         &parse(&["--topic", "payment_commands", "--from-offset", "1"]),
         &db,
@@ -134,6 +134,7 @@ async fn renormalize_stores_long_ids_and_survives_a_refused_row(pool: PgPool) {
                 fields: Default::default(),
                 normalizer: "old@0.1.0".into(),
                 error: None,
+                notes: Vec::new(),
             };
             StoredRow::from_record(record("t", i as i64, v), n)
         })
@@ -157,7 +158,7 @@ async fn renormalize_stores_long_ids_and_survives_a_refused_row(pool: PgPool) {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(stored[0], (Some("o-0".into()), Some(long.clone()), "default@1.0.0".into()));
+    assert_eq!(stored[0], (Some("o-0".into()), Some(long.clone()), "default@1.1.0".into()));
     assert_eq!(stored[1], (None, None, "old@0.1.0".into()));
     assert_eq!(stored[2].0.as_deref(), Some("o-2"));
     assert_eq!(db.for_correlation(&long, None, 1000).await.unwrap().len(), 1);

@@ -76,7 +76,7 @@ fn two_producers_of_one_topic_go_to_their_own_modules() {
         record("order_events", None, b"not json"),
     ]);
     let labels: Vec<&str> = out.iter().map(|n| n.normalizer.as_str()).collect();
-    assert_eq!(labels, ["campus-delivery@1.0.0", "refine@0.1.0", "default@1.0.0", "default@1.0.0"]);
+    assert_eq!(labels, ["campus-delivery@1.0.0", "refine@0.1.0", "default@1.1.0", "default@1.1.0"]);
     assert_eq!(out[0].fields.order_id.as_deref(), Some("42"));
 }
 
@@ -99,22 +99,22 @@ fn field_rules_read_numbers_as_sent_nested_paths_and_keys() {
     let labels: Vec<&str> = out.iter().map(|n| n.normalizer.as_str()).collect();
     assert_eq!(
         labels,
-        ["campus-delivery@1.0.0", "default@1.0.0", "refine@0.1.0", "versioned@1.0.0", "campus-delivery@1.0.0"]
+        ["campus-delivery@1.0.0", "default@1.1.0", "refine@0.1.0", "versioned@1.0.0", "campus-delivery@1.0.0"]
     );
 }
 
 #[test]
 fn bad_field_rules_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    module(dir.path(), "a", "default@1.0.0", "normalizer_default", "topics = [\"t\"]\nfields = { \"a..b\" = \"1\" }");
+    module(dir.path(), "a", "default@1.1.0", "normalizer_default", "topics = [\"t\"]\nfields = { \"a..b\" = \"1\" }");
     module(
         dir.path(),
         "b",
-        "default@1.0.0",
+        "default@1.1.0",
         "normalizer_default",
         "topics = [\"t\"]\nfields = { a = { glob = \"x\", present = true } }",
     );
-    module(dir.path(), "c", "default@1.0.0", "normalizer_default", "topics = [\"t\"]\nkey = \"[\"");
+    module(dir.path(), "c", "default@1.1.0", "normalizer_default", "topics = [\"t\"]\nkey = \"[\"");
     let m = Modules::new(
         Runtime::new(Limits::default()).unwrap(),
         ModulesConfig {
@@ -147,7 +147,7 @@ fn unsupported_passes_the_record_to_the_next_matching_module_then_the_default() 
     assert_eq!(out[0].normalizer, "refine@0.1.0");
     assert_eq!(out[0].fields.source_service.as_deref(), Some("p"));
     assert_eq!(out[1].normalizer, "versioned@1.0.0");
-    assert_eq!(out[2].normalizer, "default@1.0.0");
+    assert_eq!(out[2].normalizer, "default@1.1.0");
     assert!(out.iter().all(|n| n.error.is_none()), "{out:?}");
     // Passing a record on is not a failure of the module.
     let info = m.list();

@@ -55,7 +55,7 @@ fn row(topic: &str, offset: i64, fields: Fields, error: Option<String>) -> Store
     );
     StoredRow::from_record(
         record(topic, offset, value.as_bytes()),
-        Normalized { fields, normalizer: "default@1.0.0".into(), error },
+        Normalized { fields, normalizer: "default@1.0.0".into(), error, notes: Vec::new() },
     )
 }
 

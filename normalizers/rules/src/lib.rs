@@ -20,6 +20,13 @@
 //! 6. A usable value is a non-empty string other than `"None"` and `"null"`,
 //!    or an integer, rendered with every digit it was sent with. Everything
 //!    else (null, booleans, floats, objects, arrays) is skipped.
+//! 7. A value that is a placeholder ([`PLACEHOLDERS`]: `unknown`, `N/A`,
+//!    `0`, `-`, white space, ...; compared ignoring case and surrounding
+//!    white space) names nothing: a producer that writes `"unknown"` where
+//!    an order id belongs has not named an order, and thousands of such
+//!    events must not become one order or one saga. The search goes on to
+//!    the next key and container, as for any unusable value;
+//!    [`normalize_explained`] says which placeholders it left out.
 //!
 //! Values are never trimmed, truncated or re-cased, and an absent value is
 //! `None`, never a placeholder.
@@ -70,25 +77,117 @@ impl Fields {
     }
 }
 
+/// Values that stand for "no value" where producers had none to give (the
+/// original service itself wrote `unknown`, `unavailable` and the empty
+/// string): a field holding one is absent. Compared ignoring ASCII case and
+/// surrounding white space; any integer equal to zero (`0`, `-0`, `00`)
+/// counts as `0`.
+pub const PLACEHOLDERS: [&str; 17] = [
+    "",
+    "0",
+    "-",
+    "--",
+    "?",
+    "none",
+    "null",
+    "nil",
+    "undefined",
+    "unknown",
+    "unavailable",
+    "n/a",
+    "na",
+    "nan",
+    "not available",
+    "(null)",
+    "<null>",
+];
+
+/// Whether `value` is a placeholder rather than a value (see
+/// [`PLACEHOLDERS`]).
+pub fn is_placeholder(value: &str) -> bool {
+    let v = value.trim();
+    PLACEHOLDERS.iter().any(|p| v.eq_ignore_ascii_case(p))
+        || (!v.is_empty()
+            && v.strip_prefix('-').unwrap_or(v).bytes().all(|b| b == b'0')
+            && v.strip_prefix('-').is_none_or(|rest| !rest.is_empty()))
+}
+
+/// A value the rules left out because it is a placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placeholder {
+    /// The field it would have filled (`order_id`, ...).
+    pub field: &'static str,
+    /// The value, as sent.
+    pub value: String,
+}
+
+/// The fields the rules found, and the placeholders they left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Explained {
+    pub fields: Fields,
+    pub placeholders: Vec<Placeholder>,
+}
+
+/// Empties every field of `fields` that holds a placeholder; returns what
+/// it left out. The host applies it to every normalizer's answer.
+pub fn strip_placeholders(fields: &mut Fields) -> Vec<Placeholder> {
+    let mut left_out = Vec::new();
+    for (field, slot) in [
+        ("customer_id", &mut fields.customer_id),
+        ("runner_id", &mut fields.runner_id),
+        ("order_id", &mut fields.order_id),
+        ("event_type", &mut fields.event_type),
+        ("correlation_id", &mut fields.correlation_id),
+        ("source_service", &mut fields.source_service),
+        ("status", &mut fields.status),
+    ] {
+        if slot.as_deref().is_some_and(is_placeholder)
+            && let Some(value) = slot.take()
+        {
+            left_out.push(Placeholder { field, value });
+        }
+    }
+    left_out
+}
+
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Applies the default rules to a record value (`None` is a tombstone).
 pub fn normalize(value: Option<&[u8]>) -> Fields {
+    normalize_explained(value).fields
+}
+
+/// [`normalize`], saying which placeholders it left out (the first one met
+/// per field).
+pub fn normalize_explained(value: Option<&[u8]>) -> Explained {
+    normalize_with(value, Placeholders::Skip)
+}
+
+/// Whether rule 7 applies: always, but for the test that measures what it
+/// changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placeholders {
+    Skip,
+    #[cfg(test)]
+    Keep,
+}
+
+fn normalize_with(value: Option<&[u8]>, rule: Placeholders) -> Explained {
     let Some(bytes) = value else {
-        return Fields::default();
+        return Explained::default();
     };
     let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     let text = String::from_utf8_lossy(bytes);
     if text.trim().is_empty() {
-        return Fields::default();
+        return Explained::default();
     }
     match document_object(&text) {
-        Some(Document::Borrowed(object)) => extract(&object),
+        Some(Document::Borrowed(object)) => extract(&object, rule),
         Some(Document::Inner(inner)) => match Object::parse(&inner) {
-            Some(object) => extract(&object),
-            None => Fields::default(),
+            Some(object) => extract(&object, rule),
+            None => Explained::default(),
         },
-        None => Fields::default(),
+        None => Explained::default(),
     }
 }
 
@@ -202,9 +301,23 @@ fn usable(raw: &RawValue) -> Option<String> {
     }
 }
 
-/// The first usable value among `keys` in `object`.
-fn first_usable(object: &Object<'_>, keys: &[&str]) -> Option<String> {
-    keys.iter().find_map(|key| object.get(key).and_then(usable))
+/// The first usable value among `keys` in `object` that is not a
+/// placeholder; the first placeholder met is kept in `skipped`.
+fn first_usable(
+    object: &Object<'_>,
+    keys: &[&str],
+    rule: Placeholders,
+    skipped: &mut Option<String>,
+) -> Option<String> {
+    keys.iter().find_map(|key| {
+        let value = object.get(key).and_then(usable)?;
+        if rule == Placeholders::Skip && is_placeholder(&value) {
+            skipped.get_or_insert(value);
+            None
+        } else {
+            Some(value)
+        }
+    })
 }
 
 /// The text of a container (`payload` or `data`): the member itself when it
@@ -219,22 +332,40 @@ fn container_text<'a>(top: &Object<'a>, name: &str) -> Option<Cow<'a, str>> {
     }
 }
 
-fn extract(top: &Object<'_>) -> Fields {
+fn extract(top: &Object<'_>, rule: Placeholders) -> Explained {
     let payload_text = container_text(top, "payload");
     let data_text = container_text(top, "data");
     let payload = payload_text.as_deref().and_then(Object::parse);
     let data = data_text.as_deref().and_then(Object::parse);
     let containers = [payload.as_ref(), data.as_ref(), Some(top)];
-    let in_containers = |keys: &[&str]| containers.iter().flatten().find_map(|object| first_usable(object, keys));
-
-    Fields {
-        customer_id: in_containers(&["customer_id", "customerId"]),
-        runner_id: in_containers(&["runner_id", "runnerId"]),
-        order_id: in_containers(&["order_id", "orderId"]),
-        status: in_containers(&["status"]),
-        event_type: first_usable(top, &["type", "event_type", "eventType"]),
-        correlation_id: first_usable(top, &["correlation_id", "correlationId"]),
-        source_service: first_usable(top, &["source", "source_service", "sourceService"]),
+    let mut placeholders = Vec::new();
+    let mut note = |field: &'static str, skipped: Option<String>, found: &Option<String>| {
+        if let (Some(value), None) = (skipped, found) {
+            placeholders.push(Placeholder { field, value });
+        }
+    };
+    let mut in_containers = |field: &'static str, keys: &[&str]| {
+        let mut skipped = None;
+        let found = containers.iter().flatten().find_map(|object| first_usable(object, keys, rule, &mut skipped));
+        note(field, skipped, &found);
+        found
+    };
+    let customer_id = in_containers("customer_id", &["customer_id", "customerId"]);
+    let runner_id = in_containers("runner_id", &["runner_id", "runnerId"]);
+    let order_id = in_containers("order_id", &["order_id", "orderId"]);
+    let status = in_containers("status", &["status"]);
+    let mut at_top = |field: &'static str, keys: &[&str]| {
+        let mut skipped = None;
+        let found = first_usable(top, keys, rule, &mut skipped);
+        note(field, skipped, &found);
+        found
+    };
+    let event_type = at_top("event_type", &["type", "event_type", "eventType"]);
+    let correlation_id = at_top("correlation_id", &["correlation_id", "correlationId"]);
+    let source_service = at_top("source_service", &["source", "source_service", "sourceService"]);
+    Explained {
+        fields: Fields { customer_id, runner_id, order_id, event_type, correlation_id, source_service, status },
+        placeholders,
     }
 }
 
@@ -346,6 +477,72 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         let f = n(&format!(r#"{{"order_id": "o", "deep": {deep}}}"#));
         assert_eq!(f.order_id.as_deref(), Some("o"));
+    }
+
+    #[test]
+    fn placeholders_are_not_values() {
+        for p in ["unknown", "N/A", "undefined", "null", "NULL", " none ", "0", "-0", "000", "-", "", "  ", "Unavailable"] {
+            assert!(is_placeholder(p), "{p:?}");
+        }
+        for v in ["42", "0042", "o-0", "-1", "unknownish", "n/a/b", "O"] {
+            assert!(!is_placeholder(v), "{v:?}");
+        }
+        let e = normalize_explained(Some(
+            br#"{"type": "unknown", "correlation_id": "N/A", "payload": {"order_id": 0, "customer_id": "undefined"}, "data": {"orderId": "o-7"}}"#,
+        ));
+        assert_eq!(e.fields.order_id.as_deref(), Some("o-7"), "the search goes on past a placeholder");
+        assert_eq!((e.fields.customer_id, e.fields.correlation_id, e.fields.event_type), (None, None, None));
+        let left_out: Vec<(&str, &str)> = e.placeholders.iter().map(|p| (p.field, p.value.as_str())).collect();
+        assert_eq!(left_out, [("customer_id", "undefined"), ("event_type", "unknown"), ("correlation_id", "N/A")]);
+        let mut f = Fields { order_id: Some("unknown".into()), runner_id: Some("r-1".into()), ..Fields::default() };
+        assert_eq!(strip_placeholders(&mut f), [Placeholder { field: "order_id", value: "unknown".into() }]);
+        assert_eq!((f.order_id, f.runner_id.as_deref()), (None, Some("r-1")));
+    }
+
+    /// Rule 7 changes a field only where the earlier rules found a
+    /// placeholder: measured over every value of the golden samples, the
+    /// example module's samples and the fuzz corpus.
+    #[test]
+    fn placeholders_are_all_that_rule_7_changes_on_the_corpora() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        let mut values: Vec<Vec<u8>> = Vec::new();
+        for file in ["tests/samples/default.jsonl", "normalizers/campus-delivery/samples.jsonl"] {
+            let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let sample: serde_json::Value = serde_json::from_str(line).unwrap();
+                if let Some(v) = sample["value_text"].as_str() {
+                    values.push(v.as_bytes().to_vec());
+                }
+            }
+        }
+        for dir in std::fs::read_dir(format!("{root}/normalizers/rules/fuzz/corpus")).unwrap() {
+            for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+                values.push(std::fs::read(file.unwrap().path()).unwrap());
+            }
+        }
+        assert!(values.len() > 100, "{} values", values.len());
+        let (mut changed, mut fields) = (0, 0);
+        for v in &values {
+            let before = normalize_with(Some(v), Placeholders::Keep).fields;
+            let after = normalize_with(Some(v), Placeholders::Skip).fields;
+            let pairs = [
+                (&before.customer_id, &after.customer_id),
+                (&before.runner_id, &after.runner_id),
+                (&before.order_id, &after.order_id),
+                (&before.event_type, &after.event_type),
+                (&before.correlation_id, &after.correlation_id),
+                (&before.source_service, &after.source_service),
+                (&before.status, &after.status),
+            ];
+            fields += pairs.len();
+            for (b, a) in pairs {
+                if b != a {
+                    changed += 1;
+                    assert!(b.as_deref().is_some_and(is_placeholder), "{b:?} -> {a:?} in {}", String::from_utf8_lossy(v));
+                }
+            }
+        }
+        eprintln!("rule 7 on {} values: {changed} of {fields} fields changed, each a placeholder", values.len());
     }
 
     #[test]

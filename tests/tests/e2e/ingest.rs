@@ -119,7 +119,7 @@ async fn every_topic_every_shape_stored_exactly_once() {
                 assert!(note.is_some(), "{c:?} should say why it is not a JSON document");
             }
         }
-        assert_eq!(row.get::<Option<String>, _>(9).as_deref(), Some("default@1.0.0"));
+        assert_eq!(row.get::<Option<String>, _>(9).as_deref(), Some("default@1.1.0"));
         if let Some(fields) = &e.fields {
             for (i, name) in samples::FIELD_NAMES.iter().enumerate() {
                 if let Some(want) = fields.get(*name) {

@@ -91,7 +91,7 @@ async fn install_replace_remove_while_records_flow() {
         wait_for_rows(&pool, &prefix, expected.len(), Duration::from_secs(30)).await;
     };
 
-    phase("default@1.0.0", &mut expected).await;
+    phase("default@1.1.0", &mut expected).await;
 
     // Install: component first, then the manifest.
     std::fs::copy(wasm("fixture_versioned_1_0_0"), dir.join("m.wasm")).unwrap();
@@ -113,7 +113,7 @@ async fn install_replace_remove_while_records_flow() {
     // Remove.
     std::fs::remove_file(dir.join("m.toml")).unwrap();
     wait_for(&host, "remove", |n| versions(n).is_empty());
-    phase("default@1.0.0", &mut expected).await;
+    phase("default@1.1.0", &mut expected).await;
 
     let rows = sqlx::query(
         "SELECT source_topic, kafka_partition, kafka_offset, normalizer, status FROM notifications WHERE starts_with(source_topic, $1)",
@@ -200,7 +200,7 @@ async fn misbehaving_modules_are_contained() {
             .await
             .unwrap();
     assert_eq!(good_rows.len(), 150);
-    assert!(good_rows.iter().all(|(n, e)| n == "default@1.0.0" && e.is_none()));
+    assert!(good_rows.iter().all(|(n, e)| n == "default@1.1.0" && e.is_none()));
 
     let n = normalizers(&host);
     for m in n["modules"].as_array().unwrap() {
@@ -279,7 +279,7 @@ async fn rejected_versions_leave_the_previous_one_serving() {
         (
             "a component that is not the one the manifest names",
             Box::new(|d: &Path| put(d, "campus.wasm", &std::fs::read(wasm("normalizer_default")).unwrap())),
-            "the component describes itself as default@1.0.0, but the manifest says campus-delivery@1.0.0",
+            "the component describes itself as default@1.1.0, but the manifest says campus-delivery@1.0.0",
         ),
         ("bad manifest", Box::new(|d: &Path| put(d, "campus.toml", b"name = 1")), "invalid manifest"),
     ];

@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
                 let diffs = mismatches(expected, &fields);
                 assert!(diffs.len() <= expected.len());
             }
-            let normalized = Normalized { fields, normalizer: "default@1.0.0".into(), error: None };
+            let normalized = Normalized { fields, normalizer: "default@1.0.0".into(), error: None, notes: Vec::new() };
             serde_json::to_string(&OutputLine::normalized(&normalized)).expect("an output line serializes");
         }
         Err(error) => {
