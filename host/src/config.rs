@@ -343,6 +343,14 @@ pub struct PipelineConfig {
     #[arg(long, env = env::SHUTDOWN_TIMEOUT, default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// How far ahead of the time it is stored a record's own time may be.
+    /// A record dated later (a clock in 2099, microseconds written as
+    /// milliseconds) is ordered and partitioned by when it was stored, its
+    /// claimed time kept and noted; records dated in the past keep their
+    /// time however old.
+    #[arg(long, env = env::RECORD_TIME_TOLERANCE, default_value = "10m", value_parser = parse_duration)]
+    pub record_time_tolerance: Duration,
+
     /// When no batch has been written for this long while batches wait,
     /// `/ready/ingest` says the pipeline is stalled and names what it is
     /// stuck on (a module, a write); a database outage also shows there.

@@ -25,6 +25,7 @@
 
 mod batcher;
 mod dispatch;
+mod normalize;
 mod writer;
 
 use std::collections::{BTreeSet, HashMap};
@@ -35,15 +36,16 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DbConfig, KafkaConfig, PipelineConfig, ValueCompression};
+use crate::config::{DbConfig, KafkaConfig, PipelineConfig};
 use crate::kafka::{self, HostConsumer};
-use crate::metrics::{Metrics, NormalizerLabel};
+use crate::metrics::Metrics;
 use crate::modules::Modules;
 use crate::record::Record;
 use crate::status::Status;
-use crate::storage::{Db, Partitioner, StoredRow};
+use crate::storage::{Db, Partitioner, StoredRow, TimeRule};
 use batcher::Batcher;
 use dispatch::Dispatch;
+use normalize::NormalizeStage;
 use writer::Writer;
 
 /// How long shutdown waits for the final offset commit.
@@ -109,15 +111,19 @@ pub async fn run(pipeline: Pipeline, shutdown: CancellationToken, give_up: Cance
         config.stall_after,
         shutdown.clone(),
     ));
-    let normalizer = tokio::spawn(normalize_stage(
-        batch_rx,
+    let stage = NormalizeStage {
         lanes,
         dispatch,
         modules,
-        metrics.clone(),
-        config.value_compression,
-        in_flight.clone(),
-    ));
+        metrics: metrics.clone(),
+        compression: config.value_compression,
+        time_rule: TimeRule {
+            tolerance: chrono::Duration::from_std(config.record_time_tolerance)
+                .unwrap_or_else(|_| chrono::Duration::minutes(10)),
+        },
+        in_flight: in_flight.clone(),
+    };
+    let normalizer = tokio::spawn(stage.run(batch_rx));
 
     // Topic discovery runs beside the poll loop: a metadata request to a slow
     // broker must not stop consumption while it waits.
@@ -306,79 +312,4 @@ async fn watch_progress(
             status.set_stalled(None);
         }
     }
-}
-
-async fn normalize_stage(
-    mut batches: mpsc::Receiver<Vec<Record>>,
-    lanes: Vec<mpsc::Sender<Prepared>>,
-    dispatch: Arc<Dispatch>,
-    modules: Arc<Modules>,
-    metrics: Arc<Metrics>,
-    compression: ValueCompression,
-    in_flight: Arc<InFlight>,
-) {
-    while let Some(records) = batches.recv().await {
-        let modules = modules.clone();
-        let metrics = metrics.clone();
-        let dispatch = dispatch.clone();
-        in_flight.doing(0, Some(format!("normalizing {} records", records.len())));
-        let prepared =
-            tokio::task::spawn_blocking(move || dispatch.split(prepare(records, &modules, &metrics, compression)))
-                .await;
-        in_flight.doing(0, None);
-        match prepared {
-            Ok(parts) => {
-                // The batch was counted once; each part is written apart.
-                let sent = parts.iter().filter(|p| p.is_some()).count();
-                in_flight.started(sent.saturating_sub(1));
-                for (lane, part) in lanes.iter().zip(parts) {
-                    if let Some(part) = part
-                        && lane.send(part).await.is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-            Err(error) => {
-                // A panic in a normalizer is a host bug; stop rather than
-                // skip records (their offsets are never stored).
-                tracing::error!(%error, "Normalizing a batch failed; stopping the pipeline.");
-                return;
-            }
-        }
-    }
-}
-
-/// Normalizes a batch and turns it into rows, compressing their values
-/// (here, on the blocking thread, not on the writer's).
-fn prepare(records: Vec<Record>, modules: &Modules, metrics: &Metrics, compression: ValueCompression) -> Prepared {
-    let normalized = modules.normalize(&records);
-    debug_assert_eq!(normalized.len(), records.len());
-    let mut last_offsets: HashMap<(String, i32), i64> = HashMap::new();
-    let mut per_topic: HashMap<String, u64> = HashMap::new();
-    let rows = records
-        .into_iter()
-        .zip(normalized)
-        .map(|(record, normalized)| {
-            let last = last_offsets.entry((record.topic.clone(), record.partition)).or_insert(record.offset);
-            *last = (*last).max(record.offset);
-            *per_topic.entry(record.topic.clone()).or_default() += 1;
-            if let Some(error) = &normalized.error {
-                tracing::warn!(
-                    topic = %record.topic, partition = record.partition, offset = record.offset,
-                    normalizer = %normalized.normalizer, %error, "Normalizer failed; stored with the built-in default's fields."
-                );
-                metrics.normalizer_errors.get_or_create(&NormalizerLabel { normalizer: normalized.normalizer.clone() }).inc();
-            }
-            let mut row = StoredRow::from_record(record, normalized);
-            if compression == ValueCompression::Zstd {
-                row.compress_value();
-            }
-            row
-        })
-        .collect();
-    for (topic, n) in &per_topic {
-        metrics.consumed.get_or_create(&metrics.topic(topic)).inc_by(*n);
-    }
-    Prepared { rows, last_offsets, per_topic }
 }

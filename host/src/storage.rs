@@ -35,6 +35,7 @@
 //! - `live`: the notification every write sends, and listening for it.
 //! - `value`: how a record's value is kept (once; zstd when that pays).
 
+mod adjusted;
 mod console;
 mod copy;
 mod error;
@@ -45,6 +46,7 @@ mod partitions;
 mod reads;
 mod renormalize;
 mod rows;
+mod timeline;
 mod value;
 mod write;
 
@@ -54,9 +56,13 @@ pub use live::{Heard, Listener, STORED_CHANNEL, StoredBatch, StoredListener};
 pub use partitions::{
     KnownPartitions, LOCK_TIMEOUT, Partitioner, Retention, maintain_partitions, maintenance, partition_window,
 };
-pub use reads::{IdColumn, ListFilter, NewApiNotification, Notification, Position, full_scans_of_rows};
+pub use reads::{
+    IdColumn, ListAfter, ListFilter, ListOrder, NewApiNotification, Notification, Position, QuerySample,
+    StoredPosition, full_scans_of_rows,
+};
 pub use renormalize::StoredRecord;
-pub use rows::{MAX_NOTE_BYTES, StoredRow, document_text};
+pub use rows::{MAX_NOTE_BYTES, StoredRow, TimeRule, document_text};
+pub use timeline::{MAX_SAGAS, PER_SAGA, SAGA_CONTEXT, Timed, TimelinePage};
 pub use value::{CorruptValue, stored_value};
 /// How values are compressed (for the benchmark's level sweep).
 pub mod value_compression {

@@ -101,8 +101,10 @@ fn row(g: i64, ts: i64) -> StoredRow {
         headers: vec![],
         value: Some(value.into_bytes()),
     };
-    let mut row =
-        StoredRow::from_record(record, Normalized { fields, normalizer: "default@1.0.0".into(), error: None, notes: Vec::new() });
+    let mut row = StoredRow::from_record(
+        record,
+        Normalized { fields, normalizer: "default@1.0.0".into(), error: None, notes: Vec::new() },
+    );
     row.compress_value();
     row
 }

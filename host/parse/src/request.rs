@@ -46,11 +46,39 @@ pub struct ListFilter {
     pub until: Option<DateTime<Utc>>,
 }
 
-/// A keyset position: the last row of the previous page.
+/// A keyset position in record-time order: the last row of the previous
+/// page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
     pub created_at: DateTime<Utc>,
     pub notification_id: i64,
+}
+
+/// A keyset position in stored order: the transaction that stored the last
+/// row of the previous page, and its row id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredPosition {
+    pub stored_tx: i64,
+    pub notification_id: i64,
+}
+
+/// The order of `GET /notifications`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListOrder {
+    /// Record time, oldest first (`asc`, the default).
+    Oldest,
+    /// Record time, newest first (`desc`).
+    Newest,
+    /// The order rows were stored in (`stored`): a page never skips a row,
+    /// however late a record arrives or its writer commits.
+    Stored,
+}
+
+/// Where a page of `GET /notifications` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListAfter {
+    Time(Position),
+    Stored(StoredPosition),
 }
 
 /// The query parameters of `GET /notifications`, as they arrive.
@@ -71,7 +99,11 @@ pub struct ListParams {
     until: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     limit: Option<u32>,
-    /// `asc` (oldest first, the default) or `desc`.
+    /// `asc` (record time, oldest first; the default), `desc` (newest
+    /// first), or `stored`: the order rows were stored in, with a cursor
+    /// that never skips a row, however late a record arrives (for clients
+    /// that tail the log). Record times are still returned, and `since` and
+    /// `until` still filter by them.
     order: Option<String>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -82,13 +114,15 @@ pub struct ListParams {
 pub struct ListRequest {
     pub filter: ListFilter,
     /// Where the previous page ended.
-    pub after: Option<Position>,
-    pub descending: bool,
+    pub after: Option<ListAfter>,
+    pub order: ListOrder,
     pub limit: u32,
     /// Query parameters the endpoint does not know, ignored (as the
     /// original service ignored them: a cache-buster such as `_=123` must
     /// not fail a request).
     pub ignored: Vec<String>,
+    /// The cursor as given, checked.
+    pub cursor: Option<String>,
 }
 
 const LIST_PARAMS: [&str; 12] = [
@@ -146,10 +180,11 @@ pub fn list_request(query: &str) -> Result<ListRequest, Invalid> {
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(Invalid(format!("limit must be between 1 and {MAX_LIMIT}.")));
     }
-    let descending = match p.order.as_deref() {
-        None | Some("asc") => false,
-        Some("desc") => true,
-        Some(_) => return Err(Invalid("order must be asc or desc.".into())),
+    let order = match p.order.as_deref() {
+        None | Some("asc") => ListOrder::Oldest,
+        Some("desc") => ListOrder::Newest,
+        Some("stored") => ListOrder::Stored,
+        Some(_) => return Err(Invalid("order must be asc, desc or stored.".into())),
     };
     for (value, what) in [
         (&p.customer_id, "customer_id"),
@@ -188,8 +223,8 @@ pub fn list_request(query: &str) -> Result<ListRequest, Invalid> {
             UNINDEXED.join(", ")
         )));
     }
-    let after = p.cursor.as_deref().map(|c| decode_cursor(c, descending)).transpose()?;
-    Ok(ListRequest { filter, after, descending, limit, ignored })
+    let after = p.cursor.as_deref().map(|c| decode_list_cursor(c, order)).transpose()?;
+    Ok(ListRequest { filter, after, order, limit, ignored, cursor: p.cursor })
 }
 
 /// Most rows `GET /order/{id}` and `GET /correlation/{id}` return when the
@@ -259,6 +294,35 @@ pub fn encode_cursor(p: Position, descending: bool) -> String {
     let raw =
         format!("v1.{}.{}.{}", p.created_at.timestamp_micros(), p.notification_id, if descending { 'd' } else { 'a' });
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// A cursor of stored order: base64url of `v1.<stored_tx>.<id>.s`.
+pub fn encode_stored_cursor(p: StoredPosition) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1.{}.{}.s", p.stored_tx, p.notification_id))
+}
+
+/// Reads a cursor of `GET /notifications` made for `order`.
+pub fn decode_list_cursor(cursor: &str, order: ListOrder) -> Result<ListAfter, Invalid> {
+    match order {
+        ListOrder::Oldest => decode_cursor(cursor, false).map(ListAfter::Time),
+        ListOrder::Newest => decode_cursor(cursor, true).map(ListAfter::Time),
+        ListOrder::Stored => {
+            let invalid = || Invalid("cursor is not valid (use next_cursor from the previous page).".into());
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+            let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+            let parts: Vec<&str> = text.split('.').collect();
+            let [version, tx, id, direction] = parts.as_slice() else { return Err(invalid()) };
+            if *version != "v1" || *direction != "s" {
+                return Err(invalid());
+            }
+            let stored_tx: i64 = tx.parse().map_err(|_| invalid())?;
+            if stored_tx < 0 {
+                return Err(invalid());
+            }
+            let notification_id = id.parse().map_err(|_| invalid())?;
+            Ok(ListAfter::Stored(StoredPosition { stored_tx, notification_id }))
+        }
+    }
 }
 
 /// Reads a cursor made by [`encode_cursor`] for the same order.
@@ -387,7 +451,7 @@ mod tests {
     fn list_queries() {
         let r = list_request("order_id=o%201&since=2025-04-04T10:00:00Z&order=desc&limit=5").unwrap();
         assert_eq!(r.filter.order_id.as_deref(), Some("o 1"));
-        assert!(r.descending);
+        assert_eq!(r.order, ListOrder::Newest);
         assert_eq!(r.limit, 5);
         assert_eq!(list_request("").unwrap().limit, DEFAULT_LIMIT);
         for bad in ["limit=0", "limit=1001", "limit=-1", "order=up", "since=yesterday", "order_id=", "cursor=x"] {
@@ -399,6 +463,18 @@ mod tests {
         assert_eq!(r.ignored, ["_", "nope"]);
         let r = rows_request("_=12345&limit=5").unwrap();
         assert_eq!((r.limit, r.ignored.as_slice()), (5, &["_".to_owned()][..]));
+    }
+
+    #[test]
+    fn stored_cursors_round_trip_and_stay_in_their_order() {
+        let p = StoredPosition { stored_tx: 123_456, notification_id: 42 };
+        let c = encode_stored_cursor(p);
+        assert_eq!(decode_list_cursor(&c, ListOrder::Stored), Ok(ListAfter::Stored(p)));
+        assert!(decode_list_cursor(&c, ListOrder::Oldest).is_err(), "a cursor is bound to its order");
+        let time = encode_cursor(Position { created_at: DateTime::UNIX_EPOCH, notification_id: 1 }, false);
+        assert!(decode_list_cursor(&time, ListOrder::Stored).is_err());
+        let r = list_request(&format!("order=stored&cursor={c}")).unwrap();
+        assert_eq!((r.order, r.after), (ListOrder::Stored, Some(ListAfter::Stored(p))));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub const API_COMPAT: &str = "API_COMPAT";
 pub const HTTP_ADDR: &str = "HTTP_ADDR";
 pub const SHUTDOWN_TIMEOUT: &str = "SHUTDOWN_TIMEOUT";
 pub const PIPELINE_STALL_AFTER: &str = "PIPELINE_STALL_AFTER";
+pub const RECORD_TIME_TOLERANCE: &str = "RECORD_TIME_TOLERANCE";
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
 pub const METRICS_MAX_TOPICS: &str = "METRICS_MAX_TOPICS";
 pub const API_TOKEN: &str = "API_TOKEN";
@@ -79,6 +80,7 @@ pub const ALL: &[&str] = &[
     HTTP_ADDR,
     SHUTDOWN_TIMEOUT,
     PIPELINE_STALL_AFTER,
+    RECORD_TIME_TOLERANCE,
     LOG_FORMAT,
     METRICS_MAX_TOPICS,
     API_TOKEN,

@@ -17,12 +17,9 @@ use std::ops::ControlFlow;
 
 use crate::storage::{IdColumn, Notification};
 use notification_parse::request::{
-    ListParams, ListRequest, Position, RowsParams, RowsRequest, encode_cursor, list_request, parse_send, rows_request,
-    valid_id,
+    ListOrder, ListParams, ListRequest, Position, RowsParams, RowsRequest, StoredPosition, encode_cursor,
+    encode_stored_cursor, list_request, parse_send, rows_request, valid_id,
 };
-
-/// Most events a timeline returns.
-const TIMELINE_LIMIT: i64 = 5000;
 
 pub(super) const NO_ORDER: &str = "No notifications found for this order.";
 
@@ -60,7 +57,7 @@ pub(super) async fn order_all(
 ) -> Result<Response, ApiError> {
     valid_id(&order_id, "order id")?;
     let RowsRequest { after, limit, ignored } = rows_request(query.as_deref().unwrap_or_default())?;
-    let mut rows = JsonRows::new(limit, state.answer_max_bytes, state.compat, false);
+    let mut rows = JsonRows::new(limit, state.answer_max_bytes, state.compat, ListOrder::Oldest);
     state.db.for_id_each(IdColumn::Order, &order_id, after, i64::from(limit) + 1, |n| rows.push(n)).await?;
     if rows.is_empty() && after.is_none() {
         return Err(ApiError::NotFound(NO_ORDER));
@@ -79,16 +76,26 @@ pub(super) struct JsonRows {
     limit: u32,
     max_bytes: usize,
     compat: ApiCompat,
-    descending: bool,
-    /// The last row in the answer.
-    last: Option<Position>,
+    order: ListOrder,
+    /// The last row in the answer: its cursor.
+    last: Option<String>,
     /// Whether rows were left out (by the count or the budget).
     more: bool,
+    /// In stored order, where to resume even on the last page: a tailing
+    /// client asks again from there (the request's own cursor when the page
+    /// is empty).
+    resume: Option<Option<String>>,
 }
 
 impl JsonRows {
-    pub(super) fn new(limit: u32, max_bytes: usize, compat: ApiCompat, descending: bool) -> JsonRows {
-        JsonRows { out: vec![b'['], count: 0, limit, max_bytes, compat, descending, last: None, more: false }
+    pub(super) fn new(limit: u32, max_bytes: usize, compat: ApiCompat, order: ListOrder) -> JsonRows {
+        JsonRows { out: vec![b'['], count: 0, limit, max_bytes, compat, order, last: None, more: false, resume: None }
+    }
+
+    /// Always gives a cursor (stored order): the last row's, or `given`.
+    pub(super) fn resuming_from(mut self, given: Option<String>) -> JsonRows {
+        self.resume = Some(given);
+        self
     }
 
     /// Takes a row, or says to stop.
@@ -97,7 +104,15 @@ impl JsonRows {
             self.more = true;
             return ControlFlow::Break(());
         }
-        let position = Position { created_at: n.created_at, notification_id: n.notification_id };
+        let cursor = match self.order {
+            ListOrder::Stored => n.stored_tx.map(|stored_tx| {
+                encode_stored_cursor(StoredPosition { stored_tx, notification_id: n.notification_id })
+            }),
+            order => Some(encode_cursor(
+                Position { created_at: n.created_at, notification_id: n.notification_id },
+                order == ListOrder::Newest,
+            )),
+        };
         let Ok(json) = serde_json::to_vec(&NotificationBody::new(n, self.compat)) else {
             return ControlFlow::Continue(());
         };
@@ -110,7 +125,7 @@ impl JsonRows {
         }
         self.out.extend_from_slice(&json);
         self.count += 1;
-        self.last = Some(position);
+        self.last = cursor;
         ControlFlow::Continue(())
     }
 
@@ -120,7 +135,10 @@ impl JsonRows {
 
     /// The cursor of the rest, when rows were left out.
     fn next_cursor(&self) -> Option<String> {
-        self.last.filter(|_| self.more).map(|p| encode_cursor(p, self.descending))
+        match &self.resume {
+            Some(given) => self.last.clone().or_else(|| given.clone()),
+            None => self.last.clone().filter(|_| self.more),
+        }
     }
 
     /// The array, closed.
@@ -183,43 +201,83 @@ fn json_response(body: Vec<u8>) -> Response {
 #[serde(rename_all = "camelCase")]
 pub struct Timeline {
     pub order_id: String,
-    /// The correlation (saga) ids of the order's own events.
+    /// The correlation (saga) ids of this page's own events.
     pub correlation_ids: Vec<String>,
-    /// Oldest first; each marked `direct` or `correlated`.
+    /// Oldest first; each marked `direct` (names the order) or `correlated`
+    /// (shares a correlation id with an event that does, and lies within
+    /// a day of the order's events).
     pub events: Vec<NotificationBody>,
-    /// True when the timeline was cut at its size limit.
+    /// True when the order has more events after this page.
     pub truncated: bool,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
 }
 
-/// The order's own events plus every event sharing a correlation id with
-/// them, in record-time order: the status of an order across services.
+/// The order's own events, and the events of the sagas they name around
+/// them, in record-time order: the status of an order across services. A
+/// page holds at most `limit` of the order's own events (default 1000) and
+/// what fits the answer's byte budget; the order's events are never
+/// crowded out by a busy saga, and `nextCursor` leads on.
 #[utoipa::path(get, path = "/order/{order_id}/timeline", tag = "queries",
-    params(("order_id" = String, Path, description = "The order id")),
+    params(("order_id" = String, Path, description = "The order id"), RowsParams),
     responses((status = 200, body = Timeline, description = "The order's events and the events correlated with them"), (status = 404, description = "No notifications found for this order."),
-              (status = 400, description = "Invalid order id")))]
+              (status = 400, description = "Invalid order id, limit or cursor")))]
 pub(super) async fn order_timeline(
     State(state): State<AppState>,
     ApiPath(order_id): ApiPath<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     valid_id(&order_id, "order id")?;
-    let rows = state.db.timeline(&order_id, TIMELINE_LIMIT + 1).await?;
-    if !rows.iter().any(|(_, direct)| *direct) {
+    let RowsRequest { after, limit, ignored } = rows_request(query.as_deref().unwrap_or_default())?;
+    let page = state.db.timeline(&order_id, after, i64::from(limit)).await?;
+    if page.direct.is_empty() && after.is_none() {
         return Err(ApiError::NotFound(NO_ORDER));
     }
-    let truncated = rows.len() as i64 > TIMELINE_LIMIT;
-    let mut correlation_ids: Vec<String> =
-        rows.iter().filter(|(_, d)| *d).filter_map(|(n, _)| n.correlation_id.clone()).collect();
+    let mut correlation_ids: Vec<String> = page.direct.iter().filter_map(|n| n.correlation_id.clone()).collect();
     correlation_ids.sort();
     correlation_ids.dedup();
-    let events = rows
-        .into_iter()
-        .take(TIMELINE_LIMIT as usize)
-        .map(|(n, direct)| NotificationBody {
+    let more = page.more;
+    // Events in order, each serialized once, until the byte budget: a cut
+    // ends after the last event of the order itself that fits, so the next
+    // page (which starts there) shows what was left out.
+    let mut events: Vec<Vec<u8>> = Vec::new();
+    let (mut bytes, mut kept, mut last_direct) = (0usize, 0usize, None);
+    let mut cut = false;
+    for (n, direct) in page.merged() {
+        let position = Position { created_at: n.created_at, notification_id: n.notification_id };
+        let body = NotificationBody {
             relation: Some(if direct { "direct" } else { "correlated" }),
             ..NotificationBody::new(n, state.compat)
-        })
-        .collect();
-    Ok(Json(Timeline { order_id, correlation_ids, events, truncated }).into_response())
+        };
+        let Ok(json) = serde_json::to_vec(&body) else { continue };
+        if last_direct.is_some() && bytes + json.len() + 1 > state.answer_max_bytes {
+            cut = true;
+            break;
+        }
+        bytes += json.len() + 1;
+        events.push(json);
+        if direct {
+            last_direct = Some(position);
+            kept = events.len();
+        }
+    }
+    if cut {
+        events.truncate(kept);
+    }
+    let next_cursor = (more || cut).then(|| last_direct.map(|p| encode_cursor(p, false))).flatten();
+    let mut body = Vec::with_capacity(bytes + 256);
+    body.extend_from_slice(b"{\"orderId\":");
+    body.extend_from_slice(serde_json::to_string(&order_id).unwrap_or_default().as_bytes());
+    body.extend_from_slice(b",\"correlationIds\":");
+    body.extend_from_slice(serde_json::to_string(&correlation_ids).unwrap_or_default().as_bytes());
+    body.extend_from_slice(b",\"events\":[");
+    body.extend_from_slice(&events.join(&b","[..]));
+    body.extend_from_slice(b"],\"truncated\":");
+    body.extend_from_slice(if next_cursor.is_some() { b"true" } else { b"false" });
+    body.extend_from_slice(b",\"nextCursor\":");
+    body.extend_from_slice(serde_json::to_string(&next_cursor).unwrap_or_else(|_| "null".into()).as_bytes());
+    body.push(b'}');
+    Ok(with_ignored(json_response(body), &ignored))
 }
 
 /// One saga's events across all services, oldest first: a JSON array of at
@@ -238,7 +296,7 @@ pub(super) async fn correlation(
 ) -> Result<Response, ApiError> {
     valid_id(&correlation_id, "correlation id")?;
     let RowsRequest { after, limit, ignored } = rows_request(query.as_deref().unwrap_or_default())?;
-    let mut rows = JsonRows::new(limit, state.answer_max_bytes, state.compat, false);
+    let mut rows = JsonRows::new(limit, state.answer_max_bytes, state.compat, ListOrder::Oldest);
     state.db.for_id_each(IdColumn::Correlation, &correlation_id, after, i64::from(limit) + 1, |n| rows.push(n)).await?;
     if rows.is_empty() && after.is_none() {
         return Err(ApiError::NotFound("No notifications found for this correlation id."));
@@ -273,17 +331,24 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
-/// Notifications matching every given filter, in record-time order, with
-/// keyset pagination (stable while rows are being inserted).
+/// Notifications matching every given filter, in record-time order (or, with
+/// `order=stored`, the order they were stored in), with keyset pagination
+/// (stable while rows are being inserted). In stored order `next_cursor` is
+/// given on every page, the last too: a tailing client asks again from it
+/// and never misses a row, however late a record's own time.
 #[utoipa::path(get, path = "/notifications", tag = "queries", params(ListParams),
     responses((status = 200, body = Page, description = "One page of notifications"), (status = 400, description = "Invalid filter, limit, order or cursor")))]
 pub(super) async fn list_notifications(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let ListRequest { filter, after, descending, limit, ignored } = list_request(query.as_deref().unwrap_or_default())?;
-    let mut rows = JsonRows::new(limit, state.answer_max_bytes, state.compat, descending);
-    state.db.list_each(&filter, after, descending, i64::from(limit) + 1, |n| rows.push(n)).await?;
+    let ListRequest { filter, after, order, limit, ignored, cursor } =
+        list_request(query.as_deref().unwrap_or_default())?;
+    let mut rows = JsonRows::new(limit, state.answer_max_bytes, state.compat, order);
+    if order == ListOrder::Stored {
+        rows = rows.resuming_from(cursor);
+    }
+    state.db.list_each(&filter, after, order, i64::from(limit) + 1, |n| rows.push(n)).await?;
     Ok(with_ignored(rows.into_page_response(), &ignored))
 }
 

@@ -29,8 +29,9 @@ pub struct NotificationBody {
     #[schema(value_type = Object)]
     pub event: Option<Box<RawValue>>,
     pub status: Option<String>,
-    /// The record's own time, RFC 3339 with offset; with
-    /// `API_COMPAT=original`, a naive UTC time with microseconds.
+    /// The record's time, RFC 3339 with offset (with `API_COMPAT=original`, a
+    /// naive UTC time with microseconds): its own, or when it was stored if
+    /// its own was too far ahead to trust (then `kafkaTimestamp` differs).
     pub created_at: String,
     pub source_topic: String,
     pub event_type: Option<String>,
@@ -38,6 +39,10 @@ pub struct NotificationBody {
     pub source_service: Option<String>,
     pub kafka_partition: Option<i32>,
     pub kafka_offset: Option<i64>,
+    /// The record's time as its producer gave it, RFC 3339, when it differs
+    /// from `createdAt` (see `RECORD_TIME_TOLERANCE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_timestamp: Option<String>,
     /// `name@version` of the normalizer that produced the ids.
     pub normalizer: Option<String>,
     pub normalizer_error: Option<String>,
@@ -102,6 +107,7 @@ impl NotificationBody {
             source_service: n.source_service,
             kafka_partition: n.kafka_partition,
             kafka_offset: n.kafka_offset,
+            kafka_timestamp: n.kafka_timestamp.filter(|t| *t != n.created_at).map(rfc3339),
             normalizer: n.normalizer,
             normalizer_error: n.normalizer_error,
             ingest_note: n.ingest_note,

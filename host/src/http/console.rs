@@ -328,13 +328,28 @@ async fn order(
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Html<String>, UiError> {
     let id = path_id(path)?;
-    let rows = state.db.timeline_events(&id, TIMELINE_EVENTS as i64 + 1).await?;
-    if !rows.iter().any(|(_, direct)| *direct) {
+    let page = state.db.timeline_events(&id, None, TIMELINE_EVENTS as i64).await?;
+    if page.direct.is_empty() {
         return Err(UiError::NotFound(format!("No record names the order “{}”.", text::clip(&id, 200))));
     }
-    let truncated = (rows.len() > TIMELINE_EVENTS).then_some(TIMELINE_EVENTS);
+    let more = page.more;
+    // Every event of the order itself; saga events in the room left.
+    let mut room = TIMELINE_EVENTS.saturating_sub(page.direct.len());
+    let all = page.merged();
+    let shown = all.len();
+    let rows: Vec<(crate::storage::EventSummary, bool)> = all
+        .into_iter()
+        .filter(|(_, direct)| {
+            *direct || {
+                let fits = room > 0;
+                room = room.saturating_sub(1);
+                fits
+            }
+        })
+        .collect();
+    let truncated = (more || rows.len() < shown).then_some(TIMELINE_EVENTS);
     let events: Vec<TimelineEvent<'_>> =
-        rows.iter().take(TIMELINE_EVENTS).map(|(event, direct)| TimelineEvent { event, direct: *direct }).collect();
+        rows.iter().map(|(event, direct)| TimelineEvent { event, direct: *direct }).collect();
     let mut correlation_ids: Vec<&str> =
         rows.iter().filter(|(_, d)| *d).filter_map(|(e, _)| e.correlation_id.as_deref()).collect();
     correlation_ids.sort_unstable();

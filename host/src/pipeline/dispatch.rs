@@ -117,7 +117,12 @@ mod tests {
                 };
                 StoredRow::from_record(
                     record,
-                    Normalized { fields: Default::default(), normalizer: "default".into(), error: None, notes: Vec::new() },
+                    Normalized {
+                        fields: Default::default(),
+                        normalizer: "default".into(),
+                        error: None,
+                        notes: Vec::new(),
+                    },
                 )
             })
             .collect();

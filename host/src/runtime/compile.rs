@@ -87,10 +87,10 @@ pub(super) fn compiled(
         Compiler::Child { exe, memory_bytes, timeout } => in_child(exe, *memory_bytes, *timeout, wasm)?,
     };
     let component = trusted.load(engine).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-    if let Some((cache, path)) = entry {
-        if let Err(error) = store_entry(&cache.dir, &path, &seal(&cache.key, trusted.bytes())) {
-            tracing::debug!(dir = %cache.dir.display(), %error, "Cannot write the module cache; modules compile on every load.");
-        }
+    if let Some((cache, path)) = entry
+        && let Err(error) = store_entry(&cache.dir, &path, &seal(&cache.key, trusted.bytes()))
+    {
+        tracing::debug!(dir = %cache.dir.display(), %error, "Cannot write the module cache; modules compile on every load.");
     }
     Ok(component)
 }

@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use super::Db;
 use super::DbError;
 use super::live::StoredBatch;
-use super::reads::{TIME_ORDER_DESC, for_column_sql_of, id_equals, timeline_sql};
+use super::reads::{Position, TIME_ORDER_DESC, for_column_sql_of, id_equals};
+use super::timeline::{Timed, TimelinePage};
 
 /// One event as a timeline or the live tail shows it: every column but
 /// the value, the document, the key and the headers.
@@ -34,6 +35,16 @@ pub struct EventSummary {
     pub normalizer: Option<String>,
     pub normalizer_error: Option<String>,
     pub ingest_note: Option<String>,
+}
+
+impl Timed for EventSummary {
+    fn position(&self) -> Position {
+        Position { created_at: self.created_at, notification_id: self.notification_id }
+    }
+
+    fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_deref()
+    }
 }
 
 const SUMMARY_COLUMNS: &str = "notification_id, created_at, stored_at, source_topic, kafka_partition, kafka_offset, \
@@ -118,21 +129,15 @@ fn stored_rows_sql() -> String {
 }
 
 impl Db {
-    /// An order's events and the events sharing a correlation id with them,
-    /// oldest first, at most `limit`; the flag says which name the order.
-    pub async fn timeline_events(&self, order_id: &str, limit: i64) -> Result<Vec<(EventSummary, bool)>, DbError> {
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            #[sqlx(flatten)]
-            event: EventSummary,
-            direct: bool,
-        }
-        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(timeline_sql(SUMMARY_COLUMNS)))
-            .bind(order_id)
-            .bind(limit)
-            .fetch_all(&self.reads)
-            .await?;
-        Ok(rows.into_iter().map(|r| (r.event, r.direct)).collect())
+    /// A page of an order's timeline, as events without their values (see
+    /// [`Db::timeline`]).
+    pub async fn timeline_events(
+        &self,
+        order_id: &str,
+        after: Option<Position>,
+        limit: i64,
+    ) -> Result<TimelinePage<EventSummary>, DbError> {
+        self.timeline_of(SUMMARY_COLUMNS, order_id, after, limit).await
     }
 
     /// One correlation id's events, oldest first, at most `limit`.

@@ -14,7 +14,7 @@
 use chrono::{DateTime, Utc};
 
 use super::live::StoredBatch;
-use super::write::{database_reason, is_outage};
+use super::write::{database_reason, into_write_error, is_outage};
 use super::{Db, StoredRow, WriteError, Written};
 
 /// The columns in the order [`encode`] writes them.
@@ -32,6 +32,14 @@ impl Db {
     /// is all new records PostgreSQL accepts (the common case), and through
     /// [`Db::insert`] otherwise.
     pub async fn copy(&self, rows: &[StoredRow]) -> Result<Written, WriteError> {
+        let (trusted, adjusted) = self.split_times(rows).await.map_err(into_write_error)?;
+        let mut written = self.copy_trusted(&trusted).await?;
+        self.write_adjusted(&adjusted, &mut written).await?;
+        Ok(written)
+    }
+
+    /// [`Db::copy`] of rows whose times are their records' own.
+    async fn copy_trusted(&self, rows: &[StoredRow]) -> Result<Written, WriteError> {
         if rows.is_empty() {
             return Ok(Written::default());
         }
@@ -48,7 +56,7 @@ impl Db {
             Err(e) => {
                 // A redelivery or a refused value: nothing was stored.
                 tracing::debug!(rows = rows.len(), reason = %database_reason(&e), "COPY refused the batch; inserting it row by row.");
-                self.insert(rows).await
+                self.insert_trusted(rows).await
             }
         }
     }

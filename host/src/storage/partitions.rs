@@ -156,7 +156,7 @@ impl Db {
                 continue;
             };
             let end = next_month(month).and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-            if !end.is_some_and(|end| end <= cutoff) {
+            if end.is_none_or(|end| end > cutoff) {
                 continue;
             }
             // The name comes from the catalogue and matched the pattern above.

@@ -40,11 +40,15 @@ pub struct Notification {
     pub kafka_timestamp: Option<DateTime<Utc>>,
     /// The headers as stored: JSON text.
     pub kafka_headers: Option<String>,
+    /// The transaction that stored the row (the stored order's key); None
+    /// for rows stored before it was kept.
+    pub stored_tx: Option<i64>,
 }
 
 pub(super) const COLUMNS: &str = "notification_id, customer_id, runner_id, order_id, event::text AS event_json, raw_value, value_zstd, \
      status, created_at, source_topic, event_type, correlation_id, source_service, kafka_partition, kafka_offset, \
-     normalizer, normalizer_error, ingest_note, stored_at, kafka_key, kafka_timestamp, kafka_headers::text AS kafka_headers";
+     normalizer, normalizer_error, ingest_note, stored_at, kafka_key, kafka_timestamp, kafka_headers::text AS kafka_headers, \
+     stored_tx::text::int8 AS stored_tx";
 
 /// Record-time order, ties broken by the row id (the order rows were
 /// written: within a partition, offset order). The same keyset as
@@ -52,7 +56,7 @@ pub(super) const COLUMNS: &str = "notification_id, customer_id, runner_id, order
 pub(super) const TIME_ORDER: &str = "created_at, notification_id";
 pub(super) const TIME_ORDER_DESC: &str = "created_at DESC, notification_id DESC";
 
-pub use notification_parse::request::{ListFilter, NewApiNotification, Position};
+pub use notification_parse::request::{ListAfter, ListFilter, ListOrder, NewApiNotification, Position, StoredPosition};
 
 impl Notification {
     /// The exact value; None for a tombstone. A frame that cannot be read
@@ -157,34 +161,22 @@ impl Db {
         self.each(query, visit).await
     }
 
-    /// An order's own notifications plus every notification that shares a
-    /// correlation id with one of them, oldest first, at most `limit`. The
-    /// flag says whether a row names the order itself.
-    pub async fn timeline(&self, order_id: &str, limit: i64) -> Result<Vec<(Notification, bool)>, DbError> {
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            #[sqlx(flatten)]
-            n: Notification,
-            direct: bool,
-        }
-        let sql = timeline_sql(COLUMNS);
-        let rows: Vec<Row> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(order_id).bind(limit).fetch_all(&self.reads).await?;
-        Ok(rows.into_iter().map(|r| (r.n, r.direct)).collect())
-    }
-
-    /// One page of notifications matching `filter`, in (created_at, id)
-    /// order, after `after` when given. Keyset pagination: rows inserted
-    /// meanwhile never shift a page, so no row is skipped or repeated.
+    /// One page of notifications matching `filter` in `order`, after
+    /// `after` when given. Keyset pagination: rows stored meanwhile never
+    /// shift a page, so no row is repeated. In record-time order a row
+    /// stored later with an earlier time sorts before pages already read
+    /// (consumer lag, a late producer); in [`ListOrder::Stored`] it sorts
+    /// after them, so a client that pages to the end and tails never skips
+    /// one.
     pub async fn list(
         &self,
         filter: &ListFilter,
-        after: Option<Position>,
-        descending: bool,
+        after: Option<ListAfter>,
+        order: ListOrder,
         limit: i64,
     ) -> Result<Vec<Notification>, DbError> {
         let mut rows = Vec::new();
-        self.list_each(filter, after, descending, limit, keep(&mut rows)).await?;
+        self.list_each(filter, after, order, limit, keep(&mut rows)).await?;
         Ok(rows)
     }
 
@@ -193,24 +185,20 @@ impl Db {
     pub async fn list_each(
         &self,
         filter: &ListFilter,
-        after: Option<Position>,
-        descending: bool,
+        after: Option<ListAfter>,
+        order: ListOrder,
         limit: i64,
         visit: impl FnMut(Notification) -> ControlFlow<()>,
     ) -> Result<(), DbError> {
-        let mut qb = list_query("", filter, after, descending, limit);
+        let mut qb = list_query("", filter, after, order, limit);
         self.each(qb.build_query_as(), visit).await
     }
 
     /// The plans PostgreSQL chooses for the API's queries, by query name, as
     /// `EXPLAIN` text. The benchmark prints them and the tests assert that each
     /// one is served by an index.
-    pub async fn explain_api_queries(
-        &self,
-        order_id: &str,
-        correlation_id: &str,
-        filter: &ListFilter,
-    ) -> Result<Vec<(&'static str, String)>, DbError> {
+    pub async fn explain_api_queries(&self, sample: &QuerySample) -> Result<Vec<(&'static str, String)>, DbError> {
+        let (order_id, correlation_id) = (sample.order_id.as_str(), sample.correlation_id.as_str());
         let text = |rows: Vec<String>| rows.join("\n");
         let mut plans = Vec::new();
         let latest = format!("EXPLAIN {}", latest_sql());
@@ -229,20 +217,79 @@ impl Db {
                 .await?;
             plans.push((name, text(plan)));
         }
-        let timeline = format!("EXPLAIN {}", timeline_sql(COLUMNS));
-        plans.push((
-            "timeline",
-            text(
-                sqlx::query_scalar(sqlx::AssertSqlSafe(timeline))
-                    .bind(order_id)
-                    .bind(5001_i64)
+        let sagas = format!("EXPLAIN {}", super::timeline::saga_rows_sql(COLUMNS));
+        let now = Utc::now();
+        let plan = sqlx::query_scalar(sqlx::AssertSqlSafe(sagas))
+            .bind(vec![correlation_id])
+            .bind(order_id)
+            .bind(now - chrono::Duration::days(30))
+            .bind(i64::MIN)
+            .bind(now)
+            .bind(super::timeline::PER_SAGA)
+            .fetch_all(&self.reads)
+            .await?;
+        plans.push(("timeline sagas", text(plan)));
+        // Each filter alone, in each order.
+        for (name, filter) in sample.filters() {
+            for order in [ListOrder::Oldest, ListOrder::Newest, ListOrder::Stored] {
+                let plan = list_query("EXPLAIN ", &filter, None, order, 101)
+                    .build_query_scalar()
                     .fetch_all(&self.reads)
-                    .await?,
-            ),
-        ));
-        let list = list_query("EXPLAIN ", filter, None, true, 101).build_query_scalar().fetch_all(&self.reads).await?;
-        plans.push(("list", text(list)));
+                    .await?;
+                plans.push((name, text(plan)));
+            }
+        }
         Ok(plans)
+    }
+}
+
+/// Ids and a time range that a table holds, for [`Db::explain_api_queries`]:
+/// the plans are asked for with these values.
+#[derive(Debug, Clone)]
+pub struct QuerySample {
+    pub order_id: String,
+    pub correlation_id: String,
+    pub customer_id: String,
+    pub runner_id: String,
+    pub event_type: String,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
+impl QuerySample {
+    /// Every filter `GET /notifications` serves alone, and each unindexed
+    /// one with what bounds it (alone it is refused before a query is
+    /// planned), by name.
+    pub fn filters(&self) -> Vec<(&'static str, ListFilter)> {
+        let some = |v: &String| Some(v.clone());
+        vec![
+            ("list: nothing", ListFilter::default()),
+            ("list: customer_id", ListFilter { customer_id: some(&self.customer_id), ..Default::default() }),
+            ("list: runner_id", ListFilter { runner_id: some(&self.runner_id), ..Default::default() }),
+            ("list: order_id", ListFilter { order_id: some(&self.order_id), ..Default::default() }),
+            ("list: correlation_id", ListFilter { correlation_id: some(&self.correlation_id), ..Default::default() }),
+            (
+                "list: since and until",
+                ListFilter { since: Some(self.since), until: Some(self.until), ..Default::default() },
+            ),
+            (
+                "list: event_type with customer_id",
+                ListFilter {
+                    customer_id: some(&self.customer_id),
+                    event_type: some(&self.event_type),
+                    ..Default::default()
+                },
+            ),
+            (
+                "list: event_type with since and until",
+                ListFilter {
+                    event_type: some(&self.event_type),
+                    since: Some(self.since),
+                    until: Some(self.until),
+                    ..Default::default()
+                },
+            ),
+        ]
     }
 }
 
@@ -288,8 +335,8 @@ pub fn full_scans_of_rows<'a>(plan: &'a str, holding: &[String]) -> Vec<&'a str>
 fn list_query(
     prefix: &str,
     filter: &ListFilter,
-    after: Option<Position>,
-    descending: bool,
+    after: Option<ListAfter>,
+    order: ListOrder,
     limit: i64,
 ) -> sqlx::QueryBuilder<sqlx::Postgres> {
     let mut qb: sqlx::QueryBuilder<sqlx::Postgres> =
@@ -319,18 +366,35 @@ fn list_query(
     if let Some(until) = filter.until {
         qb.push(" AND created_at < ").push_bind(until);
     }
-    if let Some(p) = after {
-        qb.push(if descending {
-            " AND (created_at, notification_id) < ("
-        } else {
-            " AND (created_at, notification_id) > ("
-        });
-        qb.push_bind(p.created_at).push(", ").push_bind(p.notification_id).push(")");
+    if order == ListOrder::Stored {
+        // Only transactions that are over: one still running (or not yet
+        // visible) has a transaction id at or above the snapshot's xmin, so
+        // a row it commits later sorts after every position returned now.
+        qb.push(" AND stored_tx IS NOT NULL AND stored_tx < pg_snapshot_xmin(pg_current_snapshot())");
     }
-    qb.push(if descending {
-        " ORDER BY created_at DESC, notification_id DESC LIMIT "
-    } else {
-        " ORDER BY created_at, notification_id LIMIT "
+    match after {
+        Some(ListAfter::Time(p)) => {
+            qb.push(if order == ListOrder::Newest {
+                " AND (created_at, notification_id) < ("
+            } else {
+                " AND (created_at, notification_id) > ("
+            });
+            qb.push_bind(p.created_at).push(", ").push_bind(p.notification_id).push(")");
+        }
+        Some(ListAfter::Stored(p)) => {
+            qb.push(" AND (notifications.stored_tx, notification_id) > (")
+                .push_bind(p.stored_tx.to_string())
+                .push("::xid8, ")
+                .push_bind(p.notification_id)
+                .push(")");
+        }
+        None => {}
+    }
+    qb.push(match order {
+        ListOrder::Oldest => " ORDER BY created_at, notification_id LIMIT ",
+        ListOrder::Newest => " ORDER BY created_at DESC, notification_id DESC LIMIT ",
+        // Qualified: the bare name would sort by the selected text cast.
+        ListOrder::Stored => " ORDER BY notifications.stored_tx, notification_id LIMIT ",
     });
     qb.push_bind(limit);
     qb
@@ -370,28 +434,5 @@ pub(super) fn for_column_sql_of(columns: &str, column: &str) -> String {
          AND ($2::timestamptz IS NULL OR (created_at, notification_id) > ($2, $3::int8)) \
          ORDER BY {TIME_ORDER} LIMIT $4",
         id_equals(column, "$1::text")
-    )
-}
-
-/// An order's rows and the rows sharing a correlation id with them, as
-/// `columns`, with `direct` telling which name the order ($1), at most $2.
-///
-/// Each saga's rows are read by their index, oldest first and at most $2
-/// (a limit in the subquery keeps PostgreSQL from turning the lateral join
-/// into a hash join over every partition, and bounds the work for a saga
-/// with millions of rows).
-pub(super) fn timeline_sql(columns: &str) -> String {
-    format!(
-        "WITH direct AS (SELECT {columns} FROM notifications WHERE {by_order}), \
-         sagas AS (SELECT DISTINCT correlation_id FROM direct WHERE correlation_id IS NOT NULL) \
-         SELECT * FROM ( \
-           SELECT *, true AS direct FROM direct \
-           UNION ALL \
-           SELECT n.*, false AS direct FROM sagas s CROSS JOIN LATERAL ( \
-             SELECT {columns} FROM notifications \
-             WHERE {by_saga} AND order_id IS DISTINCT FROM $1::text ORDER BY {TIME_ORDER} LIMIT $2) n \
-         ) t ORDER BY {TIME_ORDER} LIMIT $2",
-        by_order = id_equals("order_id", "$1::text"),
-        by_saga = id_equals("correlation_id", "s.correlation_id"),
     )
 }

@@ -31,14 +31,45 @@ pub struct StoredRow {
     pub ingest_note: Option<String>,
     pub normalizer: Option<String>,
     pub normalizer_error: Option<String>,
+    /// The record's own time was too far ahead to be trusted:
+    /// `created_at` is when it was stored ([`TimeRule`]). Such a row is
+    /// written so that a redelivery finds it though its `created_at` differs
+    /// (see `storage/adjusted.rs`).
+    pub time_adjusted: bool,
+}
+
+/// When a record's own time is trusted. A record dated more than
+/// `tolerance` after it was stored (a clock in 2099, microseconds written as
+/// milliseconds) would otherwise stay the latest of its order for ever and
+/// escape retention; it is ordered and partitioned by the time it was
+/// stored instead, its claimed time kept in `kafka_timestamp` and an ingest
+/// note saying so. A record dated in the past is trusted however old: a
+/// backfill keeps its history's times (and retention judges it by when it
+/// was stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRule {
+    /// How far ahead of the time it is stored a record's time may be.
+    pub tolerance: chrono::Duration,
+}
+
+impl Default for TimeRule {
+    fn default() -> Self {
+        TimeRule { tolerance: chrono::Duration::minutes(10) }
+    }
 }
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl StoredRow {
     /// Prepares the row for a consumed record, its value stored as it is
-    /// ([`StoredRow::compress_value`] compresses it).
+    /// ([`StoredRow::compress_value`] compresses it), under the default
+    /// [`TimeRule`].
     pub fn from_record(record: Record, normalized: Normalized) -> StoredRow {
+        StoredRow::from_record_at(record, normalized, TimeRule::default(), Utc::now())
+    }
+
+    /// [`StoredRow::from_record`] at `now` under `rule`.
+    pub fn from_record_at(record: Record, normalized: Normalized, rule: TimeRule, now: DateTime<Utc>) -> StoredRow {
         let mut notes = Vec::new();
         // A value that is not a JSON document is stored all the same; the
         // note says why the API answers it as text.
@@ -58,13 +89,22 @@ impl StoredRow {
                 None
             }
         };
+        let time_adjusted = kafka_timestamp.is_some_and(|t| t > now + rule.tolerance);
+        if let Some(claimed) = kafka_timestamp.filter(|_| time_adjusted) {
+            notes.push(format!(
+                "the record's time {} is more than {} s after it was stored; ordered by when it was stored",
+                claimed.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                rule.tolerance.num_seconds()
+            ));
+        }
         notes.extend(normalized.notes);
         let (fields, nul_note) = without_nul(normalized.fields);
         notes.extend(nul_note);
         StoredRow {
             fields,
             // A fixed stand-in keeps the unique key stable across redeliveries.
-            created_at: kafka_timestamp.unwrap_or(DateTime::UNIX_EPOCH),
+            created_at: if time_adjusted { now } else { kafka_timestamp.unwrap_or(DateTime::UNIX_EPOCH) },
+            time_adjusted,
             kafka_partition: Some(record.partition),
             kafka_offset: Some(record.offset),
             kafka_key: record.key,
@@ -122,6 +162,7 @@ impl StoredRow {
             ingest_note: Some(bounded_note(&note)),
             normalizer,
             normalizer_error: None,
+            time_adjusted: self.time_adjusted,
         }
     }
 
@@ -380,6 +421,30 @@ mod tests {
         let (f, note) = without_nul(Fields { order_id: Some("a\0b".into()), ..Fields::default() });
         assert_eq!(f.order_id.as_deref(), Some("a\u{FFFD}b"));
         assert!(note.unwrap().contains("order_id"));
+    }
+
+    #[test]
+    fn a_record_dated_too_far_ahead_is_ordered_by_when_it_was_stored() {
+        let now = DateTime::from_timestamp(1_765_000_000, 0).unwrap();
+        let at = |offset_s: i64| Record {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            timestamp: Some((now.timestamp() + offset_s) * 1000),
+            key: None,
+            headers: vec![],
+            value: Some(b"{}".to_vec()),
+        };
+        let rule = TimeRule { tolerance: chrono::Duration::minutes(10) };
+        let row = |r| StoredRow::from_record_at(r, Normalized::default(), rule, now);
+        let within = row(at(9 * 60));
+        assert!(!within.time_adjusted && within.created_at == now + chrono::Duration::minutes(9));
+        let ahead = row(at(3600));
+        assert!(ahead.time_adjusted && ahead.created_at == now, "{ahead:?}");
+        assert_eq!(ahead.kafka_timestamp, Some(now + chrono::Duration::hours(1)), "the claimed time is kept");
+        assert!(ahead.ingest_note.as_deref().unwrap().contains("ordered by when it was stored"));
+        let old = row(at(-86_400 * 3650));
+        assert!(!old.time_adjusted, "the past is trusted however old");
     }
 
     #[test]

@@ -74,6 +74,14 @@ impl Db {
     /// refuse; if it refuses anyway the cause is the database, not the record,
     /// and the caller retries.
     pub async fn insert(&self, rows: &[StoredRow]) -> Result<Written, WriteError> {
+        let (trusted, adjusted) = self.split_times(rows).await.map_err(into_write_error)?;
+        let mut written = self.insert_trusted(&trusted).await?;
+        self.write_adjusted(&adjusted, &mut written).await?;
+        Ok(written)
+    }
+
+    /// [`Db::insert`] of rows whose times are their records' own.
+    pub(super) async fn insert_trusted(&self, rows: &[StoredRow]) -> Result<Written, WriteError> {
         let mut written = Written::default();
         if rows.is_empty() {
             return Ok(written);
@@ -127,6 +135,17 @@ impl Db {
 
     /// One statement; what it stored.
     async fn insert_batch(&self, rows: &[StoredRow]) -> Result<Option<StoredBatch>, sqlx::Error> {
+        insert_on(&self.writes, rows).await
+    }
+}
+
+/// The insert statement for `rows` on `executor` (the pool, or a
+/// transaction); what it stored.
+pub(super) async fn insert_on<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    rows: &[StoredRow],
+) -> Result<Option<StoredBatch>, sqlx::Error> {
+    {
         let summary: Summary = sqlx::query_as(sqlx::AssertSqlSafe(INSERT_SQL.as_str()))
             .bind(col(rows, |r| r.fields.customer_id.clone()))
             .bind(col(rows, |r| r.fields.runner_id.clone()))
@@ -147,15 +166,25 @@ impl Db {
             .bind(col(rows, |r| r.ingest_note.clone()))
             .bind(col(rows, |r| r.normalizer.clone()))
             .bind(col(rows, |r| r.normalizer_error.clone()))
-            .fetch_one(&self.writes)
+            .fetch_one(executor)
             .await?;
         Ok(StoredBatch::from_summary(summary))
     }
 }
 
+/// A failed statement as the write path reports it: an outage to wait out,
+/// or (anything else, which no record explains) a refusal of every row.
+pub(super) fn into_write_error(e: sqlx::Error) -> WriteError {
+    if is_outage(&e) {
+        WriteError::Outage(e)
+    } else {
+        WriteError::LastResortRefused { topic: String::new(), partition: 0, offset: 0, reason: database_reason(&e) }
+    }
+}
+
 impl Written {
     /// Counts what one committed statement stored and announces it.
-    async fn add(&mut self, stored: Option<StoredBatch>, db: &Db) {
+    pub(super) async fn add(&mut self, stored: Option<StoredBatch>, db: &Db) {
         if let Some(batch) = stored {
             self.inserted += u64::try_from(batch.rows).unwrap_or_default();
             if !db.notify_stored(&batch).await {

@@ -219,7 +219,7 @@ fn a_manifest_sets_its_own_limits_within_the_host_maxima() {
     let out = modules.normalize(&[record("fast", 0, ORDER_CREATED)]);
     assert!(out[0].error.as_deref().unwrap().contains("10ms deadline"), "{:?}", out[0].error);
     // And its own answer cap.
-    let out = modules.normalize(&[record("roomy", 0, &format!(r#"{{"order_id": "{}"}}"#, "9".repeat(200)))]);
+    let out = modules.normalize(&[record("roomy", 0, format!(r#"{{"order_id": "{}"}}"#, "9".repeat(200)))]);
     assert!(out[0].error.as_deref().unwrap().contains("exceeds the 100-byte cap"), "{:?}", out[0].error);
 }
 

@@ -278,7 +278,7 @@ fn metrics_with_a_sample_each() -> Metrics {
     m.module_quarantined.get_or_create(&module()).set(0);
     m.module_info.get_or_create(&ModuleInfoLabels { module: "m".into(), version: "1".into(), hash: "h".into() }).set(1);
     m.consumer_lag.get_or_create(&PartitionLabels { topic: "t".into(), partition: 0 }).set(0);
-    m.http_requests.get_or_create(&RequestLabels { route: "/r".into(), method: "GET".into(), status: 200 }).inc();
+    m.http_requests.get_or_create(&RequestLabels { route: "/r".into(), method: "GET", status: 200 }).inc();
     m.http_seconds.get_or_create(&RouteLabel { route: "/r".into() }).observe(0.1);
     m
 }

@@ -245,7 +245,12 @@ fn rows(cases: &[Case]) -> (Vec<StoredRow>, Vec<Record>) {
             source_service: f(5),
             status: f(6),
         };
-        let normalized = Normalized { fields, normalizer: "default@1.0.0".into(), error: c.error.as_ref().map(expand), notes: Vec::new() };
+        let normalized = Normalized {
+            fields,
+            normalizer: "default@1.0.0".into(),
+            error: c.error.as_ref().map(expand),
+            notes: Vec::new(),
+        };
         HOSTILE.fetch_add(1, Ordering::Relaxed);
         HOSTILE_BYTES.fetch_add(record.value.as_ref().map_or(0, Vec::len) as i64, Ordering::Relaxed);
         records.push(record.clone());
@@ -269,7 +274,10 @@ fn ordinary() -> StoredRow {
         value: Some(br#"{"type": "order.created", "payload": {"order_id": "o-1"}}"#.to_vec()),
     };
     let fields = Fields { order_id: Some("o-1".into()), ..Fields::default() };
-    StoredRow::from_record(record, Normalized { fields, normalizer: "default@1.0.0".into(), error: None, notes: Vec::new() })
+    StoredRow::from_record(
+        record,
+        Normalized { fields, normalizer: "default@1.0.0".into(), error: None, notes: Vec::new() },
+    )
 }
 
 async fn check(db: &Db, pool: &sqlx::PgPool, cases: Vec<Case>) -> Result<(), TestCaseError> {

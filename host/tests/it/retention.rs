@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use notification_host::config::DbConfig;
 use notification_host::modules::Normalizer;
 use notification_host::record::Record;
-use notification_host::storage::{Db, StoredRow};
+use notification_host::storage::{Db, StoredRow, TimeRule};
 use sqlx::PgPool;
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -18,6 +18,11 @@ fn at(s: &str) -> DateTime<Utc> {
 }
 
 async fn store(db: &Db, offset: i64, ts: Option<DateTime<Utc>>) {
+    store_at(db, offset, ts, Utc::now()).await
+}
+
+/// Stores the record as if it arrived at `now`.
+async fn store_at(db: &Db, offset: i64, ts: Option<DateTime<Utc>>, now: DateTime<Utc>) {
     let record = Record {
         topic: "t".into(),
         partition: 0,
@@ -28,7 +33,7 @@ async fn store(db: &Db, offset: i64, ts: Option<DateTime<Utc>>) {
         value: Some(format!(r#"{{"order_id": "o-{offset}"}}"#).into_bytes()),
     };
     let n = Normalizer::Builtin.normalize(std::slice::from_ref(&record)).pop().unwrap();
-    db.insert(&[StoredRow::from_record(record, n)]).await.unwrap();
+    db.insert(&[StoredRow::from_record_at(record, n, TimeRule::default(), now)]).await.unwrap();
 }
 
 async fn placement(pool: &PgPool) -> Vec<(i64, String)> {
@@ -42,11 +47,11 @@ async fn placement(pool: &PgPool) -> Vec<(i64, String)> {
 async fn partitions_take_their_months_and_retention_drops_expired_ones(pool: PgPool) {
     let db = Db::from_pool(pool.clone());
     let now = at("2026-11-26T12:00:00Z");
-    store(&db, 1, Some(at("1990-01-01T00:00:00Z"))).await; // far past
-    store(&db, 2, Some(at("2200-06-01T00:00:00Z"))).await; // far future
-    store(&db, 3, Some(at("2025-09-15T00:00:00Z"))).await; // 14 months old
-    store(&db, 4, Some(at("2026-11-20T00:00:00Z"))).await; // this month
-    store(&db, 5, None).await; // no timestamp
+    store_at(&db, 1, Some(at("1990-01-01T00:00:00Z")), now).await; // far past
+    store_at(&db, 2, Some(at("2200-06-01T00:00:00Z")), now).await; // far future: stored at `now`
+    store_at(&db, 3, Some(at("2025-09-15T00:00:00Z")), now).await; // 14 months old
+    store_at(&db, 4, Some(at("2026-11-20T00:00:00Z")), now).await; // this month
+    store_at(&db, 5, None, now).await; // no timestamp
     assert!(
         placement(&pool).await.iter().all(|(_, p)| p == "notifications_default"),
         "everything fits the default partition"
@@ -62,7 +67,7 @@ async fn partitions_take_their_months_and_retention_drops_expired_ones(pool: PgP
         placement(&pool).await,
         vec![
             (1, "notifications_default".to_owned()),
-            (2, "notifications_default".to_owned()),
+            (2, "notifications_2026_11".to_owned()),
             (3, "notifications_2025_09".to_owned()),
             (4, "notifications_2026_11".to_owned()),
             (5, "notifications_default".to_owned()),
@@ -78,8 +83,10 @@ async fn partitions_take_their_months_and_retention_drops_expired_ones(pool: PgP
         .unwrap()
         .is_empty()
     );
+    // The far-future one is redelivered a day later, when its time would
+    // be stored differently: it is still recognised.
     for (offset, ts) in [(3, Some(at("2025-09-15T00:00:00Z"))), (5, None), (2, Some(at("2200-06-01T00:00:00Z")))] {
-        store(&db, offset, ts).await;
+        store_at(&db, offset, ts, now + chrono::Duration::days(1)).await;
     }
     assert_eq!(placement(&pool).await.len(), 5, "no duplicates across partitions");
     // The rows were stored long ago, as their times say: all but the two
@@ -94,14 +101,14 @@ async fn partitions_take_their_months_and_retention_drops_expired_ones(pool: PgP
         .execute(&pool)
         .await
         .unwrap();
-    store(&db, 6, Some(at("2025-09-20T00:00:00Z"))).await;
+    store_at(&db, 6, Some(at("2025-09-20T00:00:00Z")), now).await;
     sqlx::query("UPDATE notifications SET stored_at = $1 WHERE kafka_offset = 6")
         .bind(now)
         .execute(&pool)
         .await
         .unwrap();
     // One more expired month, all of it stored long ago.
-    store(&db, 7, Some(at("2025-10-03T00:00:00Z"))).await;
+    store_at(&db, 7, Some(at("2025-10-03T00:00:00Z")), now).await;
     sqlx::query("UPDATE notifications SET stored_at = created_at WHERE kafka_offset = 7").execute(&pool).await.unwrap();
 
     // Retention: 365 days before 2026-11-26. A row goes once both its
@@ -144,8 +151,9 @@ async fn partitions_take_their_months_and_retention_drops_expired_ones(pool: PgP
 
 /// A new deployment consuming years of history: the write path creates each
 /// month's partition before writing its rows, so history lands in monthly
-/// partitions; records older than the window, far in the future or without a
-/// timestamp go to the default partition, and a partition is asked for once.
+/// partitions; records older than the window or without a timestamp go to
+/// the default partition, one too far in the future is stored at the time
+/// it arrived, and a partition is asked for once.
 #[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn history_lands_in_the_month_partitions_it_needs(pool: PgPool) {
     use notification_host::storage::{KnownPartitions, partition_window};
@@ -162,7 +170,7 @@ async fn history_lands_in_the_month_partitions_it_needs(pool: PgPool) {
         (2, Some(at("2025-06-01T00:00:00Z"))),
         (3, Some(at("2026-11-27T11:00:00Z"))),
         (4, Some(at("2019-03-01T00:00:00Z"))), // before the window
-        (5, Some(at("2200-06-01T00:00:00Z"))), // far future
+        (5, Some(at("2200-06-01T00:00:00Z"))), // far future: stored at `now`
         (6, None),                             // no timestamp: the epoch
     ];
     let rows: Vec<StoredRow> = dated
@@ -178,7 +186,7 @@ async fn history_lands_in_the_month_partitions_it_needs(pool: PgPool) {
                 value: Some(format!(r#"{{"order_id": "h-{offset}"}}"#).into_bytes()),
             };
             let n = Normalizer::Builtin.normalize(std::slice::from_ref(&record)).pop().unwrap();
-            StoredRow::from_record(record, n)
+            StoredRow::from_record_at(record, n, TimeRule::default(), now)
         })
         .collect();
     let mut known = KnownPartitions::default();
@@ -192,7 +200,7 @@ async fn history_lands_in_the_month_partitions_it_needs(pool: PgPool) {
         (2, "notifications_2025_06"),
         (3, "notifications_2026_11"),
         (4, "notifications_default"),
-        (5, "notifications_default"),
+        (5, "notifications_2026_11"),
         (6, "notifications_default"),
     ]
     .iter()

@@ -437,3 +437,55 @@ async fn a_notification_that_cannot_be_sent_never_fails_a_write(pool: PgPool) {
         .unwrap();
     assert_eq!(n, 40);
 }
+
+/// A record dated an hour ahead is stored at the time it was stored, with
+/// its claimed time kept and noted; a redelivery stores nothing, also when
+/// it comes so late that the claimed time no longer looks ahead; and the
+/// record never stays the order's latest once a later one arrives.
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
+async fn a_record_dated_too_far_ahead_is_stored_once_and_never_pins_latest(pool: PgPool) {
+    use chrono::{Duration as D, Utc};
+    use notification_host::storage::TimeRule;
+    let db = Db::from_pool(pool.clone());
+    let now = Utc::now();
+    let skewed = |topic: &str| {
+        let mut r = record(topic, 7, br#"{"order_id": "o-skew", "type": "from.the.future"}"#);
+        r.timestamp = Some((now + D::hours(1)).timestamp_millis());
+        r
+    };
+    for (topic, method) in [("skew-copy", Method::Copy), ("skew-insert", Method::Insert)] {
+        let at = |t| {
+            StoredRow::from_record_at(
+                skewed(topic),
+                Normalized { fields: ordinary_fields(7), ..Normalized::default() },
+                TimeRule::default(),
+                t,
+            )
+        };
+        let first = at(now);
+        assert!(first.time_adjusted);
+        assert_eq!(write(&db, method, std::slice::from_ref(&first)).await.unwrap().inserted, 1, "{method:?}");
+        assert_eq!(write(&db, method, &[at(now)]).await.unwrap().inserted, 0, "{method:?}: redelivered");
+        let late = at(now + D::hours(2));
+        assert!(!late.time_adjusted, "two hours on, the claimed time is in the past");
+        assert_eq!(write(&db, method, &[late]).await.unwrap().inserted, 0, "{method:?}: redelivered late");
+        let (n, created, note): (i64, chrono::DateTime<Utc>, Option<String>) = sqlx::query_as(
+            "SELECT count(*) OVER (), created_at, ingest_note FROM notifications WHERE source_topic = $1",
+        )
+        .bind(topic)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(n, 1, "{method:?}");
+        assert!((created - now).num_seconds().abs() < 5, "{method:?}: stored at {created}, now {now}");
+        assert!(note.unwrap().contains("ordered by when it was stored"));
+    }
+    // A record produced a second later is the order's latest.
+    let mut later = record("skew-copy", 8, br#"{"order_id": "o-skew", "type": "now"}"#);
+    later.timestamp = Some((now + D::seconds(1)).timestamp_millis());
+    db.copy(&[StoredRow::from_record(later, Normalized { fields: ordinary_fields(7), ..Normalized::default() })])
+        .await
+        .unwrap();
+    let latest = db.latest_for_order("o-7").await.unwrap().unwrap();
+    assert_eq!((latest.source_topic.as_str(), latest.kafka_offset), ("skew-copy", Some(8)));
+}

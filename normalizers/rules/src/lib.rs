@@ -481,7 +481,9 @@ mod tests {
 
     #[test]
     fn placeholders_are_not_values() {
-        for p in ["unknown", "N/A", "undefined", "null", "NULL", " none ", "0", "-0", "000", "-", "", "  ", "Unavailable"] {
+        for p in
+            ["unknown", "N/A", "undefined", "null", "NULL", " none ", "0", "-0", "000", "-", "", "  ", "Unavailable"]
+        {
             assert!(is_placeholder(p), "{p:?}");
         }
         for v in ["42", "0042", "o-0", "-1", "unknownish", "n/a/b", "O"] {
@@ -538,7 +540,11 @@ mod tests {
             for (b, a) in pairs {
                 if b != a {
                     changed += 1;
-                    assert!(b.as_deref().is_some_and(is_placeholder), "{b:?} -> {a:?} in {}", String::from_utf8_lossy(v));
+                    assert!(
+                        b.as_deref().is_some_and(is_placeholder),
+                        "{b:?} -> {a:?} in {}",
+                        String::from_utf8_lossy(v)
+                    );
                 }
             }
         }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
-use notification_host::storage::{Db, ListFilter, full_scans_of_rows};
+use notification_host::storage::{Db, QuerySample, full_scans_of_rows};
 use sqlx::postgres::PgPoolOptions;
 
 use notification_e2e::history::{CUSTOMERS, ORDERS};
@@ -163,10 +163,15 @@ async fn main() -> anyhow::Result<()> {
     let db = Db::from_pool(pool);
 
     println!("\nQuery plans (every one must use an index on the partitions that hold rows):");
-    let filter = ListFilter {
-        customer_id: Some("cust-17".into()),
-        event_type: Some("order.created".into()),
-        ..ListFilter::default()
+    let now = chrono::Utc::now();
+    let sample = QuerySample {
+        order_id: "order-17".into(),
+        correlation_id: "saga-17".into(),
+        customer_id: "cust-17".into(),
+        runner_id: "runner-17".into(),
+        event_type: "order.created".into(),
+        since: now - chrono::Duration::days(40),
+        until: now - chrono::Duration::days(39),
     };
     let holding = db.partitions_holding_rows().await?;
     println!(
@@ -175,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
         holding.first().map_or("", String::as_str),
         holding.last().map_or("", String::as_str)
     );
-    let mut plans = db.explain_api_queries("order-17", "saga-17", &filter).await?;
+    let mut plans = db.explain_api_queries(&sample).await?;
     plans.extend(db.explain_console_queries("order-17", "cust-17").await?);
     let mut unindexed = Vec::new();
     for (name, plan) in plans {
