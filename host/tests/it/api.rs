@@ -193,6 +193,56 @@ async fn timeline_joins_the_saga(pool: PgPool) {
     assert_eq!(body["truncated"], false);
 }
 
+/// A correlation id reused by thousands of other orders (a session id)
+/// never crowds an order out of its own timeline: 6,000 rows of other
+/// orders precede the order's first event in the same saga, and the
+/// timeline (and the console's order page) still holds every event of the
+/// order, pages on with a cursor, and takes at most a bounded number of the
+/// saga's rows.
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
+async fn a_hot_saga_never_crowds_an_order_out_of_its_timeline(pool: PgPool) {
+    let others: Vec<String> = (0..6000)
+        .map(|i| format!(r#"{{"type": "session.step", "correlation_id": "session-1", "payload": {{"order_id": "other-{i}"}}}}"#))
+        .collect();
+    ingest(&pool, others.iter().enumerate().map(|(i, v)| ("s", 0, i as i64, T0 + i as i64, v.as_str())).collect()).await;
+    let own: Vec<String> = (0..3)
+        .map(|i| format!(r#"{{"type": "order.step_{i}", "correlation_id": "session-1", "payload": {{"order_id": "mine"}}}}"#))
+        .collect();
+    ingest(&pool, own.iter().enumerate().map(|(i, v)| ("o", 0, i as i64, T0 + 10_000 + i as i64, v.as_str())).collect())
+        .await;
+    let api = Api::new(pool);
+    let (status, body) = api.get("/order/mine/timeline").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events = body["events"].as_array().unwrap();
+    let direct: Vec<&str> =
+        events.iter().filter(|e| e["relation"] == "direct").map(|e| e["eventType"].as_str().unwrap()).collect();
+    assert_eq!(direct, ["order.step_0", "order.step_1", "order.step_2"]);
+    let correlated = events.len() - direct.len();
+    assert!(correlated > 0 && correlated <= 1000, "{correlated} rows of the saga");
+    // Paged by the order's own events.
+    let (_, first) = api.get("/order/mine/timeline?limit=2").await;
+    let mine = |page: &Value| -> Vec<String> {
+        page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["relation"] == "direct")
+            .map(|e| e["eventType"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(mine(&first), ["order.step_0", "order.step_1"]);
+    assert_eq!(first["truncated"], true);
+    let cursor = first["nextCursor"].as_str().expect("a cursor to the rest");
+    let (status, second) = api.get(&format!("/order/mine/timeline?limit=2&cursor={cursor}")).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(mine(&second), ["order.step_2"]);
+    assert_eq!(second["nextCursor"], Value::Null);
+    // The console's order page shows the order too.
+    let (status, _, html) = api.page("/ui/order/mine", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("order.step_2"), "the order page shows the order's last event");
+}
+
 #[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn correlation_lists_one_saga(pool: PgPool) {
     ingest(&pool, saga_events()).await;
@@ -408,6 +458,12 @@ async fn send_notification_stores_an_api_row(pool: PgPool) {
     let (status, latest) = api.get("/order/o-9/latest").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(latest["notificationId"], n["notificationId"]);
+    // Any JSON media type, as the original accepted (Flask's `is_json`).
+    let body = json!({"customerId": "cust-9", "orderId": "o-10", "event": {"type": "X"}});
+    let (status, answer) =
+        api.post("/send-notification", Some("application/vnd.api+json; charset=utf-8"), None, body.to_string()).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(api.get("/order/o-10/latest").await.0, StatusCode::OK);
 }
 
 #[sqlx::test(migrator = "crate::support::MIGRATOR")]
@@ -904,10 +960,14 @@ async fn key_and_headers_are_shown_faithfully(pool: PgPool) {
 /// page was read sorts after it, never before.
 #[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn a_tail_in_stored_order_never_skips_a_late_record_or_a_late_commit(pool: PgPool) {
-    ingest(&pool, saga_events()).await;
     let api = Api::new(pool.clone());
+    // A client that starts before the first row is stored gets where to
+    // resume all the same: the start.
+    let (status, body) = api.get("/notifications?order=stored").await;
+    assert_eq!((status, &body["notifications"]), (StatusCode::OK, &json!([])));
+    let mut cursor: Option<String> = Some(body["next_cursor"].as_str().expect("a cursor before any row").to_owned());
+    ingest(&pool, saga_events()).await;
     let mut seen: Vec<i64> = Vec::new();
-    let mut cursor: Option<String> = None;
     let page = |cursor: &mut Option<String>| {
         let uri = match cursor {
             Some(c) => format!("/notifications?order=stored&limit=2&cursor={c}"),

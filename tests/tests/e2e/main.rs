@@ -3,6 +3,7 @@
 //! ones), driven through `notification_e2e`'s harness. See
 //! `tests/README.md` for where a new test goes.
 
+mod answers;
 mod authoring;
 mod broker_restart;
 mod console;
