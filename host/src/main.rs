@@ -33,8 +33,8 @@ fn main() -> ExitCode {
             block_on(async move { notification_host::cmd::modules::run(&args, &mut std::io::stdout()).await })
         }
         Some(Command::Renormalize(args)) => block_on(async move {
-            let db = notification_host::storage::Db::connect_lazy(
-                args.serve.db.url()?,
+            let db = notification_host::storage::Db::connect(
+                &args.serve.db,
                 notification_host::storage::Connections::for_command(),
             )?;
             notification_host::cmd::renormalize::run(&args, &db, &mut std::io::stdout()).await?;
