@@ -11,7 +11,9 @@ use regex::Regex;
 mod commands;
 pub mod env;
 
-pub use commands::{CaptureArgs, Language, ModulesAction, ModulesCommand, NewArgs, NormalizeArgs, RenormalizeArgs};
+pub use commands::{
+    CaptureArgs, ImportLegacyArgs, Language, ModulesAction, ModulesCommand, NewArgs, NormalizeArgs, RenormalizeArgs,
+};
 
 /// Consumes every Kafka topic, normalizes each record, and keeps an audit
 /// log in PostgreSQL with a REST API over it.
@@ -56,6 +58,10 @@ pub enum Command {
     /// The module store in PostgreSQL, which every replica follows: push,
     /// list, history, rollback, remove.
     Modules(Box<ModulesCommand>),
+    /// Cut-over from the original service: copy its rows into the log with
+    /// their original ids (idempotent, resumable), or with `--offsets`
+    /// start the consumer group where it stopped reading.
+    ImportLegacy(Box<ImportLegacyArgs>),
     /// Compile a component read from standard input for this host, within
     /// a memory budget (run by the host itself; see MODULE_COMPILE_MEMORY).
     #[command(hide = true)]

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     // rejection the modules would log); the log says only what is wrong.
     let level = match cli.command {
         Some(Command::Normalize(_)) => "off",
-        Some(Command::New(_) | Command::Capture(_) | Command::Modules(_)) => "warn",
+        Some(Command::New(_) | Command::Capture(_) | Command::Modules(_) | Command::ImportLegacy(_)) => "warn",
         _ => "info",
     };
     init_logging(cli.log_format, level);
@@ -40,6 +40,9 @@ fn main() -> ExitCode {
             notification_host::cmd::renormalize::run(&args, &db, &mut std::io::stdout()).await?;
             Ok(ExitCode::SUCCESS)
         }),
+        Some(Command::ImportLegacy(args)) => {
+            block_on(async move { notification_host::cmd::import_legacy::run(&args, &mut std::io::stdout()).await })
+        }
         Some(Command::Check) => block_on(notification_host::cmd::check::run(&cli.serve, &mut std::io::stdout())),
         Some(Command::Migrate) => {
             block_on(notification_host::cmd::serve::migrate(&cli.serve)).map(|()| ExitCode::SUCCESS)

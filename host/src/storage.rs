@@ -36,11 +36,15 @@
 //! - `value`: how a record's value is kept (once; zstd when that pays).
 //! - `schema`: which schema the host's tables are in (its own, beside the
 //!   original service's tables), set on every connection.
+//! - `legacy`: the original service's database, read (never written) for
+//!   the cut-over: its rows imported with their ids, its offsets, its
+//!   answers for `compare-legacy`.
 
 mod console;
 mod copy;
 mod error;
 mod guard;
+pub mod legacy;
 mod live;
 pub mod module_store;
 mod partitions;

@@ -140,3 +140,38 @@ pub struct RenormalizeArgs {
     #[command(flatten)]
     pub serve: ServeArgs,
 }
+
+/// Arguments of `import-legacy`.
+#[derive(Debug, Args)]
+pub struct ImportLegacyArgs {
+    /// The original service's database (read only; nothing in it changes),
+    /// e.g. `postgres://user:password@old-host:5432/notifications`.
+    #[arg(long = "from", env = super::env::LEGACY_DATABASE_URL, hide_env_values = true)]
+    pub from: String,
+    /// Instead of copying rows: commit the consumer group's (`KAFKA_GROUP_ID`)
+    /// offsets at the positions the original recorded in `kafka_offsets`
+    /// (the next offset it would have read of each partition), so that the
+    /// host starts where the original stopped. Run it with the original
+    /// stopped and before the host first consumes.
+    #[arg(long)]
+    pub offsets: bool,
+    /// With `--offsets`: commit even when the group already has committed
+    /// offsets (they are replaced).
+    #[arg(long, requires = "offsets")]
+    pub force: bool,
+    /// Copy only the rows created through the original's API
+    /// (`source_topic 'api'`): for a host that reads the topics' history
+    /// from the earliest offset itself, which holds the Kafka records.
+    #[arg(long, conflicts_with = "offsets")]
+    pub only_api: bool,
+    /// Rows per batch; each batch is one transaction, and an interrupted
+    /// import continues after the last one committed.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    pub batch_size: u32,
+    /// The host's database (`DATABASE_URL`, `DATABASE_SCHEMA`).
+    #[command(flatten)]
+    pub db: DbConfig,
+    /// The broker and group, for `--offsets`.
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+}

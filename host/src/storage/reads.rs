@@ -40,11 +40,15 @@ pub struct Notification {
     pub kafka_timestamp: Option<DateTime<Utc>>,
     /// The headers as stored: JSON text.
     pub kafka_headers: Option<String>,
+    /// The original service's id of a row imported from it
+    /// (`import-legacy`); None for every row the host stored itself.
+    pub legacy_id: Option<String>,
 }
 
 pub(super) const COLUMNS: &str = "notification_id, customer_id, runner_id, order_id, event::text AS event_json, raw_value, value_zstd, \
      status, created_at, source_topic, event_type, correlation_id, source_service, kafka_partition, kafka_offset, \
-     normalizer, normalizer_error, ingest_note, stored_at, kafka_key, kafka_timestamp, kafka_headers::text AS kafka_headers";
+     normalizer, normalizer_error, ingest_note, stored_at, kafka_key, kafka_timestamp, kafka_headers::text AS kafka_headers, \
+     legacy_id";
 
 /// Record-time order, ties broken by the row id (the order rows were
 /// written: within a partition, offset order). The same keyset as
