@@ -12,7 +12,8 @@ mod commands;
 pub mod env;
 
 pub use commands::{
-    CaptureArgs, ImportLegacyArgs, Language, ModulesAction, ModulesCommand, NewArgs, NormalizeArgs, RenormalizeArgs,
+    CaptureArgs, CompareLegacyArgs, ImportLegacyArgs, Language, ModulesAction, ModulesCommand, NewArgs, NormalizeArgs,
+    RenormalizeArgs,
 };
 
 /// Consumes every Kafka topic, normalizes each record, and keeps an audit
@@ -62,6 +63,10 @@ pub enum Command {
     /// their original ids (idempotent, resumable), or with `--offsets`
     /// start the consumer group where it stopped reading.
     ImportLegacy(Box<ImportLegacyArgs>),
+    /// Cut-over from the original service: compare what it answers for a
+    /// sample of orders (computed from its rows) with what the host answers,
+    /// and exit non-zero on differences beyond the documented ones.
+    CompareLegacy(Box<CompareLegacyArgs>),
     /// Compile a component read from standard input for this host, within
     /// a memory budget (run by the host itself; see MODULE_COMPILE_MEMORY).
     #[command(hide = true)]

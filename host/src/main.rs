@@ -17,7 +17,13 @@ fn main() -> ExitCode {
     // rejection the modules would log); the log says only what is wrong.
     let level = match cli.command {
         Some(Command::Normalize(_)) => "off",
-        Some(Command::New(_) | Command::Capture(_) | Command::Modules(_) | Command::ImportLegacy(_)) => "warn",
+        Some(
+            Command::New(_)
+            | Command::Capture(_)
+            | Command::Modules(_)
+            | Command::ImportLegacy(_)
+            | Command::CompareLegacy(_),
+        ) => "warn",
         _ => "info",
     };
     init_logging(cli.log_format, level);
@@ -42,6 +48,9 @@ fn main() -> ExitCode {
         }),
         Some(Command::ImportLegacy(args)) => {
             block_on(async move { notification_host::cmd::import_legacy::run(&args, &mut std::io::stdout()).await })
+        }
+        Some(Command::CompareLegacy(args)) => {
+            block_on(async move { notification_host::cmd::compare_legacy::run(&args, &mut std::io::stdout()).await })
         }
         Some(Command::Check) => block_on(notification_host::cmd::check::run(&cli.serve, &mut std::io::stdout())),
         Some(Command::Migrate) => {

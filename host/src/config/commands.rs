@@ -175,3 +175,34 @@ pub struct ImportLegacyArgs {
     #[command(flatten)]
     pub kafka: KafkaConfig,
 }
+
+/// Arguments of `compare-legacy`.
+#[derive(Debug, Args)]
+pub struct CompareLegacyArgs {
+    /// The original service's database (read only).
+    #[arg(long = "from", env = super::env::LEGACY_DATABASE_URL, hide_env_values = true)]
+    pub from: String,
+    /// The host's base URL, e.g. `http://notification-service:3000` (run
+    /// with `API_COMPAT=original`).
+    #[arg(long)]
+    pub api: String,
+    /// How many orders to compare, picked at random among the original's.
+    #[arg(long, default_value_t = 200, conflicts_with = "all")]
+    pub sample: u32,
+    /// Compare every order the original holds.
+    #[arg(long)]
+    pub all: bool,
+    /// The host's read token, when it has one.
+    #[arg(long, env = super::env::READ_TOKEN, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Differences printed at most (the summary counts them all).
+    #[arg(long, default_value_t = 20)]
+    pub show: usize,
+    /// Rows only the host holds (records it consumed itself, after the
+    /// switch) are not differences.
+    #[arg(long)]
+    pub allow_host_rows: bool,
+    /// Longest one request to the host may take.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
