@@ -11,7 +11,10 @@ use regex::Regex;
 mod commands;
 pub mod env;
 
-pub use commands::{CaptureArgs, Language, ModulesAction, ModulesCommand, NewArgs, NormalizeArgs, RenormalizeArgs};
+pub use commands::{
+    CaptureArgs, CompareLegacyArgs, ImportLegacyArgs, Language, ModulesAction, ModulesCommand, NewArgs, NormalizeArgs,
+    RenormalizeArgs,
+};
 
 /// Consumes every Kafka topic, normalizes each record, and keeps an audit
 /// log in PostgreSQL with a REST API over it.
@@ -56,6 +59,14 @@ pub enum Command {
     /// The module store in PostgreSQL, which every replica follows: push,
     /// list, history, rollback, remove.
     Modules(Box<ModulesCommand>),
+    /// Cut-over from the original service: copy its rows into the log with
+    /// their original ids (idempotent, resumable), or with `--offsets`
+    /// start the consumer group where it stopped reading.
+    ImportLegacy(Box<ImportLegacyArgs>),
+    /// Cut-over from the original service: compare what it answers for a
+    /// sample of orders (computed from its rows) with what the host answers,
+    /// and exit non-zero on differences beyond the documented ones.
+    CompareLegacy(Box<CompareLegacyArgs>),
     /// Compile a component read from standard input for this host, within
     /// a memory budget (run by the host itself; see MODULE_COMPILE_MEMORY).
     #[command(hide = true)]
@@ -275,6 +286,14 @@ pub struct DbConfig {
     #[arg(long, env = env::DATABASE_URL, hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// The schema the host keeps its tables in, created if missing. Unset:
+    /// `notification_host` when that already holds the host's tables or
+    /// when the database's `notifications` table is another application's
+    /// (the original service's, at a cut-over: its tables stay untouched),
+    /// otherwise the session's own search path (`public`).
+    #[arg(long = "database-schema", value_name = "DATABASE_SCHEMA", env = env::DATABASE_SCHEMA, value_parser = parse_schema_name)]
+    pub schema: Option<String>,
+
     /// Connections that serve reads (the query API and the console). The
     /// writers have connections of their own (`DATABASE_WRITERS`), and so
     /// does the host's own work (4: maintenance, the module store, its two
@@ -460,6 +479,26 @@ pub enum ApiCompat {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 2m)"))
+}
+
+/// A schema name the host can use unquoted in every tool: lowercase ASCII
+/// letters, digits and underscores, not starting with a digit, at most 63
+/// bytes (PostgreSQL's limit), and not one of PostgreSQL's own.
+fn parse_schema_name(s: &str) -> Result<String, String> {
+    let valid = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && !s.starts_with("pg_")
+        && s != "information_schema";
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a schema name the host accepts: lowercase letters, digits and underscores, \
+             at most 63, not starting with a digit or pg_"
+        ))
+    }
 }
 
 fn parse_anchored_regex(s: &str) -> Result<Regex, String> {

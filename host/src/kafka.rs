@@ -13,6 +13,10 @@
 //! pattern use the full Rust regex syntax, and bounds the discovery delay by
 //! our own interval.
 
+mod group_offsets;
+
+pub use group_offsets::{Committed, GroupPosition, SeedError, Seeded, Skipped, commit_positions, group_offsets};
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

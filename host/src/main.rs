@@ -17,7 +17,13 @@ fn main() -> ExitCode {
     // rejection the modules would log); the log says only what is wrong.
     let level = match cli.command {
         Some(Command::Normalize(_)) => "off",
-        Some(Command::New(_) | Command::Capture(_) | Command::Modules(_)) => "warn",
+        Some(
+            Command::New(_)
+            | Command::Capture(_)
+            | Command::Modules(_)
+            | Command::ImportLegacy(_)
+            | Command::CompareLegacy(_),
+        ) => "warn",
         _ => "info",
     };
     init_logging(cli.log_format, level);
@@ -33,13 +39,19 @@ fn main() -> ExitCode {
             block_on(async move { notification_host::cmd::modules::run(&args, &mut std::io::stdout()).await })
         }
         Some(Command::Renormalize(args)) => block_on(async move {
-            let db = notification_host::storage::Db::connect_lazy(
-                args.serve.db.url()?,
+            let db = notification_host::storage::Db::connect(
+                &args.serve.db,
                 notification_host::storage::Connections::for_command(),
             )?;
             notification_host::cmd::renormalize::run(&args, &db, &mut std::io::stdout()).await?;
             Ok(ExitCode::SUCCESS)
         }),
+        Some(Command::ImportLegacy(args)) => {
+            block_on(async move { notification_host::cmd::import_legacy::run(&args, &mut std::io::stdout()).await })
+        }
+        Some(Command::CompareLegacy(args)) => {
+            block_on(async move { notification_host::cmd::compare_legacy::run(&args, &mut std::io::stdout()).await })
+        }
         Some(Command::Check) => block_on(notification_host::cmd::check::run(&cli.serve, &mut std::io::stdout())),
         Some(Command::Migrate) => {
             block_on(notification_host::cmd::serve::migrate(&cli.serve)).map(|()| ExitCode::SUCCESS)

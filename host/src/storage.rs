@@ -34,18 +34,25 @@
 //!   orders, what kind of id a search term is).
 //! - `live`: the notification every write sends, and listening for it.
 //! - `value`: how a record's value is kept (once; zstd when that pays).
+//! - `schema`: which schema the host's tables are in (its own, beside the
+//!   original service's tables), set on every connection.
+//! - `legacy`: the original service's database, read (never written) for
+//!   the cut-over: its rows imported with their ids, its offsets, its
+//!   answers for `compare-legacy`.
 
 mod adjusted;
 mod console;
 mod copy;
 mod error;
 mod guard;
+pub mod legacy;
 mod live;
 pub mod module_store;
 mod partitions;
 mod reads;
 mod renormalize;
 mod rows;
+mod schema;
 mod timeline;
 mod value;
 mod write;
@@ -62,6 +69,7 @@ pub use reads::{
 };
 pub use renormalize::StoredRecord;
 pub use rows::{MAX_NOTE_BYTES, StoredRow, TimeRule, document_text};
+pub use schema::{HOST_SCHEMA, Schema, SchemaReason};
 pub use timeline::{MAX_SAGAS, PER_SAGA, SAGA_CONTEXT, Timed, TimelinePage};
 pub use value::{CorruptValue, stored_value};
 /// How values are compressed (for the benchmark's level sweep).
@@ -70,6 +78,7 @@ pub mod value_compression {
 }
 pub use write::{API_EVENT_TYPE, API_SOURCE_SERVICE, API_STATUS, API_TOPIC, Reduced, WriteError, Written};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -113,13 +122,28 @@ pub struct Db {
     reads: PgPool,
     writes: PgPool,
     admin: PgPool,
+    /// The schema of the host's tables, which every connection of the
+    /// three pools is set to before it is used.
+    schema: Arc<schema::SchemaCell>,
 }
 
 impl Db {
+    /// [`Db::connect_lazy`] with the database settings (`DATABASE_URL`,
+    /// `DATABASE_SCHEMA`).
+    pub fn connect(config: &crate::config::DbConfig, connections: Connections) -> anyhow::Result<Db> {
+        Db::connect_lazy_in(config.url()?, connections, config.schema.clone())
+    }
+
     /// Creates the pools without connecting, so that the host can start (and
     /// report itself not ready) while the database is still unreachable. A
-    /// malformed URL is an error at once.
+    /// malformed URL is an error at once. The schema is chosen by the rules
+    /// of [`schema`](Schema) on the first connection.
     pub fn connect_lazy(url: &str, connections: Connections) -> anyhow::Result<Db> {
+        Db::connect_lazy_in(url, connections, None)
+    }
+
+    /// [`Db::connect_lazy`], the host's tables in `schema` when given.
+    pub fn connect_lazy_in(url: &str, connections: Connections, schema: Option<String>) -> anyhow::Result<Db> {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             anyhow::bail!("DATABASE_URL is not a valid PostgreSQL connection URL: it must start with postgres://");
         }
@@ -130,10 +154,16 @@ impl Db {
         // compiles it on every execution, 300 ms for a query that runs in
         // 2 ms.
         let options = options.application_name("notification-host").options([("jit", "off")]);
+        let schema = schema::SchemaCell::managed(schema);
         let pool = |options: PgConnectOptions, max: u32| {
+            let schema = schema.clone();
             PgPoolOptions::new()
                 .max_connections(max.max(1))
                 .acquire_timeout(Duration::from_secs(5))
+                .after_connect(move |conn, _| {
+                    let schema = schema.clone();
+                    Box::pin(async move { schema.prepare(conn).await })
+                })
                 .connect_lazy_with(options)
         };
         let read_options = if connections.read_timeout.is_zero() {
@@ -150,16 +180,19 @@ impl Db {
             reads: pool(read_options, connections.reads),
             writes: pool(options.clone(), connections.writers),
             admin: pool(options, ADMIN_CONNECTIONS),
+            schema,
         })
     }
 
     /// Wraps an existing pool for every kind of work (tests).
     pub fn from_pool(pool: PgPool) -> Db {
-        Db { reads: pool.clone(), writes: pool.clone(), admin: pool }
+        Db { reads: pool.clone(), writes: pool.clone(), admin: pool, schema: schema::SchemaCell::unmanaged() }
     }
 
-    /// Applies the migrations in `migrations/`.
+    /// Applies the migrations in `migrations/`, in the host's own schema
+    /// (created first) when that is the chosen one.
     pub async fn migrate(&self) -> anyhow::Result<()> {
+        self.create_own_schema().await.context("failed to create the host's schema")?;
         MIGRATOR.run(&self.admin).await.context("failed to apply the database migrations")
     }
 

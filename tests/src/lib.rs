@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub mod browser;
 pub mod history;
+pub mod legacy;
 pub mod saga;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

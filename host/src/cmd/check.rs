@@ -21,11 +21,15 @@ pub async fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
     report(true, "configuration", "parsed".into())?;
 
     let mut database = None;
-    match args.db.url().and_then(|url| Db::connect_lazy(url, Connections::for_command())) {
+    match Db::connect(&args.db, Connections::for_command()) {
         Ok(db) => {
             let answered = tokio::time::timeout(Duration::from_secs(10), db.ping()).await.unwrap_or(false);
             report(answered, "database", if answered { "answers".into() } else { "does not answer".into() })?;
             if answered {
+                match db.schema().await {
+                    Ok(schema) => report(true, "database schema", schema.to_string())?,
+                    Err(e) => report(false, "database schema", format!("cannot be chosen: {e}"))?,
+                }
                 database = Some(db);
             }
         }

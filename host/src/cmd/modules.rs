@@ -14,7 +14,7 @@ use crate::storage::{Connections, Db};
 
 /// Runs the action, reporting to `out`; refusals are printed and exit 1.
 pub async fn run(args: &ModulesCommand, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    let db = Db::connect_lazy(args.db.url()?, Connections::for_command())?;
+    let db = Db::connect(&args.db, Connections::for_command())?;
     db.migrate().await?;
     let by = args.by.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into());
     let result = match &args.action {

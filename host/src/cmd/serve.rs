@@ -20,7 +20,7 @@ const CONSUMER_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `notification-host migrate`: apply the migrations and exit.
 pub async fn migrate(args: &ServeArgs) -> anyhow::Result<()> {
-    let db = Db::connect_lazy(args.db.url()?, Connections::for_command())?;
+    let db = Db::connect(&args.db, Connections::for_command())?;
     db.migrate().await?;
     tracing::info!("Migrations applied.");
     Ok(())
@@ -43,8 +43,8 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     // What was derived is what runs.
     args.pipeline.batch_max_bytes = Some(budget.batch_max_bytes);
     args.http.answer_max_bytes = Some(budget.answer_max_bytes);
-    let db = Db::connect_lazy(
-        args.db.url()?,
+    let db = Db::connect(
+        &args.db,
         Connections {
             reads: args.db.max_connections,
             writers: args.pipeline.writers,

@@ -140,3 +140,69 @@ pub struct RenormalizeArgs {
     #[command(flatten)]
     pub serve: ServeArgs,
 }
+
+/// Arguments of `import-legacy`.
+#[derive(Debug, Args)]
+pub struct ImportLegacyArgs {
+    /// The original service's database (read only; nothing in it changes),
+    /// e.g. `postgres://user:password@old-host:5432/notifications`.
+    #[arg(long = "from", env = super::env::LEGACY_DATABASE_URL, hide_env_values = true)]
+    pub from: String,
+    /// Instead of copying rows: commit the consumer group's (`KAFKA_GROUP_ID`)
+    /// offsets at the positions the original recorded in `kafka_offsets`
+    /// (the next offset it would have read of each partition), so that the
+    /// host starts where the original stopped. Run it with the original
+    /// stopped and before the host first consumes.
+    #[arg(long)]
+    pub offsets: bool,
+    /// With `--offsets`: commit even when the group already has committed
+    /// offsets (they are replaced).
+    #[arg(long, requires = "offsets")]
+    pub force: bool,
+    /// Copy only the rows created through the original's API
+    /// (`source_topic 'api'`): for a host that reads the topics' history
+    /// from the earliest offset itself, which holds the Kafka records.
+    #[arg(long, conflicts_with = "offsets")]
+    pub only_api: bool,
+    /// Rows per batch; each batch is one transaction, and an interrupted
+    /// import continues after the last one committed.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    pub batch_size: u32,
+    /// The host's database (`DATABASE_URL`, `DATABASE_SCHEMA`).
+    #[command(flatten)]
+    pub db: DbConfig,
+    /// The broker and group, for `--offsets`.
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+}
+
+/// Arguments of `compare-legacy`.
+#[derive(Debug, Args)]
+pub struct CompareLegacyArgs {
+    /// The original service's database (read only).
+    #[arg(long = "from", env = super::env::LEGACY_DATABASE_URL, hide_env_values = true)]
+    pub from: String,
+    /// The host's base URL, e.g. `http://notification-service:3000` (run
+    /// with `API_COMPAT=original`).
+    #[arg(long)]
+    pub api: String,
+    /// How many orders to compare, picked at random among the original's.
+    #[arg(long, default_value_t = 200, conflicts_with = "all")]
+    pub sample: u32,
+    /// Compare every order the original holds.
+    #[arg(long)]
+    pub all: bool,
+    /// The host's read token, when it has one.
+    #[arg(long, env = super::env::READ_TOKEN, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Differences printed at most (the summary counts them all).
+    #[arg(long, default_value_t = 20)]
+    pub show: usize,
+    /// Rows only the host holds (records it consumed itself, after the
+    /// switch) are not differences.
+    #[arg(long)]
+    pub allow_host_rows: bool,
+    /// Longest one request to the host may take.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}

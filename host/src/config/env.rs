@@ -8,6 +8,9 @@ pub const TOPIC_INCLUDE: &str = "TOPIC_INCLUDE";
 pub const TOPIC_EXCLUDE: &str = "TOPIC_EXCLUDE";
 pub const TOPIC_REFRESH_INTERVAL: &str = "TOPIC_REFRESH_INTERVAL";
 pub const DATABASE_URL: &str = "DATABASE_URL";
+pub const DATABASE_SCHEMA: &str = "DATABASE_SCHEMA";
+/// The original service's database, for `import-legacy` and `compare-legacy`.
+pub const LEGACY_DATABASE_URL: &str = "LEGACY_DATABASE_URL";
 pub const DATABASE_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
 pub const READ_TIMEOUT: &str = "READ_TIMEOUT";
 pub const BATCH_SIZE: &str = "BATCH_SIZE";
@@ -63,6 +66,8 @@ pub const ALL: &[&str] = &[
     TOPIC_EXCLUDE,
     TOPIC_REFRESH_INTERVAL,
     DATABASE_URL,
+    DATABASE_SCHEMA,
+    LEGACY_DATABASE_URL,
     DATABASE_MAX_CONNECTIONS,
     READ_TIMEOUT,
     BATCH_SIZE,

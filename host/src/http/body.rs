@@ -17,7 +17,8 @@ use crate::storage::Notification;
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationBody {
-    /// The row id: a number; a string with `API_COMPAT=original`.
+    /// The row id: a number; a string with `API_COMPAT=original`, where a
+    /// row imported from the original service answers the original's id.
     #[schema(value_type = i64)]
     pub notification_id: serde_json::Value,
     pub customer_id: Option<String>,
@@ -58,6 +59,10 @@ pub struct NotificationBody {
     #[schema(value_type = Option<Vec<Object>>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka_headers: Option<Box<RawValue>>,
+    /// The original service's id of a row imported from it
+    /// (`import-legacy`); absent for rows the host stored itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy_id: Option<String>,
     /// In a timeline: `direct` (names the order) or `correlated` (shares a
     /// correlation id with one that does).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,7 +96,7 @@ impl NotificationBody {
         };
         NotificationBody {
             notification_id: if original {
-                serde_json::Value::String(n.notification_id.to_string())
+                serde_json::Value::String(n.legacy_id.clone().unwrap_or_else(|| n.notification_id.to_string()))
             } else {
                 serde_json::Value::from(n.notification_id)
             },
@@ -118,6 +123,7 @@ impl NotificationBody {
                 .filter(|k| key_text(k).is_none())
                 .map(|k| base64::engine::general_purpose::STANDARD.encode(k)),
             kafka_headers: n.kafka_headers.filter(|h| h != "[]").and_then(|h| RawValue::from_string(h).ok()),
+            legacy_id: n.legacy_id,
             relation: None,
         }
     }

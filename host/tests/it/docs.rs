@@ -78,7 +78,7 @@ fn cell(text: &str) -> String {
 /// What the page says about variables no clap argument reads.
 const OUTSIDE_CLAP: &[(&str, &str, &str)] = &[(
     env::RUST_LOG,
-    "`info` (`warn` for `new`, `capture` and `modules`; off for `normalize`)",
+    "`info` (`warn` for `new`, `capture`, `modules`, `import-legacy` and `compare-legacy`; off for `normalize`)",
     "The log filter, read by `tracing-subscriber`, e.g. `info,notification_host::pipeline=debug`.",
 )];
 

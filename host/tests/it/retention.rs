@@ -115,6 +115,7 @@ async fn partitions_take_their_months_and_retention_drops_expired_ones(pool: PgP
     // record time and the time it was stored are before the cutoff.
     let config = DbConfig {
         database_url: None,
+        schema: None,
         max_connections: 1,
         read_timeout: std::time::Duration::ZERO,
         retention_days: Some(365),
@@ -232,6 +233,7 @@ async fn retention_behind_a_long_read_never_holds_up_writes(pool: PgPool) {
 
     let config = DbConfig {
         database_url: None,
+        schema: None,
         max_connections: 1,
         read_timeout: Duration::ZERO,
         retention_days: Some(30),

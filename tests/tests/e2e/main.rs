@@ -10,6 +10,7 @@ mod console;
 mod crash;
 mod http_wire;
 mod ingest;
+mod legacy;
 mod many_topics;
 mod module_store;
 mod modules;

@@ -408,7 +408,8 @@ pub fn record(n: &Notification, value: Option<&[u8]>, document: Option<&str>) ->
                 @if let Some(d) = delay { " " span class="muted" { "(" (span(d)) (if d >= TimeDelta::zero() { " after" } else { " before" }) " its record time)" } } } }
             tr { th { "key" } td { (bytes_inline(n.kafka_key.as_deref())) } }
             tr { th { "headers" } td { (headers(n.kafka_headers.as_deref())) } }
-            tr { th { "value" } td { @match value { Some(v) => { (v.len()) " bytes" @if n.value_zstd.is_some() { " " span class="muted" { "(stored compressed: " (n.value_zstd.as_ref().map_or(0, Vec::len)) " bytes)" } } }, None => "a tombstone (no value)" } } }
+            tr { th { "value" } td { @match value { Some(v) => { (v.len()) " bytes" @if n.value_zstd.is_some() { " " span class="muted" { "(stored compressed: " (n.value_zstd.as_ref().map_or(0, Vec::len)) " bytes)" } } }, None if n.legacy_id.is_some() => "none: imported from the original service, which kept only its event", None => "a tombstone (no value)" } } }
+            @if let Some(id) = &n.legacy_id { tr { th { "original service's id" } td { code { (id) } } } }
         }
         @if let Some(doc) = document {
             h2 { "Document" }
