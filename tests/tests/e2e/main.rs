@@ -14,3 +14,4 @@ mod module_store;
 mod modules;
 mod outage;
 mod rebalance;
+mod siege;
