@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod browser;
+pub mod fixtures;
 pub mod history;
 pub mod legacy;
 pub mod saga;
+pub mod siege;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -487,6 +489,12 @@ impl Postgres {
 
     pub fn start(&self) {
         assert!(self.pg_ctl(&["-w", "-t", "60", "start"]).success(), "pg_ctl start failed");
+    }
+
+    /// The postmaster's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.dir.join("data/postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
     }
 
     /// Stops it the way an operator or a failover would (fast: connections

@@ -16,3 +16,4 @@ mod module_store;
 mod modules;
 mod outage;
 mod rebalance;
+mod siege;
