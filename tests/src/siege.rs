@@ -15,8 +15,8 @@
 //! retention run that never met the long read): a suite that no longer
 //! attacks must not pass.
 
-pub mod client;
 mod attacks;
+pub mod client;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -405,7 +405,13 @@ impl Ledger {
 /// topics of the ledger, each record in a batch of its own (tansu skips
 /// records when a consumer resumes inside a multi-record batch, and the
 /// siege makes consumers resume: an outage, a rebalance).
-fn steady_load(ledger: Arc<Ledger>, kafka: Kafka, topics: usize, rate: u64, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+fn steady_load(
+    ledger: Arc<Ledger>,
+    kafka: Kafka,
+    topics: usize,
+    rate: u64,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
     tokio::spawn(async move {
         let producer = kafka.unbatched_producer();
         let in_flight = Arc::new(tokio::sync::Semaphore::new(4000));
@@ -625,7 +631,8 @@ impl Ctx {
         for l in text.lines() {
             if l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{')) {
                 found = true;
-                sum += l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| format!("bad line {l}"))?;
+                sum +=
+                    l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| format!("bad line {l}"))?;
             }
         }
         if found { Ok(sum) } else { Err(format!("/metrics has no {name}")) }
@@ -660,7 +667,8 @@ impl Ctx {
 
     pub fn fixture(&self, name: &str) -> Vec<u8> {
         let p = self.wasm_dir.join(format!("{name}.wasm"));
-        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (scripts/lib.sh build_normalizers builds it)", p.display()))
+        std::fs::read(&p)
+            .unwrap_or_else(|e| panic!("{}: {e} (scripts/lib.sh build_normalizers builds it)", p.display()))
     }
 
     /// Sets the memory sampler on another process (0: none).
@@ -700,7 +708,10 @@ pub async fn run(options: Options) -> Report {
         size.readers,
         size.methods,
         size.outage.as_secs(),
-        options.host_bin.as_ref().map_or_else(|| crate::host_binary().display().to_string(), |p| p.display().to_string())
+        options
+            .host_bin
+            .as_ref()
+            .map_or_else(|| crate::host_binary().display().to_string(), |p| p.display().to_string())
     ));
     let mut ctx = setup(&options).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -898,9 +909,13 @@ async fn setup(options: &Options) -> Ctx {
         peaks,
         readiness: Arc::new(Readiness::default()),
     };
-    attacks::wait_for_modules(&ctx, |n| attacks::live_names(n).contains(&"campus-delivery".to_owned()), Duration::from_secs(120))
-        .await
-        .unwrap_or_else(|e| panic!("campus-delivery never went live: {e}\n{}", ctx.host.log_text()));
+    attacks::wait_for_modules(
+        &ctx,
+        |n| attacks::live_names(n).contains(&"campus-delivery".to_owned()),
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("campus-delivery never went live: {e}\n{}", ctx.host.log_text()));
 
     // The hot order: large values under one id, through the real path.
     let started = Instant::now();
@@ -1023,7 +1038,8 @@ async fn attack(ctx: &mut Ctx, name: &str, gap_exempt: bool) -> AttackReport {
         Ok(Some(g)) => {
             r.longest_gap = Some(g);
             if g > MAX_GAP.as_secs_f64() && !gap_exempt {
-                r.failures.push(format!("the steady load's longest gap between stored rows was {g:.2} s (over {MAX_GAP:?})"));
+                r.failures
+                    .push(format!("the steady load's longest gap between stored rows was {g:.2} s (over {MAX_GAP:?})"));
             }
         }
         Ok(None) => r.failures.push("no row of the steady load was stored during the attack".into()),
@@ -1042,7 +1058,10 @@ async fn attack(ctx: &mut Ctx, name: &str, gap_exempt: bool) -> AttackReport {
         r.failures.push("the host's memory was never sampled (is it alive?)".into());
     }
     if peak_rss_kib > limit_kib {
-        r.failures.push(format!("the host's RSS reached {} MiB, over MEMORY_LIMIT={MEMORY_LIMIT_MIB}Mi", peak_rss_kib / 1024));
+        r.failures.push(format!(
+            "the host's RSS reached {} MiB, over MEMORY_LIMIT={MEMORY_LIMIT_MIB}Mi",
+            peak_rss_kib / 1024
+        ));
     }
     if peak_tree_kib > limit_kib {
         r.notes.push(format!(
@@ -1050,15 +1069,14 @@ async fn attack(ctx: &mut Ctx, name: &str, gap_exempt: bool) -> AttackReport {
             peak_tree_kib / 1024
         ));
     }
-    let bad_5xx: u64 = outcome
-        .tally
-        .by_status
-        .range(500..600)
-        .filter(|(s, _)| !outcome.allowed_5xx.contains(s))
-        .map(|(_, n)| n)
-        .sum();
+    let bad_5xx: u64 =
+        outcome.tally.by_status.range(500..600).filter(|(s, _)| !outcome.allowed_5xx.contains(s)).map(|(_, n)| n).sum();
     if bad_5xx > 0 {
-        r.failures.push(format!("{bad_5xx} answers were 5xx ({}): {}", outcome.tally.summary(), outcome.tally.examples.join(" | ")));
+        r.failures.push(format!(
+            "{bad_5xx} answers were 5xx ({}): {}",
+            outcome.tally.summary(),
+            outcome.tally.examples.join(" | ")
+        ));
     } else if r.answers_5xx > 0 {
         r.notes.push(format!("answers {}", outcome.tally.summary()));
     }
@@ -1085,7 +1103,11 @@ async fn attack(ctx: &mut Ctx, name: &str, gap_exempt: bool) -> AttackReport {
     let ingest_down = readiness.iter().filter(|(_, i, _)| *i != Some(200)).count();
     if ingest_down > 0 {
         let first = readiness.iter().find(|(_, i, _)| *i != Some(200)).map(|(_, _, b)| b.clone()).unwrap_or_default();
-        r.notes.push(format!("/ready/ingest not ready {ingest_down} of {} polls (first: {})", readiness.len(), first.trim()));
+        r.notes.push(format!(
+            "/ready/ingest not ready {ingest_down} of {} polls (first: {})",
+            readiness.len(),
+            first.trim()
+        ));
     }
     if !ctx.host.child.try_wait().map(|s| s.is_none()).unwrap_or(false) {
         r.failures.push(format!("the host exited; log:\n{}", tail(&ctx.host.log_text(), 40)));

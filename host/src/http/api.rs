@@ -137,9 +137,11 @@ impl JsonRows {
     fn next_cursor(&self) -> Option<String> {
         match &self.resume {
             // Before any row: the start of the log.
-            Some(given) => self.last.clone().or_else(|| given.clone()).or_else(|| {
-                Some(encode_stored_cursor(StoredPosition { stored_tx: 0, notification_id: 0 }))
-            }),
+            Some(given) => self
+                .last
+                .clone()
+                .or_else(|| given.clone())
+                .or_else(|| Some(encode_stored_cursor(StoredPosition { stored_tx: 0, notification_id: 0 }))),
             None => self.last.clone().filter(|_| self.more),
         }
     }

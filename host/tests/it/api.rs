@@ -128,6 +128,37 @@ async fn health_and_ready(pool: PgPool) {
     assert_eq!(body["ingest"]["reasons"].as_array().unwrap().len(), 2, "{body}");
 }
 
+/// The original answered 500 with the database's error text when its
+/// database was gone; here every route answers 503 (retrying later helps)
+/// and says nothing of the cause. The database is really unreachable: the
+/// pool points at a port nothing listens on.
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
+async fn a_database_that_does_not_answer_is_503_without_internals(_pool: PgPool) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let gone = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_secs(1))
+        .connect_lazy(&format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+        .unwrap();
+    let api = Api::new(gone);
+    for uri in ["/order/42/latest", "/order/42", "/order/42/timeline", "/correlation/c1", "/notifications?limit=5"] {
+        let (status, body) = api.get(uri).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}: {body}");
+        assert_eq!(body, json!({"error": "The database is unavailable; try again later."}), "{uri}");
+    }
+    let (status, body) = api
+        .post(
+            "/send-notification",
+            Some("application/json"),
+            None,
+            r#"{"customerId": "c", "orderId": "42", "event": {"type": "X"}}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["success"], false, "{body}");
+    let text = body.to_string().to_lowercase();
+    assert!(!text.contains("refused") && !text.contains("sqlx") && !text.contains("127.0.0.1"), "{body}");
+}
+
 #[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn latest_keeps_the_original_shape(pool: PgPool) {
     ingest(&pool, saga_events()).await;
@@ -202,14 +233,24 @@ async fn timeline_joins_the_saga(pool: PgPool) {
 #[sqlx::test(migrator = "crate::support::MIGRATOR")]
 async fn a_hot_saga_never_crowds_an_order_out_of_its_timeline(pool: PgPool) {
     let others: Vec<String> = (0..6000)
-        .map(|i| format!(r#"{{"type": "session.step", "correlation_id": "session-1", "payload": {{"order_id": "other-{i}"}}}}"#))
+        .map(|i| {
+            format!(
+                r#"{{"type": "session.step", "correlation_id": "session-1", "payload": {{"order_id": "other-{i}"}}}}"#
+            )
+        })
         .collect();
-    ingest(&pool, others.iter().enumerate().map(|(i, v)| ("s", 0, i as i64, T0 + i as i64, v.as_str())).collect()).await;
-    let own: Vec<String> = (0..3)
-        .map(|i| format!(r#"{{"type": "order.step_{i}", "correlation_id": "session-1", "payload": {{"order_id": "mine"}}}}"#))
-        .collect();
-    ingest(&pool, own.iter().enumerate().map(|(i, v)| ("o", 0, i as i64, T0 + 10_000 + i as i64, v.as_str())).collect())
+    ingest(&pool, others.iter().enumerate().map(|(i, v)| ("s", 0, i as i64, T0 + i as i64, v.as_str())).collect())
         .await;
+    let own: Vec<String> = (0..3)
+        .map(|i| {
+            format!(r#"{{"type": "order.step_{i}", "correlation_id": "session-1", "payload": {{"order_id": "mine"}}}}"#)
+        })
+        .collect();
+    ingest(
+        &pool,
+        own.iter().enumerate().map(|(i, v)| ("o", 0, i as i64, T0 + 10_000 + i as i64, v.as_str())).collect(),
+    )
+    .await;
     let api = Api::new(pool);
     let (status, body) = api.get("/order/mine/timeline").await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -1029,4 +1070,20 @@ async fn a_tail_in_stored_order_never_skips_a_late_record_or_a_late_commit(pool:
     unique.dedup();
     assert_eq!(unique, stored, "every row, the late one too");
     assert_eq!(unique.len(), seen.len(), "no row twice");
+}
+
+/// The original merged records sharing (correlation id, event type, topic)
+/// into one row; here two such records are two rows, each answered.
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
+async fn distinct_records_sharing_saga_type_and_topic_stay_distinct(pool: PgPool) {
+    let value =
+        r#"{"type": "order.status_updated", "correlation_id": "saga-twice", "payload": {"order_id": "o-twice"}}"#;
+    ingest(&pool, vec![("order_events", 0, 7, T0, value), ("order_events", 0, 8, T0 + 1000, value)]).await;
+    let api = Api::new(pool);
+    let (status, body) = api.get("/correlation/saga-twice").await;
+    assert_eq!(status, StatusCode::OK);
+    let offsets: Vec<i64> = body.as_array().unwrap().iter().map(|n| n["kafkaOffset"].as_i64().unwrap()).collect();
+    assert_eq!(offsets, [7, 8], "{body}");
+    let (_, body) = api.get("/order/o-twice").await;
+    assert_eq!(body.as_array().unwrap().len(), 2, "{body}");
 }

@@ -24,9 +24,9 @@ pub fn campus_manifest(topics: &[String]) -> String {
 
 /// The live modules' names on `/normalizers`.
 pub fn live_names(n: &Value) -> Vec<String> {
-    n["modules"].as_array().map_or_else(Vec::new, |m| {
-        m.iter().filter_map(|m| m["name"].as_str().map(str::to_owned)).collect()
-    })
+    n["modules"]
+        .as_array()
+        .map_or_else(Vec::new, |m| m.iter().filter_map(|m| m["name"].as_str().map(str::to_owned)).collect())
 }
 
 fn live<'a>(n: &'a Value, name: &str) -> Option<&'a Value> {
@@ -55,10 +55,13 @@ pub async fn wait_for_modules(ctx: &Ctx, ok: impl Fn(&Value) -> bool, timeout: D
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Err(format!("after {timeout:?}: {}", match last {
-        Ok(n) => n.to_string(),
-        Err(e) => e,
-    }))
+    Err(format!(
+        "after {timeout:?}: {}",
+        match last {
+            Ok(n) => n.to_string(),
+            Err(e) => e,
+        }
+    ))
 }
 
 fn get(path: &str) -> Vec<u8> {
@@ -78,9 +81,11 @@ pub async fn idle(ctx: &Ctx) -> Outcome {
 pub async fn modules(ctx: &Ctx) -> Outcome {
     let mut out = Outcome::default();
     let placed = Instant::now();
-    for (file, fixture, name) in
-        [("sleepy", "fixture_sleepy", "sleepy"), ("spin", "fixture_spin", "spin"), ("hog", "fixture_memory_hog", "memory-hog")]
-    {
+    for (file, fixture, name) in [
+        ("sleepy", "fixture_sleepy", "sleepy"),
+        ("spin", "fixture_spin", "spin"),
+        ("hog", "fixture_memory_hog", "memory-hog"),
+    ] {
         ctx.put(&format!("{file}.wasm"), &ctx.fixture(fixture));
         let topic = ctx.attack_topic(file);
         let manifest = Manifest::new(name, "0.1.0", format!("{file}.wasm"), &[topic.as_str()]);
@@ -242,8 +247,7 @@ pub async fn reads(ctx: &Ctx) -> Outcome {
                         } else {
                             format!("/notifications?event_type=order.paid&{wide}&limit=1000&order=desc")
                         };
-                        let status =
-                            client::hang_up_after(addr, &get(&path), 64 << 10, Duration::from_secs(60)).await;
+                        let status = client::hang_up_after(addr, &get(&path), 64 << 10, Duration::from_secs(60)).await;
                         tally.status(&path, status);
                     }
                     3 => {
@@ -318,9 +322,17 @@ pub async fn reads(ctx: &Ctx) -> Outcome {
     }
     let (answers, not_ok, slowest) = prober.await.unwrap();
     if !not_ok.is_empty() {
-        out.failures.push(format!("/ready failed {} of {answers} times while reads were hammered: {}", not_ok.len(), not_ok[0]));
+        out.failures.push(format!(
+            "/ready failed {} of {answers} times while reads were hammered: {}",
+            not_ok.len(),
+            not_ok[0]
+        ));
     }
-    out.notes.push(format!("/ready 200 {} of {answers} times, slowest {:.2} s", answers - not_ok.len() as u64, slowest.as_secs_f64()));
+    out.notes.push(format!(
+        "/ready 200 {} of {answers} times, slowest {:.2} s",
+        answers - not_ok.len() as u64,
+        slowest.as_secs_f64()
+    ));
     out
 }
 
@@ -331,7 +343,8 @@ pub async fn retention(ctx: &Ctx) -> Outcome {
     let mut out = Outcome::default();
     let before = ctx.metric("notification_maintenance_lock_timeouts_total").await;
     let month = (chrono::Utc::now() - chrono::Duration::days(420)).date_naive();
-    let lo = chrono::NaiveDate::from_ymd_opt(chrono::Datelike::year(&month), chrono::Datelike::month(&month), 1).unwrap();
+    let lo =
+        chrono::NaiveDate::from_ymd_opt(chrono::Datelike::year(&month), chrono::Datelike::month(&month), 1).unwrap();
     let hi = lo.checked_add_months(chrono::Months::new(1)).unwrap();
     let name = format!("notifications_{}", lo.format("%Y_%m"));
     // The long read takes the table first, so that every maintenance run
@@ -408,7 +421,9 @@ pub async fn retention(ctx: &Ctx) -> Outcome {
         .await
     {
         Ok(0) => out.notes.push(format!("the {} expired rows of the default partition deleted", n / 2)),
-        Ok(left) => out.failures.push(format!("{left} of {} expired default-partition rows left after the read", n / 2)),
+        Ok(left) => {
+            out.failures.push(format!("{left} of {} expired default-partition rows left after the read", n / 2))
+        }
         Err(e) => out.failures.push(format!("counting expired rows: {e}")),
     }
     out
@@ -436,7 +451,8 @@ pub async fn methods(ctx: &Ctx) -> Outcome {
     let addr = ctx.addr();
     let n = ctx.size.methods;
     let connections = 16;
-    let paths = ["/notifications", "/health", "/order/o-1", "/no/such/path", "/metrics", "/admin/modules", "/ui", "/ready"];
+    let paths =
+        ["/notifications", "/health", "/order/o-1", "/no/such/path", "/metrics", "/admin/modules", "/ui", "/ready"];
     let mut tasks = Vec::new();
     for c in 0..connections {
         tasks.push(tokio::spawn(async move {
@@ -475,7 +491,11 @@ pub async fn methods(ctx: &Ctx) -> Outcome {
                     methods.iter().collect::<Vec<_>>()
                 ));
             } else {
-                out.failures.push(format!("{} made-up method label values in /metrics: {:?}", unknown.len(), &unknown[..unknown.len().min(5)]));
+                out.failures.push(format!(
+                    "{} made-up method label values in /metrics: {:?}",
+                    unknown.len(),
+                    &unknown[..unknown.len().min(5)]
+                ));
             }
         }
         (b, a) => out.failures.push(format!("reading the method labels: {:?} {:?}", b.err(), a.err())),
@@ -578,8 +598,10 @@ pub async fn bad_requests(ctx: &Ctx) -> Outcome {
         targets.push(t.to_owned());
     }
     targets.push(format!("/order/{}/latest", "o".repeat(5000)));
-    let mut requests: Vec<(String, Vec<u8>)> =
-        targets.iter().map(|t| (format!("GET {}", &t[..t.len().min(80)]), request_bytes("GET", t, &[], b"", true))).collect();
+    let mut requests: Vec<(String, Vec<u8>)> = targets
+        .iter()
+        .map(|t| (format!("GET {}", &t[..t.len().min(80)]), request_bytes("GET", t, &[], b"", true)))
+        .collect();
     let nested = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
     let json = ("Content-Type", "application/json");
     for (what, content_type, body) in [
@@ -588,16 +610,35 @@ pub async fn bad_requests(ctx: &Ctx) -> Outcome {
         ("null", Some("application/json"), "null".to_owned()),
         ("nested 10,000 deep", Some("application/json"), nested.clone()),
         ("an object id", Some("application/json"), r#"{"customerId": {}, "orderId": 1, "event": {"a": 1}}"#.to_owned()),
-        ("a NUL in the event", Some("application/json"), r#"{"customerId": "c", "orderId": "o", "event": {"x": "\u0000"}}"#.to_owned()),
-        ("a huge number", Some("application/json"), r#"{"customerId": "c", "orderId": "o", "event": 1e400}"#.to_owned()),
-        ("a deep event", Some("application/json"), format!(r#"{{"customerId": "c", "orderId": "o", "event": {nested}}}"#)),
+        (
+            "a NUL in the event",
+            Some("application/json"),
+            r#"{"customerId": "c", "orderId": "o", "event": {"x": "\u0000"}}"#.to_owned(),
+        ),
+        (
+            "a huge number",
+            Some("application/json"),
+            r#"{"customerId": "c", "orderId": "o", "event": 1e400}"#.to_owned(),
+        ),
+        (
+            "a deep event",
+            Some("application/json"),
+            format!(r#"{{"customerId": "c", "orderId": "o", "event": {nested}}}"#),
+        ),
         ("text/plain", Some("text/plain"), r#"{"customerId": "c", "orderId": "o", "event": {"a": 1}}"#.to_owned()),
         ("no content type", None, r#"{"customerId": "c", "orderId": "o", "event": {"a": 1}}"#.to_owned()),
         ("a +json type", Some("application/vnd.siege+json"), "{oops".to_owned()),
-        ("over the body limit", Some("application/json"), format!(r#"{{"customerId": "c", "orderId": "o", "event": "{}"}}"#, "x".repeat(1_100_000))),
+        (
+            "over the body limit",
+            Some("application/json"),
+            format!(r#"{{"customerId": "c", "orderId": "o", "event": "{}"}}"#, "x".repeat(1_100_000)),
+        ),
     ] {
         let headers: Vec<(&str, &str)> = content_type.map(|c| vec![("Content-Type", c)]).unwrap_or_default();
-        requests.push((format!("POST /send-notification ({what})"), request_bytes("POST", "/send-notification", &headers, body.as_bytes(), true)));
+        requests.push((
+            format!("POST /send-notification ({what})"),
+            request_bytes("POST", "/send-notification", &headers, body.as_bytes(), true),
+        ));
     }
     let bearer = format!("Bearer {}", ctx.admin_token);
     for (what, auth, body) in [
@@ -607,18 +648,28 @@ pub async fn bad_requests(ctx: &Ctx) -> Outcome {
         ("unknown fields", Some(bearer.as_str()), r#"{"manifest": "", "component": "", "extra": 1}"#.to_owned()),
         ("bad base64", Some(bearer.as_str()), r#"{"manifest": "name = 1", "component": "!!!"}"#.to_owned()),
         ("a bad manifest", Some(bearer.as_str()), r#"{"manifest": "not toml [", "component": "AGFzbQ=="}"#.to_owned()),
-        ("not a component", Some(bearer.as_str()), serde_json::json!({
-            "manifest": Manifest::new("x", "1.0.0", "x.wasm", &["x"]).to_toml().unwrap(),
-            "component": base64::engine::general_purpose::STANDARD.encode(b"\0asm\x01\0\0\0"),
-        }).to_string()),
+        (
+            "not a component",
+            Some(bearer.as_str()),
+            serde_json::json!({
+                "manifest": Manifest::new("x", "1.0.0", "x.wasm", &["x"]).to_toml().unwrap(),
+                "component": base64::engine::general_purpose::STANDARD.encode(b"\0asm\x01\0\0\0"),
+            })
+            .to_string(),
+        ),
     ] {
         let mut headers = vec![json];
         if let Some(a) = auth {
             headers.push(("Authorization", a));
         }
-        requests.push((format!("POST /admin/modules ({what})"), request_bytes("POST", "/admin/modules", &headers, body.as_bytes(), true)));
+        requests.push((
+            format!("POST /admin/modules ({what})"),
+            request_bytes("POST", "/admin/modules", &headers, body.as_bytes(), true),
+        ));
     }
-    for (method, path) in [("POST", "/openapi.json"), ("DELETE", "/notifications"), ("PUT", "/order/x"), ("PATCH", "/ready")] {
+    for (method, path) in
+        [("POST", "/openapi.json"), ("DELETE", "/notifications"), ("PUT", "/order/x"), ("PATCH", "/ready")]
+    {
         requests.push((format!("{method} {path}"), request_bytes(method, path, &[], b"", true)));
     }
     let requests = std::sync::Arc::new(requests);
@@ -768,7 +819,9 @@ pub async fn cache(ctx: &Ctx) -> Outcome {
     let reloaded = Instant::now();
     ctx.put("campus-delivery.toml", &text);
     match wait_for_modules(ctx, |n| live_names(n) == ["campus-delivery"], Duration::from_secs(120)).await {
-        Ok(_) => out.notes.push(format!("campus-delivery live again {:.1} s after its manifest", reloaded.elapsed().as_secs_f64())),
+        Ok(_) => out
+            .notes
+            .push(format!("campus-delivery live again {:.1} s after its manifest", reloaded.elapsed().as_secs_f64())),
         Err(e) => out.failures.push(format!("campus-delivery did not come back: {e}")),
     }
     let log = ctx.host.log_text();
@@ -824,7 +877,9 @@ pub async fn stall(ctx: &Ctx) -> Outcome {
             after.as_secs_f64(),
             body.chars().take(200).collect::<String>()
         )),
-        (None, Some(body)) => out.failures.push(format!("/ready/ingest reported the stall without its culprit: {body}")),
+        (None, Some(body)) => {
+            out.failures.push(format!("/ready/ingest reported the stall without its culprit: {body}"))
+        }
         (None, None) => out.failures.push(format!("/ready/ingest never reported the stall in {hold:?}")),
     }
     let started = Instant::now();
@@ -842,7 +897,9 @@ pub async fn stall(ctx: &Ctx) -> Outcome {
 }
 
 async fn ready_ingest(addr: SocketAddr) -> Option<(u16, String)> {
-    let a = client::once(addr, &request_bytes("GET", "/ready/ingest", &[], b"", true), Duration::from_secs(3)).await.ok()?;
+    let a = client::once(addr, &request_bytes("GET", "/ready/ingest", &[], b"", true), Duration::from_secs(3))
+        .await
+        .ok()?;
     Some((a.status, a.text().unwrap_or_default()))
 }
 
@@ -865,7 +922,8 @@ pub async fn outage(ctx: &Ctx) -> Outcome {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     if assigned.is_none() {
-        out.failures.push(format!("the second host never got partitions; its log:\n{}", super::tail(&second.log_text(), 20)));
+        out.failures
+            .push(format!("the second host never got partitions; its log:\n{}", super::tail(&second.log_text(), 20)));
     }
     // Let it ingest a moment, then take the database away.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -886,7 +944,9 @@ pub async fn outage(ctx: &Ctx) -> Outcome {
     // Not ready while the database is down (the host looks every 2 s).
     let mut ready_during: Vec<(Duration, u16, String)> = Vec::new();
     while stopped.elapsed() < ctx.size.outage {
-        if let Ok(a) = client::once(ctx.addr(), &request_bytes("GET", "/ready", &[], b"", true), Duration::from_secs(3)).await {
+        if let Ok(a) =
+            client::once(ctx.addr(), &request_bytes("GET", "/ready", &[], b"", true), Duration::from_secs(3)).await
+        {
             ready_during.push((stopped.elapsed(), a.status, a.text().unwrap_or_default()));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -904,10 +964,16 @@ pub async fn outage(ctx: &Ctx) -> Outcome {
             second.kill();
         }
     }
-    out.notes.push(format!("PostgreSQL down {:.1} s; second host peak RSS {} MiB", down.as_secs_f64(), ctx.other_peak_kib() / 1024));
+    out.notes.push(format!(
+        "PostgreSQL down {:.1} s; second host peak RSS {} MiB",
+        down.as_secs_f64(),
+        ctx.other_peak_kib() / 1024
+    ));
     ctx.watch_other(0);
     match ready_during.iter().find(|(_, status, body)| *status == 503 && body.contains("database")) {
-        Some((after, _, _)) => out.notes.push(format!("/ready said 503 (the database) {:.1} s into the outage", after.as_secs_f64())),
+        Some((after, _, _)) => {
+            out.notes.push(format!("/ready said 503 (the database) {:.1} s into the outage", after.as_secs_f64()))
+        }
         None => out.failures.push(format!(
             "/ready never said the database was down: {:?}",
             ready_during.iter().map(|(_, s, _)| *s).collect::<Vec<_>>()
@@ -915,7 +981,9 @@ pub async fn outage(ctx: &Ctx) -> Outcome {
     }
     let started = Instant::now();
     loop {
-        match client::once(ctx.addr(), &request_bytes("GET", "/ready/ingest", &[], b"", true), Duration::from_secs(3)).await {
+        match client::once(ctx.addr(), &request_bytes("GET", "/ready/ingest", &[], b"", true), Duration::from_secs(3))
+            .await
+        {
             Ok(a) if a.status == 200 => break,
             _ if started.elapsed() > Duration::from_secs(120) => {
                 out.failures.push("the host did not ingest again within 120 s of the database's return".into());

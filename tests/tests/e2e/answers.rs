@@ -59,7 +59,10 @@ async fn send_all(producer: &FutureProducer, records: &[(String, String, String,
                     pending.push((topic.clone(), delivery));
                     break;
                 }
-                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    _,
+                )) => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err((e, _)) => panic!("cannot produce to {topic}: {e}"),
@@ -153,7 +156,7 @@ async fn late_skewed_and_placeholder_records_under_a_tailing_client() {
         let ts = match kind {
             Kind::Late => now_ms - 1_000 - (mix(order as u64 ^ step as u64) % 599_000) as i64,
             Kind::Skewed if order % 2 == 0 => 4_070_908_800_000, // 2099-01-01
-            Kind::Skewed => now_ms * 1000,                        // microseconds as milliseconds
+            Kind::Skewed => now_ms * 1000,                       // microseconds as milliseconds
             _ => now_ms,
         };
         (topic, order_id, value, ts)
@@ -264,11 +267,12 @@ async fn late_skewed_and_placeholder_records_under_a_tailing_client() {
     }
     println!("checked {orders} orders' latest and timeline ({:.1} s)", started.elapsed().as_secs_f64());
     // The skewed records say what happened to their time.
-    let adjusted: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM notifications WHERE ingest_note LIKE '%ordered by when it was stored%'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let adjusted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM notifications WHERE ingest_note LIKE '%ordered by when it was stored%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(adjusted as usize, kinds(Kind::Skewed));
 }
 
