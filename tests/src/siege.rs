@@ -555,11 +555,13 @@ fn sample_memory(peaks: Arc<Peaks>, stop: Arc<AtomicBool>) -> std::thread::JoinH
     })
 }
 
+/// One poll: (ready status, ingest status, ingest body when not 200).
+type ReadinessPoll = (Option<u16>, Option<u16>, String);
+
 /// What `/ready` and `/ready/ingest` answered, polled all along.
 #[derive(Default)]
 struct Readiness {
-    /// (ready status, ingest status, ingest body when not 200).
-    seen: Mutex<Vec<(Option<u16>, Option<u16>, String)>>,
+    seen: Mutex<Vec<ReadinessPoll>>,
 }
 
 fn watch_readiness(addr: SocketAddr, readiness: Arc<Readiness>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
@@ -1133,7 +1135,7 @@ async fn missing(ctx: &Ctx, sent: &[Sent], timeout: Duration) -> Vec<(String, i3
         let mut missing = Vec::new();
         for ((topic, partition), offsets) in &window {
             let (lo, hi) = (*offsets.iter().min().unwrap(), *offsets.iter().max().unwrap());
-            let stored: Vec<i64> = match sqlx::query_scalar(
+            let stored: Vec<i64> = sqlx::query_scalar(
                 "SELECT kafka_offset FROM notifications WHERE source_topic = $1 AND kafka_partition = $2 \
                  AND kafka_offset BETWEEN $3 AND $4",
             )
@@ -1143,13 +1145,8 @@ async fn missing(ctx: &Ctx, sent: &[Sent], timeout: Duration) -> Vec<(String, i3
             .bind(hi)
             .fetch_all(&ctx.pool)
             .await
-            {
-                Ok(s) => s,
-                Err(_) => {
-                    // The database is not back yet: everything counts as missing.
-                    Vec::new()
-                }
-            };
+            // The database is not back yet: everything counts as missing.
+            .unwrap_or_default();
             let stored: HashSet<i64> = stored.into_iter().collect();
             for o in offsets {
                 if !stored.contains(o) {

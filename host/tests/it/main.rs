@@ -14,6 +14,7 @@ mod deploy;
 mod docs;
 mod golden;
 mod hostile_records;
+mod house;
 mod legacy;
 mod renormalize;
 mod retention;

@@ -123,7 +123,7 @@ pub async fn modules(ctx: &Ctx) -> Outcome {
             ledger.send(&producer, mem, other.as_bytes()),
         );
         if live_after.is_none()
-            && i % rate == 0
+            && i.is_multiple_of(rate)
             && let Ok(n) = ctx.normalizers().await
             && ["sleepy", "spin", "memory-hog"].iter().all(|m| live(&n, m).is_some())
         {
@@ -242,7 +242,7 @@ pub async fn reads(ctx: &Ctx) -> Outcome {
                     }
                     2 => {
                         // Hang up after the first 64 KB.
-                        let path = if j % 2 == 0 {
+                        let path = if j.is_multiple_of(2) {
                             format!("/order/{hot}?limit=10000")
                         } else {
                             format!("/notifications?event_type=order.paid&{wide}&limit=1000&order=desc")

@@ -145,7 +145,7 @@ async fn late_skewed_and_placeholder_records_under_a_tailing_client() {
     let record = |order: usize, step: usize, kind: Kind, now_ms: i64| {
         let topic = topics[order % topics.len()].clone();
         let order_id = format!("{prefix}-o{order}");
-        let saga = if order % 20 == 0 { hot.clone() } else { format!("{prefix}-saga-{order}") };
+        let saga = if order.is_multiple_of(20) { hot.clone() } else { format!("{prefix}-saga-{order}") };
         let named = match kind {
             Kind::Placeholder => PLACEHOLDER_IDS[order % PLACEHOLDER_IDS.len()].to_owned(),
             _ => order_id.clone(),
@@ -155,8 +155,8 @@ async fn late_skewed_and_placeholder_records_under_a_tailing_client() {
         );
         let ts = match kind {
             Kind::Late => now_ms - 1_000 - (mix(order as u64 ^ step as u64) % 599_000) as i64,
-            Kind::Skewed if order % 2 == 0 => 4_070_908_800_000, // 2099-01-01
-            Kind::Skewed => now_ms * 1000,                       // microseconds as milliseconds
+            Kind::Skewed if order.is_multiple_of(2) => 4_070_908_800_000, // 2099-01-01
+            Kind::Skewed => now_ms * 1000,                                // microseconds as milliseconds
             _ => now_ms,
         };
         (topic, order_id, value, ts)

@@ -13,13 +13,11 @@ use super::{ASSETS, Nav};
 use crate::modules::{ModuleInfo, Rejection};
 use crate::storage::{EventSummary, IdKind, Notification, RecentOrder};
 
-/// Longest id shown whole; longer ones are cut (with the whole id in the
-/// link and its tooltip).
+/// Longest id shown whole; longer ones are cut (whole in link and tooltip).
 const ID_CHARS: usize = 64;
 /// Longest error or note shown on a card.
 const NOTE_CHARS: usize = 300;
-/// Most of a value or document shown on a record's page; the rest is a
-/// link away.
+/// Most of a value or document shown on a record's page (the rest: a link).
 pub const VALUE_SHOWN_BYTES: usize = 64 << 10;
 /// Most bytes of a value that is not UTF-8 shown as hex.
 const HEX_SHOWN_BYTES: usize = 8 << 10;
