@@ -356,7 +356,8 @@ pub struct PipelineConfig {
     #[arg(long, env = env::BATCH_MAX_BYTES, value_parser = clap::value_parser!(u64).range(1..=(256 << 20)))]
     pub batch_max_bytes: Option<u64>,
 
-    /// Longest a record waits for its batch to fill before it is written.
+    /// Longest a record waits for its batch to fill while every writer is
+    /// busy. While one is free, what has gathered is written within 2 ms.
     #[arg(long, env = env::BATCH_LINGER, default_value = "100ms", value_parser = parse_duration)]
     pub batch_linger: Duration,
 

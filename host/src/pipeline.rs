@@ -190,7 +190,9 @@ async fn discover_topics(
 /// Under load batches are in flight, so they still fill up.
 struct InFlight {
     batches: AtomicUsize,
-    /// Signalled when the last batch in flight is written.
+    /// How many parts can be written at once (`DATABASE_WRITERS`).
+    writers: usize,
+    /// Signalled when a writer becomes free.
     idle: tokio::sync::Notify,
     /// When a part was last written (or the pipeline started): what the
     /// stall watchdog measures.
@@ -204,14 +206,16 @@ impl InFlight {
     fn new(writers: usize) -> InFlight {
         InFlight {
             batches: AtomicUsize::new(0),
+            writers: writers.max(1),
             idle: tokio::sync::Notify::new(),
             last_progress: std::sync::Mutex::new(std::time::Instant::now()),
             activity: std::sync::Mutex::new(vec![None; writers + 1]),
         }
     }
 
-    fn none(&self) -> bool {
-        self.batches.load(Ordering::Acquire) == 0
+    /// Whether a writer is free: fewer parts in flight than writers.
+    fn writer_free(&self) -> bool {
+        self.batches.load(Ordering::Acquire) < self.writers
     }
 
     fn waiting(&self) -> usize {
@@ -223,12 +227,12 @@ impl InFlight {
         self.batches.fetch_add(n, Ordering::AcqRel);
     }
 
-    /// One was written; the last one wakes the batcher.
+    /// One was written; when that frees a writer, the batcher is woken.
     fn finished(&self) {
         if let Ok(mut at) = self.last_progress.lock() {
             *at = std::time::Instant::now();
         }
-        if self.batches.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.batches.fetch_sub(1, Ordering::AcqRel) <= self.writers {
             self.idle.notify_one();
         }
     }

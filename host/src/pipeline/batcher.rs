@@ -22,8 +22,11 @@ use crate::record::Record;
 /// partitions to keep polling (and so its group membership).
 const PAUSE_AFTER: Duration = Duration::from_secs(5);
 
-/// How long a batch waits for more records when nothing is in flight: long
-/// enough to take in the rest of a fetch, short against a write.
+/// How long a batch waits for more records while a writer is free: long
+/// enough to take in the rest of a fetch, short against a write. Batching
+/// adapts to the load: while the writers are busy, records gather (up to
+/// `BATCH_LINGER`, `BATCH_SIZE` and the byte budget) and are written
+/// together; as soon as one is free, what has gathered goes.
 pub(super) const IDLE_LINGER: Duration = Duration::from_millis(2);
 
 /// The poll loop's state.
@@ -37,8 +40,8 @@ pub(super) struct Batcher {
     /// How long a record waits for its batch to fill while batches are in
     /// flight (`BATCH_LINGER`).
     linger: Duration,
-    /// Batches the later stages hold; while none, a batch waits only
-    /// [`IDLE_LINGER`].
+    /// Batches the later stages hold; while a writer is free, a batch waits
+    /// only [`IDLE_LINGER`].
     in_flight: Arc<InFlight>,
     /// The batch being filled, and its record bytes.
     batch: Vec<Record>,
@@ -81,10 +84,10 @@ impl Batcher {
         self.deadline = None;
     }
 
-    /// How long a new batch may wait: the whole linger while batches are in
-    /// flight (they overlap with it), a moment when none is.
+    /// How long a new batch may wait: the whole linger while every writer
+    /// is busy (the wait overlaps their writes), a moment while one is free.
     fn linger_now(&self) -> Duration {
-        if self.in_flight.none() { IDLE_LINGER.min(self.linger) } else { self.linger }
+        if self.in_flight.writer_free() { IDLE_LINGER.min(self.linger) } else { self.linger }
     }
 
     /// Polls and batches until `shutdown`, then hands over what it holds,
@@ -116,9 +119,9 @@ impl Batcher {
                 }
                 () = sleep_until(linger), if linger.is_some() => self.close_batch(),
                 () = in_flight.idle.notified(), if !self.batch.is_empty() && self.pending.is_none() => {
-                    // The later stages just went idle: the batch in hand need
-                    // not wait out its linger.
-                    if self.in_flight.none() {
+                    // A writer just became free: the batch in hand need not
+                    // wait out its linger.
+                    if self.in_flight.writer_free() {
                         let soon = Instant::now() + IDLE_LINGER.min(self.linger);
                         self.deadline = Some(self.deadline.map_or(soon, |d| d.min(soon)));
                     }

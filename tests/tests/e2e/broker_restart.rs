@@ -73,3 +73,60 @@ async fn broker_restarts_under_load_lose_nothing() {
         caught_up.as_secs_f64()
     );
 }
+
+/// A broker outage never takes the read API down: while the broker is
+/// dead, a client reading orders gets every answer, and `/ready` (what the
+/// readiness probe of an `all` or `api` replica asks) stays 200, while
+/// `/ready/ingest` says the consumer side is not ready. Before this, a
+/// readiness probe on `/ready` removed every replica from the Service about
+/// 45 s into a broker outage. Afterwards ingestion resumes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_read_api_stays_ready_while_the_broker_is_down() {
+    let mut broker = Broker::start_persistent();
+    let prefix = unique("brkread");
+    let (db_url, pool) = fresh_database("brkread").await;
+    let topic = format!("{prefix}-orders");
+    broker.kafka().create_topic(&topic, 1).await;
+    let mut options = HostOptions::new(&db_url, &prefix);
+    options.env.push(("KAFKA_BOOTSTRAP_SERVERS".into(), broker.bootstrap.clone()));
+    let host = Host::start(&options);
+    host.wait_ready(Duration::from_secs(60));
+    let producer = broker.kafka().unbatched_producer();
+    let value = |n: u32| format!(r#"{{"type": "order.updated", "payload": {{"order_id": "{prefix}-o1", "n": {n}}}}}"#);
+    produce(&producer, &Out::new(&topic, value(1))).await;
+    wait_for_rows(&pool, &prefix, 1, Duration::from_secs(60)).await;
+    let latest = format!("/order/{prefix}-o1/latest");
+
+    broker.kill();
+    let killed = Instant::now();
+    // Read until the host has noticed the outage on its consumer side, and
+    // 10 s beyond.
+    let (mut reads, mut noticed_after): (u32, Option<Duration>) = (0, None);
+    while noticed_after.is_none_or(|t| killed.elapsed() < t + Duration::from_secs(10)) {
+        assert!(killed.elapsed() < Duration::from_secs(150), "/ready/ingest never noticed the broker outage");
+        let (status, body) = http_get(host.http, &latest).expect("the host answers");
+        assert_eq!(status, 200, "{:.1} s into the outage, {latest}: {body}", killed.elapsed().as_secs_f64());
+        let (status, body) = http_get(host.http, "/ready").expect("the host answers");
+        assert_eq!(status, 200, "{:.1} s into the outage, /ready: {body}", killed.elapsed().as_secs_f64());
+        reads += 1;
+        if noticed_after.is_none()
+            && let Some((503, _)) = http_get(host.http, "/ready/ingest")
+        {
+            noticed_after = Some(killed.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let noticed_after = noticed_after.unwrap();
+    eprintln!(
+        "broker down {:.0} s: {reads} reads and /ready all 200; /ready/ingest 503 after {:.1} s",
+        killed.elapsed().as_secs_f64(),
+        noticed_after.as_secs_f64()
+    );
+
+    broker.start();
+    produce(&broker.kafka().unbatched_producer(), &Out::new(&topic, value(2))).await;
+    wait_for_rows(&pool, &prefix, 2, Duration::from_secs(120)).await;
+    let (status, body) = http_get(host.http, &latest).unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains(r#""kafkaOffset":1,"#), "the record produced after the outage is the latest: {body}");
+}
