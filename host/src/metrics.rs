@@ -41,6 +41,19 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    pub stage: &'static str,
+}
+
+/// The pipeline's stages, as `stage` labels of `pipeline_stage_seconds`:
+/// a batch filling (from its first record's arrival), waiting for and
+/// spent in the normalize stage, a part waiting for and spent in its
+/// writer's transaction, storing its offsets, and its oldest record's whole
+/// time in the process (arrival to offsets stored).
+pub const STAGES: [&str; 7] =
+    ["batching", "normalize_wait", "normalize", "write_wait", "write", "offsets", "in_process"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModuleLabels {
     pub module: String,
     pub version: String,
@@ -104,6 +117,7 @@ pub struct Metrics {
     pub module_info: Family<ModuleInfoLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub batch_write_seconds: Histogram,
     pub batch_records: Histogram,
+    pub stage_seconds: Family<StageLabel, Histogram>,
     pub consumer_lag: Family<PartitionLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub database_up: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub http_requests: Family<RequestLabels, Counter<u64, AtomicU64>>,
@@ -151,6 +165,9 @@ impl Default for Metrics {
         let module_info = Family::default();
         let batch_write_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let batch_records = Histogram::new(exponential_buckets(1.0, 4.0, 10));
+        let stage_seconds = Family::<StageLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_1, 2.0, 18))
+        });
         let consumer_lag = Family::default();
         let database_up = Gauge::default();
         let http_requests = Family::default();
@@ -200,6 +217,11 @@ impl Default for Metrics {
             batch_write_seconds.clone(),
         );
         registry.register("batch_records", "Records per written batch", batch_records.clone());
+        registry.register(
+            "pipeline_stage_seconds",
+            "Time a batch spends in each stage of the pipeline, and its oldest record in the process (in_process)",
+            stage_seconds.clone(),
+        );
         registry.register("consumer_lag", "Records behind the partition's high watermark", consumer_lag.clone());
         registry.register("database_up", "1 when the database answers", database_up.clone());
         registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
@@ -269,6 +291,7 @@ impl Default for Metrics {
             module_info,
             batch_write_seconds,
             batch_records,
+            stage_seconds,
             consumer_lag,
             database_up,
             http_requests,
@@ -284,6 +307,11 @@ impl Default for Metrics {
 pub const DEFAULT_MAX_TOPICS: usize = 1000;
 
 impl Metrics {
+    /// Observes `took` for one of the pipeline's [`STAGES`].
+    pub fn stage(&self, stage: &'static str, took: std::time::Duration) {
+        self.stage_seconds.get_or_create(&StageLabel { stage }).observe(took.as_secs_f64());
+    }
+
     /// The metrics, giving at most `max_topics` topics labels of their own.
     pub fn with_max_topics(max_topics: usize) -> Metrics {
         Metrics { max_topics, ..Metrics::default() }

@@ -31,7 +31,7 @@ mod writer;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -52,7 +52,32 @@ use writer::Writer;
 const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A batch (or a writer's part of one) ready for the database.
+/// A batch on its way to the normalize stage.
+struct Batch {
+    records: Vec<Record>,
+    /// When its first record was received, and when it was handed over.
+    arrived: Instant,
+    handed: Instant,
+}
+
+/// When a part's oldest record was received and when the part was sent to
+/// its writer: the stage histograms' marks.
+#[derive(Debug, Clone, Copy)]
+struct Marks {
+    arrived: Instant,
+    sent: Instant,
+}
+
+impl Default for Marks {
+    fn default() -> Self {
+        let now = Instant::now();
+        Marks { arrived: now, sent: now }
+    }
+}
+
 struct Prepared {
+    /// When its oldest record arrived, and when it was sent to its writer.
+    marks: Marks,
     rows: Vec<StoredRow>,
     /// The highest offset in the batch per (topic, partition).
     last_offsets: HashMap<(String, i32), i64>,
@@ -80,7 +105,7 @@ pub struct Pipeline {
 /// (they are redelivered on the next start and stored then).
 pub async fn run(pipeline: Pipeline, shutdown: CancellationToken, give_up: CancellationToken) -> anyhow::Result<()> {
     let Pipeline { consumer, db, modules, status, metrics, kafka_config, config, db_config } = pipeline;
-    let (batch_tx, batch_rx) = mpsc::channel::<Vec<Record>>(1);
+    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
     let in_flight = Arc::new(InFlight::new(config.writers.max(1) as usize));
     // One lane per writer: a batch is split by partition (see `Dispatch`).
     let dispatch = Arc::new(Dispatch::new(config.writers.max(1) as usize));
@@ -129,7 +154,7 @@ pub async fn run(pipeline: Pipeline, shutdown: CancellationToken, give_up: Cance
     // broker must not stop consumption while it waits.
     let discovery =
         tokio::spawn(discover_topics(consumer.clone(), kafka_config.clone(), status.clone(), shutdown.clone()));
-    Batcher::new(consumer.clone(), &config, in_flight.clone()).run(batch_tx, &shutdown).await;
+    Batcher::new(consumer.clone(), &config, in_flight.clone(), metrics.clone()).run(batch_tx, &shutdown).await;
     discovery.abort();
     watchdog.abort();
 

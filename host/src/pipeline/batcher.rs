@@ -13,9 +13,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::InFlight;
+use super::{Batch, InFlight};
 use crate::config::PipelineConfig;
 use crate::kafka::{self, HostConsumer};
+use crate::metrics::Metrics;
 use crate::record::Record;
 
 /// How long the poll loop waits on a stalled writer before it pauses its
@@ -43,20 +44,29 @@ pub(super) struct Batcher {
     /// Batches the later stages hold; while a writer is free, a batch waits
     /// only [`IDLE_LINGER`].
     in_flight: Arc<InFlight>,
-    /// The batch being filled, and its record bytes.
+    /// Where the time a batch spent filling is observed.
+    metrics: Arc<Metrics>,
+    /// The batch being filled, its record bytes, and when its first record
+    /// was received.
     batch: Vec<Record>,
     batch_bytes: usize,
+    arrived: Option<std::time::Instant>,
     /// When the batch in hand must go, whether full or not.
     deadline: Option<Instant>,
     /// A full (or lingered) batch waiting for the normalize stage to take it.
-    pending: Option<Vec<Record>>,
+    pending: Option<(Vec<Record>, std::time::Instant)>,
     /// Whether the partitions are paused (the later stages were blocked for
     /// [`PAUSE_AFTER`]).
     paused: bool,
 }
 
 impl Batcher {
-    pub fn new(consumer: Arc<HostConsumer>, config: &PipelineConfig, in_flight: Arc<InFlight>) -> Batcher {
+    pub fn new(
+        consumer: Arc<HostConsumer>,
+        config: &PipelineConfig,
+        in_flight: Arc<InFlight>,
+        metrics: Arc<Metrics>,
+    ) -> Batcher {
         let batch_size = config.batch_size as usize;
         Batcher {
             consumer,
@@ -65,8 +75,10 @@ impl Batcher {
                 .unwrap_or(usize::MAX),
             linger: config.batch_linger,
             in_flight,
+            metrics,
             batch: Vec::with_capacity(batch_size),
             batch_bytes: 0,
+            arrived: None,
             deadline: None,
             pending: None,
             paused: false,
@@ -79,7 +91,9 @@ impl Batcher {
 
     /// Moves the batch in hand to `pending`.
     fn close_batch(&mut self) {
-        self.pending = Some(std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size)));
+        let records = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
+        let arrived = self.arrived.take().unwrap_or_else(std::time::Instant::now);
+        self.pending = Some((records, arrived));
         self.batch_bytes = 0;
         self.deadline = None;
     }
@@ -92,7 +106,7 @@ impl Batcher {
 
     /// Polls and batches until `shutdown`, then hands over what it holds,
     /// in order, and closes the channel.
-    pub async fn run(mut self, batches: mpsc::Sender<Vec<Record>>, shutdown: &CancellationToken) {
+    pub async fn run(mut self, batches: mpsc::Sender<Batch>, shutdown: &CancellationToken) {
         let mut blocked_since: Option<Instant> = None;
         loop {
             if self.pending.is_none() && self.full() {
@@ -108,9 +122,11 @@ impl Batcher {
                 () = shutdown.cancelled() => break,
                 permit = batches.reserve(), if self.pending.is_some() => {
                     let Ok(permit) = permit else { break };
-                    if let Some(records) = self.pending.take() {
+                    if let Some((records, arrived)) = self.pending.take() {
                         self.in_flight.started(1);
-                        permit.send(records);
+                        let handed = std::time::Instant::now();
+                        self.metrics.stage("batching", handed.duration_since(arrived));
+                        permit.send(Batch { records, arrived, handed });
                     }
                     if self.paused {
                         kafka::set_paused(&self.consumer, false);
@@ -142,6 +158,7 @@ impl Batcher {
                     Ok(message) => {
                         if self.batch.is_empty() {
                             self.deadline = Some(Instant::now() + self.linger_now());
+                            self.arrived = Some(std::time::Instant::now());
                         }
                         let record = kafka::to_record(&message);
                         self.batch_bytes += record_bytes(&record);
@@ -156,9 +173,12 @@ impl Batcher {
         }
 
         // Shutdown: hand over what is in hand, in order.
-        for records in [self.pending.take(), Some(self.batch)].into_iter().flatten().filter(|b| !b.is_empty()) {
+        let arrived = self.arrived.unwrap_or_else(std::time::Instant::now);
+        let last = Some((self.batch, arrived));
+        for (records, arrived) in [self.pending.take(), last].into_iter().flatten().filter(|(b, _)| !b.is_empty()) {
             self.in_flight.started(1);
-            if batches.send(records).await.is_err() {
+            let batch = Batch { records, arrived, handed: std::time::Instant::now() };
+            if batches.send(batch).await.is_err() {
                 break;
             }
         }

@@ -62,7 +62,12 @@ impl Dispatch {
         }
         drop(state);
         let mut parts: Vec<Prepared> = (0..lanes)
-            .map(|_| Prepared { rows: Vec::new(), last_offsets: HashMap::new(), per_topic: HashMap::new() })
+            .map(|_| Prepared {
+                marks: batch.marks,
+                rows: Vec::new(),
+                last_offsets: HashMap::new(),
+                per_topic: HashMap::new(),
+            })
             .collect();
         for row in batch.rows {
             let key = (row.source_topic.clone(), row.kafka_partition.unwrap_or_default());
@@ -126,7 +131,7 @@ mod tests {
                 )
             })
             .collect();
-        Prepared { rows, last_offsets, per_topic: HashMap::new() }
+        Prepared { marks: Default::default(), rows, last_offsets, per_topic: HashMap::new() }
     }
 
     fn lanes_of(parts: &[Option<Prepared>]) -> Vec<Vec<(String, i32)>> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::dispatch::Dispatch;
-use super::{InFlight, Prepared};
+use super::{Batch, InFlight, Marks, Prepared};
 use crate::config::ValueCompression;
 use crate::metrics::{Metrics, NormalizerLabel};
 use crate::modules::Modules;
@@ -34,8 +34,10 @@ pub(super) struct NormalizeStage {
 
 impl NormalizeStage {
     /// Normalizes every batch it is given until the channel closes.
-    pub async fn run(self, mut batches: mpsc::Receiver<Vec<Record>>) {
-        while let Some(records) = batches.recv().await {
+    pub async fn run(self, mut batches: mpsc::Receiver<Batch>) {
+        while let Some(Batch { records, arrived, handed }) = batches.recv().await {
+            self.metrics.stage("normalize_wait", handed.elapsed());
+            let normalizing = std::time::Instant::now();
             let (modules, metrics, dispatch) = (self.modules.clone(), self.metrics.clone(), self.dispatch.clone());
             let (compression, time_rule) = (self.compression, self.time_rule);
             self.in_flight.doing(0, Some(format!("normalizing {} records", records.len())));
@@ -44,8 +46,13 @@ impl NormalizeStage {
             })
             .await;
             self.in_flight.doing(0, None);
+            self.metrics.stage("normalize", normalizing.elapsed());
             match prepared {
-                Ok(parts) => {
+                Ok(mut parts) => {
+                    let marks = Marks { arrived, sent: std::time::Instant::now() };
+                    for part in parts.iter_mut().flatten() {
+                        part.marks = marks;
+                    }
                     // The batch was counted once; each part is written apart.
                     let sent = parts.iter().filter(|p| p.is_some()).count();
                     self.in_flight.started(sent.saturating_sub(1));
@@ -106,5 +113,5 @@ fn prepare(
     for (topic, n) in &per_topic {
         metrics.consumed.get_or_create(&metrics.topic(topic)).inc_by(*n);
     }
-    Prepared { rows, last_offsets, per_topic }
+    Prepared { marks: Marks::default(), rows, last_offsets, per_topic }
 }

@@ -46,6 +46,7 @@ impl Writer {
     /// written.
     pub async fn run(mut self, mut parts: mpsc::Receiver<Prepared>) -> bool {
         while let Some(part) = parts.recv().await {
+            self.metrics.stage("write_wait", part.marks.sent.elapsed());
             self.in_flight.doing(self.lane + 1, Some(format!("writing {} rows", part.rows.len())));
             let written = self.write(&part).await;
             self.in_flight.doing(self.lane + 1, None);
@@ -73,9 +74,11 @@ impl Writer {
             }
         }
         let span = tracing::info_span!("batch", rows = part.rows.len(), topics = part.per_topic.len());
+        let writing = std::time::Instant::now();
         if !self.write_with_retry(&part.rows).instrument(span).await {
             return false;
         }
+        self.metrics.stage("write", writing.elapsed());
         self.metrics.batch_write_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.batch_records.observe(part.rows.len() as f64);
         for (topic, n) in &part.per_topic {
@@ -83,9 +86,12 @@ impl Writer {
         }
         let consumer = self.consumer.clone();
         let offsets = part.last_offsets.clone();
+        let storing = std::time::Instant::now();
         if let Err(error) = tokio::task::spawn_blocking(move || kafka::store_offsets(&consumer, &offsets)).await {
             tracing::error!(%error, "Storing offsets failed.");
         }
+        self.metrics.stage("offsets", storing.elapsed());
+        self.metrics.stage("in_process", part.marks.arrived.elapsed());
         true
     }
 

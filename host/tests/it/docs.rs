@@ -280,6 +280,7 @@ fn metrics_with_a_sample_each() -> Metrics {
     m.consumer_lag.get_or_create(&PartitionLabels { topic: "t".into(), partition: 0 }).set(0);
     m.http_requests.get_or_create(&RequestLabels { route: "/r".into(), method: "GET", status: 200 }).inc();
     m.http_seconds.get_or_create(&RouteLabel { route: "/r".into() }).observe(0.1);
+    m.stage("write", std::time::Duration::from_millis(1));
     m
 }
 

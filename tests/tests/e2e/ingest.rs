@@ -153,6 +153,17 @@ async fn every_topic_every_shape_stored_exactly_once() {
         meta.get::<String, _>(17),
         r#"[{"key": "producer", "value": "payment-service"}, {"key": "producer", "value": null}, {"key": "bin", "value_b64": "3q0A"}, {"key": "�n�", "value": "after", "key_b64": "/27+"}, {"key": "last", "value": null}]"#
     );
+    // Where the batches spent their time: every stage observed each batch.
+    let (status, metrics) = http_get(host.http, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let count = |stage: &str| -> f64 {
+        let line = format!("notification_pipeline_stage_seconds_count{{stage=\"{stage}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&line)?.parse().ok()).unwrap_or(0.0)
+    };
+    for stage in notification_host::metrics::STAGES {
+        assert!(count(stage) >= 1.0, "no batch observed in stage {stage}");
+    }
+    assert!(count("write") >= count("batching") - 1.0, "batching {} write {}", count("batching"), count("write"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,11 +8,17 @@
 //!    group three ways: the built-in default, the `default` component routed
 //!    for every topic, and the `campus-delivery` component.
 //! 4. Per-record normalize cost, native vs WASM, measured in-process.
-//! 5. End-to-end latency (produce → row stored) at a steady 5,000 records/s.
+//! 5. Latency under a steady load at 5,000 and 20,000 records/s and at 80%
+//!    of the built-in default's drain rate: send → acknowledged → visible
+//!    to a query, p50/p99/p99.9/max, and where a batch spends its time in
+//!    the host (see `bench-ingest/latency.rs`).
 //!
 //! Like the tests, it reads `DATABASE_URL` and `KAFKA_BOOTSTRAP_SERVERS`
 //! (scripts/bench exports the throwaway services' addresses) and uses the
 //! same harness (`notification-e2e`) for databases, topics and the host.
+
+#[path = "bench-ingest/latency.rs"]
+mod latency;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -23,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use chrono::Utc;
 use futures_util::StreamExt as _;
-use notification_e2e::{Host, HostOptions, Kafka, Out, fresh_database, produce, rss_peak_kib};
+use notification_e2e::{Host, HostOptions, Kafka, fresh_database, rss_peak_kib};
 use notification_host::modules::{Module, Normalizer};
 use notification_host::record::Record;
 use notification_host::runtime::{Limits, Runtime};
@@ -54,8 +60,12 @@ struct Args {
     /// the same run against the same baselines.
     variants: Vec<Vec<(String, String)>>,
     /// Only the built-in default's drain (and the variants), not the
-    /// components', the micro-benchmark or the latency run.
+    /// components', the micro-benchmark or the latency runs.
     quick: bool,
+    /// The latency runs even with `--quick`.
+    latency: bool,
+    /// How long each latency rate lasts.
+    latency_seconds: u64,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -66,11 +76,14 @@ fn args() -> anyhow::Result<Args> {
         records: 1_000_000,
         variants: Vec::new(),
         quick: false,
+        latency: false,
+        latency_seconds: 10,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        if flag == "--quick" {
-            a.quick = true;
+        if flag == "--quick" || flag == "--latency" {
+            a.quick |= flag == "--quick";
+            a.latency |= flag == "--latency";
             continue;
         }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -86,12 +99,13 @@ fn args() -> anyhow::Result<Args> {
             "--wasm-dir" => a.wasm_dir = value.into(),
             "--modules-src" => a.modules_src = value.into(),
             "--records" => a.records = value.parse()?,
+            "--latency-seconds" => a.latency_seconds = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
     if a.host_bin.as_os_str().is_empty() {
         bail!(
-            "usage: bench-ingest --host-bin PATH --wasm-dir DIR --modules-src DIR [--records N] [--variant K=V[,K=V]]... [--quick] (with DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS set)"
+            "usage: bench-ingest --host-bin PATH --wasm-dir DIR --modules-src DIR [--records N] [--variant K=V[,K=V]]... [--quick] [--latency] [--latency-seconds N] (with DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS set)"
         );
     }
     Ok(a)
@@ -550,42 +564,28 @@ fn micro(a: &Args, records: &[Record]) -> anyhow::Result<(f64, f64)> {
     Ok((native, wasm_us))
 }
 
-async fn latency(a: &Args, servers: &str) -> anyhow::Result<(f64, f64, usize)> {
-    let prefix = format!("lat{}", std::process::id());
-    let topic = format!("{prefix}_order_events");
-    Kafka::shared().create_topic(&topic, 3).await;
-    let db = fresh_db("bench_latency", &a.host_bin).await?;
-    let mut host = start_host(a, &db, &prefix, None, &[]);
-    host.wait_ready(Duration::from_secs(60));
-    let producer: FutureProducer =
-        ClientConfig::new().set("bootstrap.servers", servers).set("linger.ms", "5").create()?;
-    let (rate, seconds) = (5000u64, 20u64);
-    let mut rng = Rng(7);
-    let start = tokio::time::Instant::now();
-    let mut pending = Vec::new();
-    for i in 0..rate * seconds {
-        tokio::time::sleep_until(start + Duration::from_micros(i * 1_000_000 / rate)).await;
-        let (p, topic, value) = (producer.clone(), topic.clone(), value(1, &mut rng));
-        pending.push(tokio::spawn(async move { produce(&p, &Out::new(&topic, value)).await }));
+/// The latency runs: each rate on a fresh database and topic, with a host
+/// started for it.
+async fn latencies(a: &Args, servers: &str, rates: &[u64]) -> anyhow::Result<Vec<latency::LatencyRun>> {
+    let mut runs = Vec::new();
+    for (i, rate) in rates.iter().enumerate() {
+        let prefix = format!("lat{}x{i}", std::process::id());
+        let db = fresh_db("bench_latency", &a.host_bin).await?;
+        let mut host = start_host(a, &db, &prefix, None, &[]);
+        host.wait_ready(Duration::from_secs(60));
+        println!("latency at {rate} records/s for {} s", a.latency_seconds);
+        let mut rng = Rng(7 + i as u64);
+        let mut values: Vec<Vec<u8>> = (0..1024).map(|_| value(1, &mut rng)).collect();
+        values.shrink_to_fit();
+        let topic = format!("{prefix}_order_events");
+        let run = latency::run(&host, &db, servers, &topic, *rate, a.latency_seconds, |n| {
+            values[n as usize % values.len()].clone()
+        })
+        .await;
+        host.terminate(Duration::from_secs(30));
+        runs.push(run?);
     }
-    for h in pending {
-        h.await?;
-    }
-    let pool = PgPoolOptions::new().max_connections(1).connect(&db).await?;
-    let total = (rate * seconds) as i64;
-    let waited = Instant::now();
-    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM notifications").fetch_one(&pool).await? < total {
-        anyhow::ensure!(waited.elapsed() < Duration::from_secs(120), "latency run not drained");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let (p50, p99): (f64, f64) = sqlx::query_as(
-        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) \
-         FROM (SELECT extract(epoch FROM stored_at - created_at) * 1000 AS ms FROM notifications) t",
-    )
-    .fetch_one(&pool)
-    .await?;
-    host.terminate(Duration::from_secs(30));
-    Ok((p50, p99, total as usize))
+    Ok(runs)
 }
 
 #[tokio::main]
@@ -641,7 +641,17 @@ async fn main() -> anyhow::Result<()> {
         results.push((name, d, a.records as f64 / binary_took.as_secs_f64(), writers));
     }
     let disk = disk.unwrap_or_default();
-    let latencies = if a.quick { None } else { Some(latency(&a, &servers).await?) };
+    let latency_runs = if a.quick && !a.latency {
+        Vec::new()
+    } else {
+        let drain_rate = results.first().map_or(0.0, |(_, d, _, _)| a.records as f64 / d.drain.as_secs_f64());
+        let mut rates = vec![5_000, 20_000];
+        let eighty = (drain_rate * 0.8 / 1000.0).round() as u64 * 1000;
+        if eighty > 20_000 {
+            rates.push(eighty);
+        }
+        latencies(&a, &servers, &rates).await?
+    };
 
     println!(
         "\n{} records, 8 topics x 3 partitions; commit {}",
@@ -687,10 +697,40 @@ async fn main() -> anyhow::Result<()> {
             wasm_us - native_us
         );
     }
-    if let Some((p50, p99, n)) = latencies {
+    if !latency_runs.is_empty() {
         println!(
-            "end-to-end latency at 5,000 records/s for 20 s ({n} records, produce → row stored): p50 {p50:.1} ms, p99 {p99:.1} ms"
+            "\nlatency under a steady load ({} s per rate, 3 partitions; visible: first seen by a query polled every {} ms):",
+            a.latency_seconds,
+            latency::POLL.as_millis()
         );
+        println!(
+            "| rate (achieved) | records | ack → visible p50 | p99 | p99.9 | max | send → visible p50 | p99 | p99.9 | max | send → ack p50 | p99 |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for r in &latency_runs {
+            println!(
+                "| {} ({:.0}) | {} | {} | {} | {:.1} | {:.1} |",
+                r.rate,
+                r.achieved,
+                r.records,
+                r.ack_to_visible.cells(),
+                r.send_to_visible.cells(),
+                r.send_to_ack.p50,
+                r.send_to_ack.p99
+            );
+        }
+        println!(
+            "\nwhere a batch spends its time in the host (pipeline_stage_seconds: mean / p99 bucket in ms, and batches):"
+        );
+        for r in &latency_runs {
+            let stages: Vec<String> = r
+                .stages
+                .iter()
+                .map(|s| format!("{} {:.1} / {:.1} ({:.0})", s.name, s.mean_ms, s.p99_ms, s.count))
+                .collect();
+            let stages = if stages.is_empty() { "not reported by this host".to_owned() } else { stages.join(", ") };
+            println!("  {} records/s: {stages}", r.rate);
+        }
     }
     Ok(())
 }

@@ -4,7 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use notification_parse::request::{MAX_ID_BYTES, MAX_LIMIT, decode_cursor, encode_cursor, list_request, valid_id};
+use notification_parse::request::{
+    ListAfter, ListOrder, MAX_ID_BYTES, MAX_LIMIT, decode_cursor, decode_list_cursor, encode_cursor,
+    encode_stored_cursor, list_request, valid_id,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(query) = std::str::from_utf8(data) else { return };
@@ -29,9 +32,16 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!id.is_empty() && id.len() <= MAX_ID_BYTES && !id.contains('\0'), "{id:?} accepted");
             }
             if let Some(after) = request.after {
-                let cursor = encode_cursor(after, request.descending);
-                assert_eq!(decode_cursor(&cursor, request.descending), Ok(after));
-                assert!(decode_cursor(&cursor, !request.descending).is_err(), "a cursor is bound to its order");
+                let cursor = match after {
+                    ListAfter::Time(p) => encode_cursor(p, request.order == ListOrder::Newest),
+                    ListAfter::Stored(p) => encode_stored_cursor(p),
+                };
+                assert_eq!(decode_list_cursor(&cursor, request.order), Ok(after));
+                for other in [ListOrder::Oldest, ListOrder::Newest, ListOrder::Stored] {
+                    if other != request.order {
+                        assert!(decode_list_cursor(&cursor, other).is_err(), "a cursor is bound to its order");
+                    }
+                }
             }
         }
         Err(invalid) => assert!(!invalid.0.is_empty()),
