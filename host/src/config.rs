@@ -300,7 +300,8 @@ pub struct DbConfig {
     /// Connections that serve reads (the query API and the console). The
     /// writers have connections of their own (`DATABASE_WRITERS`), and so
     /// does the host's own work (4: maintenance, the module store, its two
-    /// listeners), so no number of readers can make ingestion wait.
+    /// listeners), so no number of readers can make ingestion wait. Also
+    /// how many API reads are answered at once.
     #[arg(long, env = env::DATABASE_MAX_CONNECTIONS, default_value_t = 10)]
     pub max_connections: u32,
 

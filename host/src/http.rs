@@ -13,6 +13,7 @@ mod body;
 pub mod console;
 mod error;
 mod extract;
+mod slots;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +39,7 @@ pub use access::{Token, TokenError};
 pub use api::Timeline;
 pub use body::NotificationBody;
 pub use error::{ApiError, SendError};
+pub use slots::AnswerSlots;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// What every handler can reach.
@@ -71,6 +73,8 @@ pub struct AppState {
     pub role: Role,
     /// Most bytes of one answer (see `budget`).
     pub answer_max_bytes: usize,
+    /// How many reads are answered at once (one per read connection).
+    pub answer_slots: AnswerSlots,
 }
 
 impl AppState {
@@ -103,6 +107,7 @@ impl AppState {
             admin_max_body_bytes: http.admin_max_body_bytes,
             module_settings: Arc::new(args.modules.clone()),
             role: args.role,
+            answer_slots: AnswerSlots::new(args.db.max_connections as usize, args.db.read_timeout),
             answer_max_bytes: usize::try_from(http.answer_max_bytes.unwrap_or(crate::budget::DEFAULT_ANSWER_MAX_BYTES))
                 .unwrap_or(usize::MAX),
         })
@@ -169,7 +174,11 @@ pub fn router_for(state: AppState, role: Role) -> Router {
     let reference = apidocs::page(&doc_json).into_string();
     let doc = Arc::new(doc);
     let mut router = open
-        .merge(reads.route_layer(middleware::from_fn_with_state(state.clone(), access::require_read)))
+        .merge(
+            reads
+                .route_layer(middleware::from_fn_with_state(state.clone(), slots::hold))
+                .route_layer(middleware::from_fn_with_state(state.clone(), access::require_read)),
+        )
         .route(
             "/openapi.json",
             axum::routing::get(move || {

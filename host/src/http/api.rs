@@ -234,14 +234,14 @@ pub(super) async fn order_timeline(
 ) -> Result<Response, ApiError> {
     valid_id(&order_id, "order id")?;
     let RowsRequest { after, limit, ignored } = rows_request(query.as_deref().unwrap_or_default())?;
-    let page = state.db.timeline(&order_id, after, i64::from(limit)).await?;
+    let page = state.db.timeline(&order_id, after, i64::from(limit), state.answer_max_bytes).await?;
     if page.direct.is_empty() && after.is_none() {
         return Err(ApiError::NotFound(NO_ORDER));
     }
     let mut correlation_ids: Vec<String> = page.direct.iter().filter_map(|n| n.correlation_id.clone()).collect();
     correlation_ids.sort();
     correlation_ids.dedup();
-    let more = page.more;
+    let (more, sagas_cut) = (page.more, page.sagas_cut);
     // Events in order, each serialized once, until the byte budget: a cut
     // ends after the last event of the order itself that fits, so the next
     // page (which starts there) shows what was left out.
@@ -278,7 +278,7 @@ pub(super) async fn order_timeline(
     body.extend_from_slice(b",\"events\":[");
     body.extend_from_slice(&events.join(&b","[..]));
     body.extend_from_slice(b"],\"truncated\":");
-    body.extend_from_slice(if next_cursor.is_some() { b"true" } else { b"false" });
+    body.extend_from_slice(if next_cursor.is_some() || sagas_cut { b"true" } else { b"false" });
     body.extend_from_slice(b",\"nextCursor\":");
     body.extend_from_slice(serde_json::to_string(&next_cursor).unwrap_or_else(|_| "null".into()).as_bytes());
     body.push(b'}');

@@ -19,6 +19,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("database error: {0}")]
     Database(#[from] DbError),
+    /// Every answer slot stayed taken for as long as a read may wait.
+    #[error("every answer slot is taken")]
+    Busy,
 }
 
 impl From<notification_parse::request::Invalid> for ApiError {
@@ -34,6 +37,9 @@ impl IntoResponse for ApiError {
             ApiError::Invalid(m) => (StatusCode::BAD_REQUEST, m.clone()),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.".to_owned()),
             ApiError::Database(e) => database_failure(e),
+            ApiError::Busy => {
+                (StatusCode::SERVICE_UNAVAILABLE, "Too many reads are being answered; try again later.".to_owned())
+            }
         };
         (status, Json(json!({ "error": message }))).into_response()
     }

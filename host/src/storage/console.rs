@@ -137,7 +137,8 @@ impl Db {
         after: Option<Position>,
         limit: i64,
     ) -> Result<TimelinePage<EventSummary>, DbError> {
-        self.timeline_of(SUMMARY_COLUMNS, order_id, after, limit).await
+        // Events without their values: the row limit bounds them.
+        self.timeline_of(SUMMARY_COLUMNS, order_id, after, limit, usize::MAX).await
     }
 
     /// One correlation id's events, oldest first, at most `limit`.

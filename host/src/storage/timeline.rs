@@ -10,6 +10,8 @@
 //! thousands of other orders (a session id reused, a placeholder) adds the
 //! rows near this order's, not the earliest thousands.
 
+use std::ops::ControlFlow;
+
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 
@@ -36,12 +38,19 @@ pub struct TimelinePage<T> {
     pub correlated: Vec<T>,
     /// Whether the order has more rows after this page.
     pub more: bool,
+    /// Whether saga rows after the order's last row were left out for the
+    /// byte budget (they are at `GET /correlation/{id}`).
+    pub sagas_cut: bool,
 }
 
 /// What the timeline needs to know of a row.
 pub trait Timed {
     fn position(&self) -> Position;
     fn correlation_id(&self) -> Option<&str>;
+    /// About what the row holds in memory: its value and document.
+    fn bytes(&self) -> usize {
+        0
+    }
 }
 
 impl Timed for Notification {
@@ -51,6 +60,17 @@ impl Timed for Notification {
 
     fn correlation_id(&self) -> Option<&str> {
         self.correlation_id.as_deref()
+    }
+
+    fn bytes(&self) -> usize {
+        [
+            self.raw_value.as_ref().map(Vec::len),
+            self.value_zstd.as_ref().map(Vec::len),
+            self.event_json.as_ref().map(String::len),
+        ]
+        .into_iter()
+        .flatten()
+        .sum()
     }
 }
 
@@ -82,14 +102,18 @@ pub(super) fn saga_rows_sql(columns: &str) -> String {
 }
 
 impl Db {
-    /// A page of an order's timeline with every column.
+    /// A page of an order's timeline with every column, holding about
+    /// `max_bytes` of values and documents at most (one row of the order
+    /// more, when that row alone is larger): a hot order of megabyte records
+    /// pages rather than being read whole into memory.
     pub async fn timeline(
         &self,
         order_id: &str,
         after: Option<Position>,
         limit: i64,
+        max_bytes: usize,
     ) -> Result<TimelinePage<Notification>, DbError> {
-        self.timeline_of(COLUMNS, order_id, after, limit).await
+        self.timeline_of(COLUMNS, order_id, after, limit, max_bytes).await
     }
 
     /// A page of an order's timeline as rows of `columns`.
@@ -99,22 +123,31 @@ impl Db {
         order_id: &str,
         after: Option<Position>,
         limit: i64,
+        max_bytes: usize,
     ) -> Result<TimelinePage<T>, DbError>
     where
         T: Timed + Send + Unpin + for<'r> sqlx::FromRow<'r, PgRow>,
     {
         let (after_time, after_id) = after.map_or((None, None), |p| (Some(p.created_at), Some(p.notification_id)));
-        let mut direct: Vec<T> = sqlx::query_as(sqlx::AssertSqlSafe(for_column_sql_of(columns, "order_id")))
+        let limit_rows = usize::try_from(limit).unwrap_or(0);
+        let (mut direct, mut bytes, mut more): (Vec<T>, usize, bool) = (Vec::new(), 0, false);
+        let query = sqlx::query_as(sqlx::AssertSqlSafe(for_column_sql_of(columns, "order_id")))
             .bind(order_id)
             .bind(after_time)
             .bind(after_id)
-            .bind(limit + 1)
-            .fetch_all(&self.reads)
-            .await?;
-        let more = direct.len() as i64 > limit;
-        direct.truncate(usize::try_from(limit).unwrap_or(0));
+            .bind(limit + 1);
+        self.each(query, |row: T| {
+            if direct.len() >= limit_rows || (!direct.is_empty() && bytes + row.bytes() > max_bytes) {
+                more = true;
+                return ControlFlow::Break(());
+            }
+            bytes += row.bytes();
+            direct.push(row);
+            ControlFlow::Continue(())
+        })
+        .await?;
         let (Some(first), Some(last)) = (direct.first(), direct.last()) else {
-            return Ok(TimelinePage { direct, correlated: Vec::new(), more: false });
+            return Ok(TimelinePage { direct, correlated: Vec::new(), more: false, sagas_cut: false });
         };
         // The span this page covers: from where the previous page ended (or
         // the context before the first row) to the last row (or the context
@@ -130,17 +163,46 @@ impl Db {
         sagas.dedup();
         sagas.truncate(MAX_SAGAS);
         if sagas.is_empty() {
-            return Ok(TimelinePage { direct, correlated: Vec::new(), more });
+            return Ok(TimelinePage { direct, correlated: Vec::new(), more, sagas_cut: false });
         }
-        let correlated: Vec<T> = sqlx::query_as(sqlx::AssertSqlSafe(saga_rows_sql(columns)))
+        let query = sqlx::query_as(sqlx::AssertSqlSafe(saga_rows_sql(columns)))
             .bind(&sagas)
             .bind(order_id)
             .bind(from.0)
             .bind(from.1)
             .bind(to)
-            .bind(PER_SAGA)
-            .fetch_all(&self.reads)
-            .await?;
-        Ok(TimelinePage { direct, correlated, more })
+            .bind(PER_SAGA);
+        // The saga rows come in record-time order; where they pass what is
+        // left of the budget, the page ends before that row's time: the order's
+        // rows after it move to the next page, which starts from there. Past
+        // the order's last row there is no next page: the saga's rest is left
+        // out, and said to be.
+        let mut correlated: Vec<T> = Vec::new();
+        let mut cut: Option<Position> = None;
+        self.each(query, |row: T| {
+            if bytes + row.bytes() > max_bytes {
+                cut = Some(row.position());
+                return ControlFlow::Break(());
+            }
+            bytes += row.bytes();
+            correlated.push(row);
+            ControlFlow::Continue(())
+        })
+        .await?;
+        let mut sagas_cut = false;
+        if let Some(cut) = cut {
+            let key = |p: Position| (p.created_at, p.notification_id);
+            let before = direct.iter().take_while(|r| key(r.position()) < key(cut)).count().max(1);
+            if before < direct.len() {
+                direct.truncate(before);
+                more = true;
+                if let Some(last) = direct.last().map(|r| key(r.position())) {
+                    correlated.retain(|r| key(r.position()) <= last);
+                }
+            } else {
+                sagas_cut = true;
+            }
+        }
+        Ok(TimelinePage { direct, correlated, more, sagas_cut })
     }
 }

@@ -853,7 +853,7 @@ async fn order_and_correlation_answers_are_bounded_and_page(pool: PgPool) {
 async fn answers_stop_at_their_byte_budget_and_page_on(pool: PgPool) {
     let big = format!(r#"{{"order_id": "heavy", "blob": "{}"}}"#, crate::support::incompressible(200_000, 7));
     ingest(&pool, (0..12).map(|i| ("t", 0, i, T0 + i, big.as_str())).collect()).await;
-    let mut api = Api::new(pool);
+    let mut api = Api::new(pool.clone());
     api.state.answer_max_bytes = 1 << 20;
     let mut seen = 0;
     let mut uri = "/order/heavy?limit=10000".to_owned();
@@ -881,6 +881,43 @@ async fn answers_stop_at_their_byte_budget_and_page_on(pool: PgPool) {
     let (_, page) = api.get("/notifications?order_id=heavy&limit=1000").await;
     let rows = page["notifications"].as_array().unwrap().len();
     assert!((1..12).contains(&rows) && page["next_cursor"].is_string(), "{rows} rows");
+
+    // The timeline reads no more than its budget from the database, the
+    // order's rows and its saga's alike: a page holds about 1 MiB of values,
+    // and the pages join to every row of the order and of its saga.
+    let saga_row =
+        format!(r#"{{"correlation_id": "heavy-saga", "blob": "{}"}}"#, crate::support::incompressible(200_000, 9));
+    let heavy_in_saga = format!(
+        r#"{{"order_id": "heavy", "correlation_id": "heavy-saga", "blob": "{}"}}"#,
+        crate::support::incompressible(200_000, 11)
+    );
+    let mut more_rows: Vec<(&str, i32, i64, i64, &str)> =
+        (0..8).map(|i| ("s", 0, i, T0 + 20 + i, saga_row.as_str())).collect();
+    more_rows.push(("t", 0, 12, T0 + 19, heavy_in_saga.as_str()));
+    ingest(&pool, more_rows).await;
+    let page = api.state.db.timeline("heavy", None, 1000, 1 << 20).await.unwrap();
+    let held: usize =
+        page.direct.iter().chain(&page.correlated).map(|n| n.raw_value.as_ref().map_or(0, Vec::len)).sum();
+    assert!(held <= (1 << 20) + 210_000, "one timeline page read {held} bytes");
+    assert!(page.more && page.direct.len() < 13, "{} direct rows", page.direct.len());
+    let (mut direct, mut correlated, mut uri) = (0, 0, "/order/heavy/timeline".to_owned());
+    let mut last_truncated = false;
+    for _ in 0..40 {
+        let (status, body) = api.get(&uri).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        for e in body["events"].as_array().unwrap() {
+            if e["relation"] == "direct" { direct += 1 } else { correlated += 1 }
+        }
+        last_truncated = body["truncated"] == true;
+        match body["nextCursor"].as_str() {
+            Some(c) => uri = format!("/order/heavy/timeline?cursor={c}"),
+            None => break,
+        }
+    }
+    // Every row of the order; of the saga after its last row, what fits,
+    // and the page says the rest was left out (it is at /correlation/).
+    assert_eq!(direct, 13, "the timeline's pages join to every row of the order");
+    assert!((1..8).contains(&correlated) && last_truncated, "{correlated} saga rows, truncated {last_truncated}");
 }
 
 /// CORS for the configured origins only; none without the setting.
@@ -1086,4 +1123,31 @@ async fn distinct_records_sharing_saga_type_and_topic_stay_distinct(pool: PgPool
     assert_eq!(offsets, [7, 8], "{body}");
     let (_, body) = api.get("/order/o-twice").await;
     assert_eq!(body.as_array().unwrap().len(), 2, "{body}");
+}
+
+/// Reads are answered in a bounded number of slots (one per read
+/// connection), held until the answer's body is sent: a reader that does
+/// not read its answer holds its slot, the next read waits for a slot as
+/// long as a read may take and then answers 503, and the slot is free again
+/// once the first body is gone.
+#[sqlx::test(migrator = "crate::support::MIGRATOR")]
+async fn answers_wait_for_a_slot_and_a_slow_reader_holds_only_its_own(pool: PgPool) {
+    ingest(&pool, saga_events()).await;
+    let mut api = Api::new(pool);
+    api.state.answer_slots = notification_host::http::AnswerSlots::new(1, std::time::Duration::from_millis(300));
+    let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
+    let held = router(api.state.clone()).oneshot(get("/order/42")).await.unwrap();
+    assert_eq!(held.status(), StatusCode::OK);
+    assert_eq!(api.state.answer_slots.free(), 0, "the unread answer holds its slot");
+    let started = std::time::Instant::now();
+    let (status, body) = api.get("/order/42/latest").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body, json!({"error": "Too many reads are being answered; try again later."}));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300), "it waited for a slot");
+    // Health and readiness take no slot.
+    assert_eq!(api.get("/health").await.0, StatusCode::OK);
+    let rows = held.into_body().collect().await.unwrap().to_bytes();
+    assert!(serde_json::from_slice::<Value>(&rows).unwrap().as_array().is_some_and(|a| !a.is_empty()));
+    assert_eq!(api.state.answer_slots.free(), 1, "a sent answer gives its slot back");
+    assert_eq!(api.get("/order/42/latest").await.0, StatusCode::OK);
 }

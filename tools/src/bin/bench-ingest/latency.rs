@@ -165,10 +165,13 @@ async fn poll_visible(
     Ok(seen)
 }
 
+/// A stage's histogram as scraped: sum, count and (upper bound, count) buckets.
+type Scraped = (f64, f64, Vec<(f64, f64)>);
+
 /// The host's `pipeline_stage_seconds` histograms, stage by stage.
 fn stages(host: &Host) -> Vec<Stage> {
     let Some((200, body)) = notification_e2e::http_get(host.http, "/metrics") else { return Vec::new() };
-    let mut by_stage: HashMap<String, (f64, f64, Vec<(f64, f64)>)> = HashMap::new();
+    let mut by_stage: HashMap<String, Scraped> = HashMap::new();
     for line in body.lines().filter(|l| l.starts_with("notification_pipeline_stage_seconds")) {
         let Some((name_labels, value)) = line.rsplit_once(' ') else { continue };
         let Ok(value) = value.parse::<f64>() else { continue };
