@@ -176,10 +176,12 @@ impl Db {
                 .clone()
                 .options([("statement_timeout", ms.as_str()), ("idle_in_transaction_session_timeout", ms.as_str())])
         };
+        // Each pool names itself in `pg_stat_activity` (the runbook's
+        // queries find a stalled writer by it).
         Ok(Db {
-            reads: pool(read_options, connections.reads),
-            writes: pool(options.clone(), connections.writers),
-            admin: pool(options, ADMIN_CONNECTIONS),
+            reads: pool(read_options.application_name("notification-host reads"), connections.reads),
+            writes: pool(options.clone().application_name("notification-host writes"), connections.writers),
+            admin: pool(options.application_name("notification-host admin"), ADMIN_CONNECTIONS),
             schema,
         })
     }

@@ -62,6 +62,8 @@ pub struct Size {
     /// `MODULE_COMPILE_MEMORY` and `MODULE_COMPILE_TIMEOUT` of the host.
     pub compile_memory: u64,
     pub compile_timeout: Duration,
+    /// The longest gap allowed between stored rows of the steady load.
+    pub max_gap: Duration,
 }
 
 /// A size from the environment, or `default`.
@@ -92,6 +94,7 @@ impl Size {
             bomb_blocks: 1200,
             compile_memory: 384 << 20,
             compile_timeout: Duration::from_secs(60),
+            max_gap: MAX_GAP,
         }
     }
 
@@ -113,6 +116,7 @@ impl Size {
             bomb_blocks: 1000,
             compile_memory: 256 << 20,
             compile_timeout: Duration::from_secs(30),
+            max_gap: MAX_GAP_SHORT,
         }
     }
 
@@ -138,6 +142,7 @@ impl Size {
             bomb_blocks: env_or("SIEGE_BOMB_BLOCKS", self.bomb_blocks as u64) as usize,
             compile_memory: env_or("SIEGE_COMPILE_MEMORY_MIB", self.compile_memory >> 20) << 20,
             compile_timeout: Duration::from_secs(env_or("SIEGE_COMPILE_TIMEOUT_SECS", self.compile_timeout.as_secs())),
+            max_gap: self.max_gap,
         }
     }
 }
@@ -174,6 +179,11 @@ pub const MEMORY_LIMIT_MIB: u64 = 512;
 const STALL_AFTER: Duration = Duration::from_secs(3);
 /// The longest gap allowed between stored rows of the steady load.
 pub const MAX_GAP: Duration = Duration::from_secs(2);
+/// The same for the short run in `scripts/test`: the debug build serializes
+/// answers several times slower, on CI's two shared cores. A reader that
+/// starves the writers makes gaps of ten seconds and more, so 3 s still
+/// catches one.
+pub const MAX_GAP_SHORT: Duration = Duration::from_secs(3);
 
 /// What one attack did to the host.
 #[derive(Debug, Clone, Default)]
@@ -1039,9 +1049,10 @@ async fn attack(ctx: &mut Ctx, name: &str, gap_exempt: bool) -> AttackReport {
     match longest_gap(ctx, start_utc, settled_utc).await {
         Ok(Some(g)) => {
             r.longest_gap = Some(g);
-            if g > MAX_GAP.as_secs_f64() && !gap_exempt {
+            let max_gap = ctx.size.max_gap;
+            if g > max_gap.as_secs_f64() && !gap_exempt {
                 r.failures
-                    .push(format!("the steady load's longest gap between stored rows was {g:.2} s (over {MAX_GAP:?})"));
+                    .push(format!("the steady load's longest gap between stored rows was {g:.2} s (over {max_gap:?})"));
             }
         }
         Ok(None) => r.failures.push("no row of the steady load was stored during the attack".into()),

@@ -392,6 +392,13 @@ async fn the_hosts_sessions_run_without_jit() {
     // Reads, and reads only, run under the read time limit.
     let timeouts = db.session_setting("statement_timeout").await.unwrap();
     assert_eq!(timeouts.map(|(pool, t)| format!("{pool} {t}")), ["reads 1500ms", "writes 0", "admin 0"]);
+    // Each pool names itself in pg_stat_activity (the runbook finds a
+    // stalled writer by it).
+    let names = db.session_setting("application_name").await.unwrap();
+    assert_eq!(
+        names.map(|(pool, n)| format!("{pool}: {n}")),
+        ["reads: notification-host reads", "writes: notification-host writes", "admin: notification-host admin"]
+    );
 }
 
 /// A write never depends on telling listeners about it. PostgreSQL refuses
