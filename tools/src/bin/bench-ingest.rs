@@ -587,13 +587,14 @@ async fn latencies(a: &Args, servers: &str, rates: &[u64]) -> anyhow::Result<Vec
     for (i, rate) in rates.iter().enumerate() {
         let prefix = format!("lat{}x{i}", std::process::id());
         let db = fresh_db("bench_latency", &a.host_bin).await?;
+        let topic = format!("{prefix}_order_events");
+        Kafka::shared().create_topic(&topic, latency::PARTITIONS).await;
         let mut host = start_host(a, &db, &prefix, None, &[]);
         wait_consuming(&host)?;
         println!("latency at {rate} records/s for {} s", a.latency_seconds);
         let mut rng = Rng(7 + i as u64);
         let mut values: Vec<Vec<u8>> = (0..1024).map(|_| value(1, &mut rng)).collect();
         values.shrink_to_fit();
-        let topic = format!("{prefix}_order_events");
         let run = latency::run(&host, &db, servers, &topic, *rate, a.latency_seconds, |n| {
             values[n as usize % values.len()].clone()
         })
@@ -715,8 +716,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if !latency_runs.is_empty() {
         println!(
-            "\nlatency under a steady load ({} s per rate, 3 partitions; visible: first seen by a query polled every {} ms):",
+            "\nlatency under a steady load ({} s per rate after {} s of warm-up, 3 partitions; visible: first seen by a query polled every {} ms):",
             a.latency_seconds,
+            latency::WARM_UP_SECONDS,
             latency::POLL.as_millis()
         );
         println!(
@@ -734,6 +736,10 @@ async fn main() -> anyhow::Result<()> {
                 r.send_to_ack.p50,
                 r.send_to_ack.p99
             );
+        }
+        println!("\nrecord time → start of the writing transaction (stored_at), the previous measure, ms:");
+        for r in &latency_runs {
+            println!("  {} records/s: p50 | p99 | p99.9 | max: {}", r.rate, r.record_to_write_start.cells());
         }
         println!(
             "\nwhere a batch spends its time in the host (pipeline_stage_seconds: mean / p99 bucket in ms, and batches):"

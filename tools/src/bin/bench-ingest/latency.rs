@@ -14,13 +14,21 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use notification_e2e::{Host, Kafka, Out, produce};
+use notification_e2e::{Host, Out, produce};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::FutureProducer;
 use sqlx::postgres::PgPoolOptions;
 
+/// Partitions of each rate's topic.
+pub const PARTITIONS: i32 = 3;
+
 /// How often the poller asks for newly visible rows.
 pub const POLL: Duration = Duration::from_millis(5);
+
+/// The first seconds of each rate are produced and checked but not
+/// measured: the host's first fetch of a partition and a fresh consumer's
+/// start are not the steady state.
+pub const WARM_UP_SECONDS: u64 = 2;
 
 /// p50, p99, p99.9 and the maximum of a set of durations, in milliseconds.
 #[derive(Debug, Clone, Copy, Default)]
@@ -67,11 +75,15 @@ pub struct LatencyRun {
     pub send_to_ack: Spread,
     pub send_to_visible: Spread,
     pub ack_to_visible: Spread,
+    /// Record time to the start of the transaction that wrote it.
+    pub record_to_write_start: Spread,
     pub stages: Vec<Stage>,
 }
 
-/// Produces `rate` records/s for `seconds` to a fresh topic that `host`
-/// consumes (its group follows `topic_prefix`), and measures each record.
+/// Produces `rate` records/s for `WARM_UP_SECONDS + seconds` to `topic`
+/// (3 partitions, created before the host started, so that the host
+/// consumes it from its first poll) and measures each record after the
+/// warm-up.
 pub async fn run(
     host: &Host,
     db_url: &str,
@@ -81,13 +93,14 @@ pub async fn run(
     seconds: u64,
     value: impl Fn(u64) -> Vec<u8>,
 ) -> anyhow::Result<LatencyRun> {
-    let partitions = 3;
-    Kafka::shared().create_topic(topic, partitions).await;
+    let partitions = PARTITIONS;
     let producer: FutureProducer =
         ClientConfig::new().set("bootstrap.servers", servers).set("linger.ms", "1").create()?;
-    let total = (rate * seconds) as usize;
+    let total = (rate * (WARM_UP_SECONDS + seconds)) as usize;
+    let warm_up = (rate * WARM_UP_SECONDS) as usize;
     let poller = tokio::spawn(poll_visible(db_url.to_owned(), topic.to_owned(), partitions, total));
     let start = tokio::time::Instant::now();
+    let measured_from = chrono::Utc::now() + chrono::Duration::seconds(WARM_UP_SECONDS as i64);
     let mut pending = Vec::with_capacity(total);
     for i in 0..total as u64 {
         tokio::time::sleep_until(start + Duration::from_micros(i * 1_000_000 / rate)).await;
@@ -104,8 +117,18 @@ pub async fn run(
         acked.push(h.await?);
     }
     let visible = poller.await??;
+    // The old measure beside the new: record time (the producer's clock,
+    // this machine's) to the start of the writing transaction.
+    let pool = PgPoolOptions::new().max_connections(1).connect(db_url).await?;
+    let to_write_start: Vec<f64> = sqlx::query_scalar(
+        "SELECT (extract(epoch FROM stored_at - created_at) * 1000)::float8 FROM notifications WHERE source_topic = $1 AND created_at >= $2",
+    )
+    .bind(topic)
+    .bind(measured_from)
+    .fetch_all(&pool)
+    .await?;
     let (mut send_to_ack, mut send_to_visible, mut ack_to_visible) = (Vec::new(), Vec::new(), Vec::new());
-    for (partition, offset, sent, ack) in acked {
+    for (partition, offset, sent, ack) in acked.into_iter().skip(warm_up) {
         let seen = visible
             .get(&(partition, offset))
             .copied()
@@ -116,11 +139,12 @@ pub async fn run(
     }
     Ok(LatencyRun {
         rate,
-        records: total,
+        records: total - warm_up,
         achieved,
         send_to_ack: Spread::of(send_to_ack),
         send_to_visible: Spread::of(send_to_visible),
         ack_to_visible: Spread::of(ack_to_visible),
+        record_to_write_start: Spread::of(to_write_start),
         stages: stages(host),
     })
 }
