@@ -120,3 +120,31 @@ pub fn host_command(args: &[&str], env: &[(&str, &str)]) -> Output {
 pub fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
+
+/// The (partition, offset) of the host's rows of `topic` (in its own schema
+/// beside the original's tables), once at least `count` are there (or after
+/// a minute), and how many rows it holds 2 s later: a record read twice, or
+/// from the start, would show up meanwhile.
+pub async fn host_rows_of(pool: &PgPool, topic: &str, count: usize) -> (BTreeSet<(i32, i64)>, i64) {
+    let start = std::time::Instant::now();
+    let rows = loop {
+        let rows: Vec<(i32, i64)> = sqlx::query_as(
+            "SELECT kafka_partition, kafka_offset FROM notification_host.notifications WHERE source_topic = $1",
+        )
+        .bind(topic)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        if rows.len() >= count || start.elapsed() > std::time::Duration::from_secs(60) {
+            break rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM notification_host.notifications WHERE source_topic = $1")
+        .bind(topic)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    (rows.into_iter().collect(), n)
+}

@@ -471,21 +471,6 @@ fn a_stale_page_fails_the_check() {
     assert!(compare("endpoints.md", None, &render_endpoints()).unwrap_err().contains("missing"));
 }
 
-/// Every `.rs` file under `dir`, read.
-fn rust_sources(dir: &Path, out: &mut String) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            if path.file_name().is_some_and(|n| n != "target") {
-                rust_sources(&path, out);
-            }
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push_str(&std::fs::read_to_string(&path).unwrap());
-        }
-    }
-}
-
 /// The compatibility page's table of differences names, for each row, the
 /// tests that pin it; a test renamed or removed without the page fails
 /// here, and so does a row that names none.
@@ -493,10 +478,11 @@ fn rust_sources(dir: &Path, out: &mut String) {
 fn every_difference_from_the_original_names_tests_that_exist() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let page = std::fs::read_to_string(root.join("docs/src/api/compatibility.md")).unwrap();
-    let mut sources = String::new();
-    for dir in ["host", "tests", "normalizers"] {
-        rust_sources(&root.join(dir), &mut sources);
-    }
+    let sources: String = ["host", "tests", "normalizers"]
+        .iter()
+        .flat_map(|dir| crate::support::rust_files(&root.join(dir)))
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
     let table: Vec<&str> =
         page.lines().skip_while(|l| !l.contains("| pinned by |")).skip(2).take_while(|l| l.starts_with('|')).collect();
     assert!(table.len() >= 10, "the table of differences is gone: {} rows", table.len());

@@ -3,7 +3,7 @@
 
 pub mod api;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use notification_host::record::{Header, Record};
 
@@ -95,4 +95,22 @@ pub fn noise(seed: u64) -> impl Iterator<Item = u64> {
 /// id field.
 pub fn incompressible(len: usize, seed: u64) -> String {
     noise(seed).take(len).map(|x| char::from_digit((x % 16) as u32, 16).unwrap_or('0')).collect()
+}
+
+/// Every `.rs` file under `dir`, depth first (build output in `target/`
+/// left out): what the tests that read the sources themselves walk.
+pub fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return files };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n != "target") {
+                files.extend(rust_files(&path));
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
 }

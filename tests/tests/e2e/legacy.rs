@@ -144,27 +144,8 @@ async fn the_host_starts_on_the_original_database_and_takes_over_as_the_runbook_
         HostOptions { env: vec![("API_COMPAT".into(), "original".into()), ("ROLE".into(), "all".into())], ..options };
     let host = Host::start(&options);
     host.wait_ready(Duration::from_secs(60));
-    let start = Instant::now();
-    let live = loop {
-        let rows: Vec<(i64,)> = sqlx::query_as(
-            "SELECT kafka_offset FROM notification_host.notifications WHERE source_topic = $1 ORDER BY 1",
-        )
-        .bind(&topic)
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        if rows.len() >= 2 || start.elapsed() > Duration::from_secs(60) {
-            break rows;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM notification_host.notifications WHERE source_topic = $1")
-        .bind(&topic)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!((live, n), (vec![(3,), (4,)], 2), "exactly the records the original had not read");
+    let (live, n) = host_rows_of(&pool, &topic, 2).await;
+    assert_eq!((live, n), ([(0, 3), (0, 4)].into(), 2), "exactly the records the original had not read");
 
     // The host now holds order-3's new records too: differences, unless
     // the comparison is told to expect rows of the host's own.
@@ -297,28 +278,7 @@ async fn offsets_from_the_original_start_the_group_where_it_stopped_reading() {
     let host = Host::start(&HostOptions { group_id: group.clone(), ..HostOptions::new(&url, &topic) });
     host.wait_ready(Duration::from_secs(60));
     let expected: BTreeSet<(i32, i64)> = (4..10).map(|o| (0, o)).chain((7..10).map(|o| (1, o))).collect();
-    let start = Instant::now();
-    let stored = loop {
-        let rows: Vec<(i32, i64)> = sqlx::query_as(
-            "SELECT kafka_partition, kafka_offset FROM notification_host.notifications WHERE source_topic = $1",
-        )
-        .bind(&topic)
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        if rows.len() >= expected.len() || start.elapsed() > Duration::from_secs(60) {
-            break rows;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    // Anything read twice or from the start would show up meanwhile.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM notification_host.notifications WHERE source_topic = $1")
-        .bind(&topic)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let stored: BTreeSet<(i32, i64)> = stored.into_iter().collect();
+    let (stored, n) = host_rows_of(&pool, &topic, expected.len()).await;
     assert_eq!(stored, expected, "{}", host.log_text());
     assert_eq!(n, 9);
 }
