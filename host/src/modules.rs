@@ -211,9 +211,11 @@ impl Modules {
 
     /// The live modules.
     pub fn list(&self) -> Vec<ModuleInfo> {
+        // The live set first: `set_store` publishes shadows before it, so a
+        // promoted version is never listed beside its own shadow.
+        let current = self.current.load();
         let shadows = self.shadows.load();
-        self.current
-            .load()
+        current
             .entries
             .iter()
             .map(|e| {
@@ -267,6 +269,11 @@ impl Modules {
     /// (compiles components); call it off the async workers.
     pub fn reload(&self) {
         let Ok(_guard) = self.reload_lock.lock() else { return };
+        self.reload_locked();
+    }
+
+    /// [`Modules::reload`] with the reload lock held.
+    fn reload_locked(&self) {
         // The sources are gathered under the lock, so a reload that started
         // earlier cannot apply an older store set over a newer one.
         let mut sources: Vec<Source> = Vec::new();
@@ -300,11 +307,12 @@ impl Modules {
     /// Replaces the module store's live and shadow versions (the store
     /// watcher calls this) and reloads. Blocking (compiles components).
     pub fn set_store(&self, live: Vec<Arc<StoredModule>>, shadows: Vec<Arc<StoredModule>>) {
+        // One lock over both, and the shadows are published before the live
+        // set: whoever sees a promoted live version sees its shadow gone.
+        let Ok(_guard) = self.reload_lock.lock() else { return };
         if let Ok(mut store) = self.store.lock() {
             *store = live;
         }
-        self.reload();
-        let Ok(_guard) = self.reload_lock.lock() else { return };
         if let Ok(mut seen) = self.shadows_seen.lock() {
             *seen = shadows.iter().map(|m| ShadowRef::of(m)).collect();
         }
@@ -350,6 +358,7 @@ impl Modules {
             r.retain(|k, _| !matches!(k, SourceKey::Shadow(_)) || wanted.contains(k));
         }
         self.shadows.store(Arc::new(next));
+        self.reload_locked();
     }
 
     /// The shadow versions the store last named (loaded or rejected): the
