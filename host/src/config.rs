@@ -11,9 +11,11 @@ use regex::Regex;
 mod commands;
 pub mod env;
 mod parse;
+mod sagas;
 
 use parse::{parse_anchored_regex, parse_duration, parse_kafka_option, parse_schema_name};
 
+pub use sagas::SagaConfig;
 pub use commands::{
     CaptureArgs, CompareLegacyArgs, ImportLegacyArgs, Language, ModulesAction, ModulesCommand, NewArgs, NormalizeArgs,
     RenormalizeArgs,
@@ -107,6 +109,8 @@ pub struct ServeArgs {
     pub http: HttpConfig,
     #[command(flatten)]
     pub modules: ModulesArgs,
+    #[command(flatten)]
+    pub sagas: SagaConfig,
     /// The memory the host may use, e.g. `512Mi`: batches in flight,
     /// librdkafka's prefetch and API answers are bounded to fit it (see the
     /// book's configuration page for the shares). Unset: the container's
@@ -298,10 +302,10 @@ pub struct DbConfig {
     pub schema: Option<String>,
 
     /// Connections that serve reads (the query API and the console). The
-    /// writers have connections of their own (`DATABASE_WRITERS`), and so
-    /// does the host's own work (4: maintenance, the module store, its two
-    /// listeners), so no number of readers can make ingestion wait. Also
-    /// how many API reads are answered at once.
+    /// writers have their own (`DATABASE_WRITERS`), and so does the host's
+    /// own work (5: maintenance, the module store, the saga learner, two
+    /// listeners): no number of readers can make ingestion wait. Also how
+    /// many API reads are answered at once.
     #[arg(long, env = env::DATABASE_MAX_CONNECTIONS, default_value_t = 10)]
     pub max_connections: u32,
 

@@ -13,6 +13,7 @@ mod body;
 pub mod console;
 mod error;
 mod extract;
+mod sagas;
 mod slots;
 
 use std::sync::Arc;
@@ -75,6 +76,8 @@ pub struct AppState {
     pub answer_max_bytes: usize,
     /// How many reads are answered at once (one per read connection).
     pub answer_slots: AnswerSlots,
+    /// How stuck sagas are judged, and where trace ids link to.
+    pub sagas: Arc<crate::config::SagaConfig>,
 }
 
 impl AppState {
@@ -107,6 +110,7 @@ impl AppState {
             admin_max_body_bytes: http.admin_max_body_bytes,
             module_settings: Arc::new(args.modules.clone()),
             role: args.role,
+            sagas: Arc::new(args.sagas.clone()),
             answer_slots: AnswerSlots::new(args.db.max_connections as usize, args.db.read_timeout),
             answer_max_bytes: usize::try_from(http.answer_max_bytes.unwrap_or(crate::budget::DEFAULT_ANSWER_MAX_BYTES))
                 .unwrap_or(usize::MAX),
@@ -117,7 +121,8 @@ impl AppState {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "notification-host", description = "An audit log of every Kafka record, with the business ids its normalizer found."),
-    tags((name = "orders", description = "The original service's endpoints"), (name = "queries"), (name = "operations"))
+    tags((name = "orders", description = "The original service's endpoints"), (name = "queries"),
+         (name = "sagas", description = "Learned saga shapes and the sagas stuck now"), (name = "operations"))
 )]
 struct ApiDoc;
 
@@ -141,6 +146,9 @@ fn routes(role: Role) -> (Router<AppState>, Router<AppState>, utoipa::openapi::O
             .routes(routes!(api::order_all))
             .routes(routes!(api::order_timeline))
             .routes(routes!(api::correlation))
+            .routes(routes!(api::trace))
+            .routes(routes!(sagas::stuck))
+            .routes(routes!(sagas::types))
             .routes(routes!(api::list_notifications))
             .routes(routes!(api::one_notification));
         let mut doc = open_doc;

@@ -15,6 +15,9 @@
 //! - [`pipeline`]: the only module that uses Kafka, the normalizers and
 //!   storage together: message → normalizer → row → stored offset, in named
 //!   parts (the batcher, the dispatcher, the writers).
+//! - [`learner`]: the saga learner job: rows stored since its last run,
+//!   in stored order, through the saga model into the saga tables (one
+//!   replica at a time, on the host's own connections).
 //! - [`modules`]: normalizer modules from a directory and from the module
 //!   store (which every replica follows), a file per job: manifests,
 //!   routing by topic, header, key and content, the load gate, quarantine,
@@ -36,6 +39,8 @@
 //!   layers above report to `/metrics` and `/ready`, the signal that stops
 //!   them, and the one `Cli`/`ServeArgs` parsed once from flags and the
 //!   environment.
+//! - [`sagas`]: the learned saga model (steps, transitions, latencies,
+//!   flags): pure, below `storage`, which saves and reads it.
 //! - [`record`] and [`samples`]: the domain types every part shares (a Kafka
 //!   record, the fields a normalizer found) and the sample-line format, from
 //!   the `notification-parse` crate, which also parses the API's requests so
@@ -56,11 +61,13 @@ pub mod cmd;
 pub mod config;
 pub mod http;
 pub mod kafka;
+pub mod learner;
 pub mod metrics;
 pub mod modules;
 
 pub mod pipeline;
 pub mod runtime;
+pub mod sagas;
 pub mod shutdown;
 pub mod status;
 pub mod storage;

@@ -94,6 +94,32 @@ pub fn method_label(method: &str) -> &'static str {
 /// (parentheses are not allowed in Kafka topic names).
 pub const OTHER_TOPICS: &str = "(other)";
 
+/// A saga type and one of its steps.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SagaStepLabels {
+    pub saga_type: String,
+    /// `service/event`.
+    pub step: String,
+}
+
+impl SagaStepLabels {
+    pub fn new(saga_type: &str, service: &str, event: &str) -> SagaStepLabels {
+        SagaStepLabels { saga_type: saga_type.to_owned(), step: format!("{service}/{event}") }
+    }
+}
+
+/// A saga type and one of its transitions.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SagaTransitionLabels {
+    pub saga_type: String,
+    /// `service/event -> service/event`.
+    pub transition: String,
+}
+
+/// Transitions with labels of their own in the step-latency histogram; the
+/// rest are counted under `(other)`.
+pub const SAGA_TRANSITION_SERIES: usize = 200;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
     pub route: String,
@@ -140,6 +166,15 @@ pub struct Metrics {
     pub maintenance_lock_timeouts: Counter,
     /// The memory limit the host budgets against, in bytes.
     pub memory_limit_bytes: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Sagas overdue now, by type and last step (the largest groups).
+    pub saga_stuck: Family<SagaStepLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    /// Time between saga steps, by type and transition, as learned.
+    pub saga_step_seconds: Family<SagaTransitionLabels, Histogram>,
+    /// Rows the saga learner has learned from.
+    pub saga_rows_learned: Counter,
+    /// Rows older than their saga's last step when learned.
+    pub saga_rows_late: Counter,
+    saga_transitions: std::sync::Mutex<std::collections::HashSet<SagaTransitionLabels>>,
     /// The topics that have a label of their own, at most `max_topics`.
     topics: std::sync::Mutex<std::collections::HashSet<String>>,
     max_topics: usize,
@@ -268,8 +303,35 @@ impl Default for Metrics {
             "The memory limit the host budgets batches and answers against",
             memory_limit_bytes.clone(),
         );
+        let saga_stuck = Family::default();
+        registry.register(
+            "sagas_stuck",
+            "Sagas overdue now (idle longer than SAGA_OVERDUE_MARGIN times the learned p99 of every next step), by type and last step",
+            saga_stuck.clone(),
+        );
+        let saga_step_seconds = Family::<SagaTransitionLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.01, 2.0, 20))
+        });
+        registry.register(
+            "saga_step_seconds",
+            "Time between two steps of a saga (record times), by saga type and transition, as the learner learns them",
+            saga_step_seconds.clone(),
+        );
+        let saga_rows_learned = Counter::default();
+        registry.register("saga_rows_learned", "Stored rows the saga learner has learned from", saga_rows_learned.clone());
+        let saga_rows_late = Counter::default();
+        registry.register(
+            "saga_rows_late",
+            "Rows dated before their saga's last step when learned (not learned as a transition)",
+            saga_rows_late.clone(),
+        );
         Metrics {
             registry,
+            saga_stuck,
+            saga_step_seconds,
+            saga_rows_learned,
+            saga_rows_late,
+            saga_transitions: std::sync::Mutex::new(std::collections::HashSet::new()),
             pipeline_idle_seconds,
             notify_failures,
             maintenance_lock_timeouts,
@@ -327,6 +389,22 @@ impl Metrics {
         } else {
             TopicLabel { topic: OTHER_TOPICS.into() }
         }
+    }
+
+    /// Observes a learned step time: the transition gets a label of its own
+    /// while fewer than [`SAGA_TRANSITION_SERIES`] have one.
+    pub fn saga_step(&self, saga_type: &str, from: &str, to: &str, seconds: f64) {
+        let mut labels = SagaTransitionLabels { saga_type: saga_type.to_owned(), transition: format!("{from} -> {to}") };
+        if let Ok(mut seen) = self.saga_transitions.lock()
+            && !seen.contains(&labels)
+        {
+            if seen.len() < SAGA_TRANSITION_SERIES {
+                seen.insert(labels.clone());
+            } else {
+                labels = SagaTransitionLabels { saga_type: OTHER_TOPICS.into(), transition: OTHER_TOPICS.into() };
+            }
+        }
+        self.saga_step_seconds.get_or_create(&labels).observe(seconds);
     }
 
     /// The metrics in Prometheus text format.

@@ -32,6 +32,8 @@
 //! - `renormalize`: reading stored records back and rewriting their fields.
 //! - `console`: the console's reads (events without their values, recent
 //!   orders, what kind of id a search term is).
+//! - `sagas`: the saga tables: the learner's transaction (one replica at
+//!   a time), stuck sagas, learned shapes, and a trace's rows.
 //! - `live`: the notification every write sends, and listening for it.
 //! - `value`: how a record's value is kept (once; zstd when that pays).
 //! - `schema`: which schema the host's tables are in (its own, beside the
@@ -51,6 +53,7 @@ pub mod module_store;
 mod partitions;
 mod reads;
 mod renormalize;
+mod sagas;
 mod rows;
 mod schema;
 mod timeline;
@@ -68,6 +71,7 @@ pub use reads::{
     StoredPosition, full_scans_of_rows,
 };
 pub use renormalize::StoredRecord;
+pub use sagas::{LearnerRow, Learning, StepRow, StuckQuery, StuckRow, TransitionRow};
 pub use rows::{MAX_NOTE_BYTES, StoredRow, TimeRule, document_text};
 pub use schema::{HOST_SCHEMA, Schema, SchemaReason};
 pub use timeline::{MAX_SAGAS, PER_SAGA, SAGA_CONTEXT, Timed, TimelinePage};
@@ -109,9 +113,10 @@ impl Connections {
 }
 
 /// The host's own connections: migrations, partition maintenance, the
-/// module store, and the two listeners (the console's live tail and the
-/// module store's changes), which each hold one for as long as they live.
-const ADMIN_CONNECTIONS: u32 = 4;
+/// module store, the saga learner, and the two listeners (the console's
+/// live tail and the module store's changes), which each hold one for as
+/// long as they live.
+const ADMIN_CONNECTIONS: u32 = 5;
 
 /// The database handle: three pools, so that no kind of work can take
 /// another's connections. Readers (`reads`, every statement under a time

@@ -111,6 +111,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     ));
     tokio::spawn(watch_database(db.clone(), status.clone(), shutdown.clone()));
     tokio::spawn(maintain_partitions(db.clone(), args.db.clone(), metrics.clone(), shutdown.clone()));
+    tokio::spawn(crate::learner::learn(db.clone(), args.sagas.clone(), metrics.clone(), shutdown.clone()));
 
     let Some(consumer) = consumer else {
         tracing::info!(role = ?args.role, "Serving the API only; no consumer.");

@@ -312,6 +312,35 @@ pub(super) async fn correlation(
     ))
 }
 
+/// Every notification of one trace, oldest first: records whose headers
+/// carry this trace id (W3C `traceparent`, else B3 `b3` or `X-B3-TraceId`,
+/// names in any case). 32 hex digits; a 16-digit B3 id is padded with
+/// zeros as W3C does. Paged as `/correlation/{id}`.
+#[utoipa::path(get, path = "/trace/{trace_id}", tag = "queries",
+    params(("trace_id" = String, Path, description = "The trace id: 32 (or 16) hex digits"), RowsParams),
+    responses((status = 200, body = Vec<NotificationBody>, description = "The trace's notifications, oldest first"),
+              (status = 404, description = "No notifications found for this trace."),
+              (status = 400, description = "Not a trace id, or an invalid limit or cursor")))]
+pub(super) async fn trace(
+    State(state): State<AppState>,
+    ApiPath(trace_id): ApiPath<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let trace_id = trace_id.to_ascii_lowercase();
+    let hex = trace_id.bytes().all(|b| b.is_ascii_hexdigit());
+    if !(hex && (trace_id.len() == 32 || trace_id.len() == 16)) || trace_id.bytes().all(|b| b == b'0') {
+        return Err(ApiError::Invalid("trace_id must be 32 (or 16) hex digits, not all zero.".into()));
+    }
+    let trace_id = format!("{trace_id:0>32}");
+    let RowsRequest { after, limit, ignored } = rows_request(query.as_deref().unwrap_or_default())?;
+    let mut rows = JsonRows::new(limit, state.answer_max_bytes, state.compat, ListOrder::Oldest);
+    state.db.for_trace_each(&trace_id, after, i64::from(limit) + 1, |n| rows.push(n)).await?;
+    if rows.is_empty() && after.is_none() {
+        return Err(ApiError::NotFound("No notifications found for this trace."));
+    }
+    Ok(with_ignored(rows.into_array_response(&format!("/trace/{trace_id}")), &ignored))
+}
+
 /// One notification by its row id (`notificationId`).
 #[utoipa::path(get, path = "/notifications/{notification_id}", tag = "queries",
     params(("notification_id" = i64, Path, description = "The row id, `notificationId` in answers")),

@@ -19,5 +19,6 @@ mod legacy;
 mod renormalize;
 mod retention;
 mod routing;
+mod sagas;
 mod sandbox;
 mod write_path;
