@@ -11,15 +11,17 @@ use regex::Regex;
 mod commands;
 pub mod env;
 mod parse;
+mod role;
 mod sagas;
 
 use parse::{parse_anchored_regex, parse_duration, parse_kafka_option, parse_schema_name};
 
-pub use sagas::SagaConfig;
 pub use commands::{
     CaptureArgs, CompareLegacyArgs, ImportLegacyArgs, Language, ModulesAction, ModulesCommand, NewArgs, NormalizeArgs,
     RenormalizeArgs,
 };
+pub use role::Role;
+pub use sagas::SagaConfig;
 
 /// Consumes every Kafka topic, normalizes each record, and keeps an audit
 /// log in PostgreSQL with a REST API over it.
@@ -122,24 +124,6 @@ pub struct ServeArgs {
     /// producer creating them) cannot grow the metrics without bound.
     #[arg(long, env = env::METRICS_MAX_TOPICS, default_value_t = crate::metrics::DEFAULT_MAX_TOPICS)]
     pub metrics_max_topics: usize,
-}
-
-/// What a replica does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Role {
-    All,
-    Api,
-    Ingest,
-}
-
-impl Role {
-    pub fn consumes(self) -> bool {
-        self != Role::Api
-    }
-
-    pub fn serves_api(self) -> bool {
-        self != Role::Ingest
-    }
 }
 
 /// Normalizer modules and their sandbox.

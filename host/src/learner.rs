@@ -157,7 +157,14 @@ pub async fn learn(db: Db, config: SagaConfig, metrics: Arc<Metrics>, shutdown: 
         match learn_run(&db, &config, SETTLE, &metrics).await {
             Ok(run) => {
                 if run.rows > 0 {
-                    tracing::debug!(rows = run.rows, sagas = run.sagas, transitions = run.taught.transitions, late = run.taught.late, flagged = run.taught.flagged, "Learned saga steps.");
+                    tracing::debug!(
+                        rows = run.rows,
+                        sagas = run.sagas,
+                        transitions = run.taught.transitions,
+                        late = run.taught.late,
+                        flagged = run.taught.flagged,
+                        "Learned saga steps."
+                    );
                 }
                 metrics.saga_rows_learned.inc_by(run.rows);
                 metrics.saga_rows_late.inc_by(run.taught.late);

@@ -318,7 +318,11 @@ impl Default for Metrics {
             saga_step_seconds.clone(),
         );
         let saga_rows_learned = Counter::default();
-        registry.register("saga_rows_learned", "Stored rows the saga learner has learned from", saga_rows_learned.clone());
+        registry.register(
+            "saga_rows_learned",
+            "Stored rows the saga learner has learned from",
+            saga_rows_learned.clone(),
+        );
         let saga_rows_late = Counter::default();
         registry.register(
             "saga_rows_late",
@@ -394,7 +398,8 @@ impl Metrics {
     /// Observes a learned step time: the transition gets a label of its own
     /// while fewer than [`SAGA_TRANSITION_SERIES`] have one.
     pub fn saga_step(&self, saga_type: &str, from: &str, to: &str, seconds: f64) {
-        let mut labels = SagaTransitionLabels { saga_type: saga_type.to_owned(), transition: format!("{from} -> {to}") };
+        let mut labels =
+            SagaTransitionLabels { saga_type: saga_type.to_owned(), transition: format!("{from} -> {to}") };
         if let Ok(mut seen) = self.saga_transitions.lock()
             && !seen.contains(&labels)
         {

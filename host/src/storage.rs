@@ -53,8 +53,8 @@ pub mod module_store;
 mod partitions;
 mod reads;
 mod renormalize;
-mod sagas;
 mod rows;
+mod sagas;
 mod schema;
 mod timeline;
 mod value;
@@ -71,8 +71,8 @@ pub use reads::{
     StoredPosition, full_scans_of_rows,
 };
 pub use renormalize::StoredRecord;
-pub use sagas::{LearnerRow, Learning, StepRow, StuckQuery, StuckRow, TransitionRow};
 pub use rows::{MAX_NOTE_BYTES, StoredRow, TimeRule, document_text};
+pub use sagas::{LearnerRow, Learning, StepRow, StuckQuery, StuckRow, TransitionRow};
 pub use schema::{HOST_SCHEMA, Schema, SchemaReason};
 pub use timeline::{MAX_SAGAS, PER_SAGA, SAGA_CONTEXT, Timed, TimelinePage};
 pub use value::{CorruptValue, stored_value};

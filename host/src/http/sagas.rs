@@ -89,7 +89,8 @@ impl StuckSaga {
             reasons.push("overdue".to_owned());
         }
         for f in &flags {
-            let kind = serde_json::to_value(f.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let kind =
+                serde_json::to_value(f.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
             if !reasons.contains(&kind) {
                 reasons.push(kind);
             }
@@ -111,7 +112,10 @@ impl StuckSaga {
             steps: row.steps,
             idle_ms: row.idle_ms.max(0.0),
             next_step_p99_ms: row.successor_p99_ms,
-            overdue_by_p99: row.successor_p99_ms.filter(|_| row.overdue).map(|p| row.idle_ms / p.max(f64::MIN_POSITIVE)),
+            overdue_by_p99: row
+                .successor_p99_ms
+                .filter(|_| row.overdue)
+                .map(|p| row.idle_ms / p.max(f64::MIN_POSITIVE)),
             reasons,
             flags,
             timeline,
@@ -150,8 +154,9 @@ fn stuck_query(state: &AppState, query: &str) -> Result<StuckQuery, ApiError> {
             "step" => q.event = Some(value),
             "service" => q.service = Some(value),
             "since" => {
-                let since = DateTime::parse_from_rfc3339(&value)
-                    .map_err(|_| ApiError::Invalid("since must be an RFC 3339 time, e.g. 2026-12-07T10:00:00Z.".into()))?;
+                let since = DateTime::parse_from_rfc3339(&value).map_err(|_| {
+                    ApiError::Invalid("since must be an RFC 3339 time, e.g. 2026-12-07T10:00:00Z.".into())
+                })?;
                 q.since = Some(since.with_timezone(&Utc));
             }
             "reason" => match value.as_str() {
@@ -163,11 +168,9 @@ fn stuck_query(state: &AppState, query: &str) -> Result<StuckQuery, ApiError> {
                 _ => return Err(ApiError::Invalid("reason must be overdue, status_regression or duplicate.".into())),
             },
             "limit" => {
-                q.limit = value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|l| (1..=MAX_STUCK_PAGE).contains(l))
-                    .ok_or_else(|| ApiError::Invalid(format!("limit must be a whole number from 1 to {MAX_STUCK_PAGE}.")))?;
+                q.limit = value.parse::<i64>().ok().filter(|l| (1..=MAX_STUCK_PAGE).contains(l)).ok_or_else(|| {
+                    ApiError::Invalid(format!("limit must be a whole number from 1 to {MAX_STUCK_PAGE}."))
+                })?;
             }
             "cursor" => q.after = Some(decode_cursor(&value)?),
             _ => {}
@@ -182,7 +185,10 @@ fn stuck_query(state: &AppState, query: &str) -> Result<StuckQuery, ApiError> {
 /// stored twice), oldest last step first, in keyset pages.
 #[utoipa::path(get, path = "/sagas/stuck", tag = "sagas", params(StuckParams),
     responses((status = 200, body = StuckPage, description = "Stuck sagas"), (status = 400, description = "Invalid filter or cursor")))]
-pub(super) async fn stuck(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Json<StuckPage>, ApiError> {
+pub(super) async fn stuck(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<StuckPage>, ApiError> {
     let mut q = stuck_query(&state, query.as_deref().unwrap_or_default())?;
     let limit = q.limit;
     q.limit = limit + 1;
@@ -290,7 +296,10 @@ pub fn shapes(steps: Vec<StepRow>, transitions: Vec<TransitionRow>, limit: i64) 
 #[utoipa::path(get, path = "/sagas/types", tag = "sagas",
     params(("type" = Option<String>, Query, description = "Only this saga type")),
     responses((status = 200, body = SagaShapes, description = "Learned saga types")))]
-pub(super) async fn types(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Json<SagaShapes>, ApiError> {
+pub(super) async fn types(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<SagaShapes>, ApiError> {
     let query = query.unwrap_or_default();
     let saga_type =
         form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "type").map(|(_, v)| v.into_owned());

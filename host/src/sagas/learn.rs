@@ -348,10 +348,8 @@ impl Model {
         if from.out_count < min || from.visits < min || to.visits < min {
             return None;
         }
-        let seen = self
-            .transitions
-            .get(&(saga_type.to_owned(), saga.last.clone(), step.clone()))
-            .map_or(0, |t| t.count);
+        let seen =
+            self.transitions.get(&(saga_type.to_owned(), saga.last.clone(), step.clone())).map_or(0, |t| t.count);
         let rare = seen.saturating_mul(100) < from.out_count;
         (rare && to.mean_position() + 1.0 <= from.mean_position()).then(|| {
             format!(

@@ -12,8 +12,8 @@ use sqlx::{Postgres, Transaction};
 
 use super::reads::{COLUMNS, Notification, TIME_ORDER};
 use super::{Db, DbError, Position};
-use crate::sagas::learn::{Flag, LearnRow, Model, Saga, Step, StepStats, Transition};
 use crate::sagas::latencies::Latencies;
+use crate::sagas::learn::{Flag, LearnRow, Model, Saga, Step, StepStats, Transition};
 
 /// The learner's statements end within this, whatever the load.
 const LEARN_STATEMENT_TIMEOUT: &str = "30s";
@@ -63,11 +63,7 @@ impl Db {
         )
         .fetch_optional(&mut *tx)
         .await?;
-        Ok(row.map(|(tx_id, id, rows_learned)| Learning {
-            tx,
-            position: tx_id.zip(id),
-            rows_learned,
-        }))
+        Ok(row.map(|(tx_id, id, rows_learned)| Learning { tx, position: tx_id.zip(id), rows_learned }))
     }
 
     /// Forgets sagas idle for longer than `window` (at most `limit` at a
@@ -108,7 +104,16 @@ impl Learning {
             .into_iter()
             .map(|(id, stored_tx, at, stored_at, correlation_id, order_id, service, event_type, status, doc_hash)| {
                 LearnerRow {
-                    row: LearnRow { notification_id: id, at, correlation_id, order_id, service, event_type, status, doc_hash },
+                    row: LearnRow {
+                        notification_id: id,
+                        at,
+                        correlation_id,
+                        order_id,
+                        service,
+                        event_type,
+                        status,
+                        doc_hash,
+                    },
                     stored_tx,
                     stored_at,
                 }
@@ -118,8 +123,9 @@ impl Learning {
 
     /// Every learned type with how many steps it has.
     pub async fn known_types(&mut self) -> Result<HashMap<String, usize>, DbError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT saga_type, count(*) FROM saga_steps GROUP BY saga_type").fetch_all(&mut *self.tx).await?;
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT saga_type, count(*) FROM saga_steps GROUP BY saga_type")
+            .fetch_all(&mut *self.tx)
+            .await?;
         Ok(rows.into_iter().map(|(t, n)| (t, usize::try_from(n).unwrap_or(usize::MAX))).collect())
     }
 
@@ -182,27 +188,50 @@ impl Learning {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(key, correlation_id, order_id, saga_type, started_at, service, event, last_at, last_id, steps, statuses, recent, flags, flagged_at)| Saga {
-                key,
-                correlation_id,
-                order_id,
-                saga_type,
-                started_at,
-                last: Step { service, event },
-                last_at,
-                last_notification_id: last_id,
-                steps,
-                statuses,
-                recent,
-                flags: serde_json::from_str::<Vec<Flag>>(&flags).unwrap_or_default(),
-                flagged_at,
-            })
+            .map(
+                |(
+                    key,
+                    correlation_id,
+                    order_id,
+                    saga_type,
+                    started_at,
+                    service,
+                    event,
+                    last_at,
+                    last_id,
+                    steps,
+                    statuses,
+                    recent,
+                    flags,
+                    flagged_at,
+                )| Saga {
+                    key,
+                    correlation_id,
+                    order_id,
+                    saga_type,
+                    started_at,
+                    last: Step { service, event },
+                    last_at,
+                    last_notification_id: last_id,
+                    steps,
+                    statuses,
+                    recent,
+                    flags: serde_json::from_str::<Vec<Flag>>(&flags).unwrap_or_default(),
+                    flagged_at,
+                },
+            )
             .collect())
     }
 
     /// Saves the sagas and what the model learned, moves the learner past
     /// `position`, and commits.
-    pub async fn save(mut self, sagas: &[Saga], model: &Model, position: Option<(i64, i64)>, rows: i64) -> Result<(), DbError> {
+    pub async fn save(
+        mut self,
+        sagas: &[Saga],
+        model: &Model,
+        position: Option<(i64, i64)>,
+        rows: i64,
+    ) -> Result<(), DbError> {
         if !sagas.is_empty() {
             let doc: Vec<serde_json::Value> = sagas
                 .iter()
@@ -367,7 +396,8 @@ pub struct TransitionRow {
 }
 
 /// Overdue: idle longer than the margin times its step's successor p99.
-const OVERDUE: &str = "st.successor_p99_ms IS NOT NULL AND s.last_at < now() - st.successor_p99_ms * $1 * interval '1 millisecond'";
+const OVERDUE: &str =
+    "st.successor_p99_ms IS NOT NULL AND s.last_at < now() - st.successor_p99_ms * $1 * interval '1 millisecond'";
 
 impl Db {
     /// Sagas overdue or flagged, by the time of their last step, then key.
@@ -423,7 +453,12 @@ impl Db {
 
     /// How many sagas are overdue now, by type and last step: the largest
     /// `limit` groups.
-    pub async fn stuck_counts(&self, margin: f64, window: Duration, limit: i64) -> Result<Vec<(String, String, String, i64)>, DbError> {
+    pub async fn stuck_counts(
+        &self,
+        margin: f64,
+        window: Duration,
+        limit: i64,
+    ) -> Result<Vec<(String, String, String, i64)>, DbError> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT st.saga_type, st.service, st.event, n FROM saga_steps st CROSS JOIN LATERAL ( \
                SELECT count(*) AS n FROM sagas s \
@@ -441,7 +476,11 @@ impl Db {
 
     /// The learned steps and transitions, of one type or all, the most
     /// frequent first: at most `limit` of each.
-    pub async fn saga_shapes(&self, saga_type: Option<&str>, limit: i64) -> Result<(Vec<StepRow>, Vec<TransitionRow>), DbError> {
+    pub async fn saga_shapes(
+        &self,
+        saga_type: Option<&str>,
+        limit: i64,
+    ) -> Result<(Vec<StepRow>, Vec<TransitionRow>), DbError> {
         let steps = sqlx::query_as(
             "SELECT saga_type, service, event, visits, position_sum, ends, successor_p99_ms FROM saga_steps \
              WHERE $1::text IS NULL OR saga_type = $1 ORDER BY visits DESC, saga_type, service, event LIMIT $2",
@@ -496,11 +535,8 @@ impl Db {
              AND ($2::timestamptz IS NULL OR (created_at, notification_id) > ($2, $3::int8)) \
              ORDER BY {TIME_ORDER} LIMIT $4"
         );
-        let query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(trace_id)
-            .bind(created_at)
-            .bind(notification_id)
-            .bind(limit);
+        let query =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(trace_id).bind(created_at).bind(notification_id).bind(limit);
         self.each(query, visit).await
     }
 }

@@ -107,7 +107,9 @@ async fn stuck_sagas_are_found_and_healthy_ones_are_not(pool: PgPool) {
     records.extend(dup);
     store(&pool, records).await;
 
-    let run = learn_run(&Db::from_pool(pool.clone()), &config(&api), Duration::ZERO, &metrics, 80 * 4 + 3 * 2 + 2 + 5 + 5).await;
+    let run =
+        learn_run(&Db::from_pool(pool.clone()), &config(&api), Duration::ZERO, &metrics, 80 * 4 + 3 * 2 + 2 + 5 + 5)
+            .await;
     assert_eq!(run.taught.flagged, 2, "{run:?}");
 
     let (status, page) = api.get("/sagas/stuck").await;
@@ -169,20 +171,32 @@ async fn stuck_sagas_are_found_and_healthy_ones_are_not(pool: PgPool) {
     let t = &shapes["types"][0];
     assert_eq!(t["sagaType"], "order.created (PENDING)");
     let steps: Vec<&str> = t["steps"].as_array().unwrap().iter().map(|s| s["event"].as_str().unwrap()).collect();
-    assert_eq!(steps[..4], ["order.created (PENDING)", "payment.captured (PAID)", "order.picked (PICKED)", "order.delivered (DELIVERED)"]);
+    assert_eq!(
+        steps[..4],
+        ["order.created (PENDING)", "payment.captured (PAID)", "order.picked (PICKED)", "order.delivered (DELIVERED)"]
+    );
     let delivered = &t["steps"][3];
     assert_eq!(delivered["ends"], true, "{delivered}");
     assert!(delivered["nextStepP99Ms"].is_null());
-    let paid = t["transitions"].as_array().unwrap().iter().find(|x| x["from"]["event"] == "payment.captured (PAID)" && x["to"]["event"] == "order.picked (PICKED)").unwrap();
+    let paid = t["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["from"]["event"] == "payment.captured (PAID)" && x["to"]["event"] == "order.picked (PICKED)")
+        .unwrap();
     assert!(paid["count"].as_i64().unwrap() >= 80);
     let p99 = paid["p99Ms"].as_f64().unwrap();
     assert!((2000.0..=3000.0 * 1.25).contains(&p99), "the step takes 1 to 3 s: p99 {p99}");
 
     // Metrics: stuck by type and step; step times by transition.
-    notification_host::learner::refresh_stuck_metric(&Db::from_pool(pool.clone()), &config(&api), &metrics).await.unwrap();
+    notification_host::learner::refresh_stuck_metric(&Db::from_pool(pool.clone()), &config(&api), &metrics)
+        .await
+        .unwrap();
     let text = metrics.encode();
     assert!(
-        text.contains(r#"notification_sagas_stuck{saga_type="order.created (PENDING)",step="payments/payment.captured (PAID)"} 3"#),
+        text.contains(
+            r#"notification_sagas_stuck{saga_type="order.created (PENDING)",step="payments/payment.captured (PAID)"} 3"#
+        ),
         "{text}"
     );
     assert!(text.contains("notification_saga_step_seconds_count{saga_type=\"order.created (PENDING)\",transition=\"payments/payment.captured (PAID) -> kitchen/order.picked (PICKED)\"}"), "{text}");
@@ -217,10 +231,14 @@ async fn two_learners_learn_every_row_once(pool: PgPool) {
     }
     assert_eq!(a + b, 1200, "every row learned once");
     assert!(busy > 0, "the two learners met");
-    let transitions: i64 = sqlx::query_scalar("SELECT sum(count)::int8 FROM saga_transitions").fetch_one(&pool).await.unwrap();
+    let transitions: i64 =
+        sqlx::query_scalar("SELECT sum(count)::int8 FROM saga_transitions").fetch_one(&pool).await.unwrap();
     assert_eq!(transitions, 900);
     let (learned, sagas): (i64, i64) =
-        sqlx::query_as("SELECT rows_learned, (SELECT count(*) FROM sagas) FROM saga_learner").fetch_one(&pool).await.unwrap();
+        sqlx::query_as("SELECT rows_learned, (SELECT count(*) FROM sagas) FROM saga_learner")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!((learned, sagas), (1200, 300));
     // Nothing new: nothing learned.
     assert_eq!(learn_batch(&db_a, &config, Duration::ZERO, &metrics).await.unwrap().rows, 0);
@@ -242,7 +260,14 @@ async fn types_and_steps_stay_within_their_bounds(pool: PgPool) {
     // 10 types, each saga 8 distinct steps; a late row; ids too long to key.
     for i in 0..10 {
         for step in 0..8 {
-            records.push(event(&mut offset, &format!("t-{i}"), "svc", &format!("type{i}.step{step}"), "S", 100_000 - step * 1000));
+            records.push(event(
+                &mut offset,
+                &format!("t-{i}"),
+                "svc",
+                &format!("type{i}.step{step}"),
+                "S",
+                100_000 - step * 1000,
+            ));
         }
     }
     let long = "x".repeat(5000);
@@ -256,12 +281,17 @@ async fn types_and_steps_stay_within_their_bounds(pool: PgPool) {
     store(&pool, vec![event(&mut offset, "t-0", "svc", "type0.late", "S", 500_000)]).await;
     let run = learn_run(&db, &config, Duration::ZERO, &metrics, 1).await;
     assert_eq!(run.taught.late, 1);
-    let types: Vec<(String, i64)> =
-        sqlx::query_as("SELECT saga_type, count(*) FROM saga_steps GROUP BY 1 ORDER BY 1").fetch_all(&pool).await.unwrap();
+    let types: Vec<(String, i64)> = sqlx::query_as("SELECT saga_type, count(*) FROM saga_steps GROUP BY 1 ORDER BY 1")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
     assert!(types.len() <= 4, "3 types and (other): {types:?}");
     assert!(types.iter().any(|(t, _)| t == "(other)"), "{types:?}");
     assert!(types.iter().all(|(_, steps)| *steps <= 4), "{types:?}");
-    let long_key: String = sqlx::query_scalar("SELECT saga_key FROM sagas WHERE length(correlation_id) = 5000").fetch_one(&pool).await.unwrap();
+    let long_key: String = sqlx::query_scalar("SELECT saga_key FROM sagas WHERE length(correlation_id) = 5000")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert!(long_key.starts_with("c:sha256:") && long_key.len() == 2 + 7 + 64, "{long_key}");
 }
 
@@ -273,14 +303,20 @@ async fn a_trace_id_in_any_header_form_finds_its_records(pool: PgPool) {
     store(
         &pool,
         vec![
-            record("a", 0, r#"{"type": "one"}"#).at(t0).header("TraceParent", format!("00-{}-00f067aa0ba902b7-01", trace.to_uppercase()).as_bytes()),
-            record("a", 1, r#"{"type": "two"}"#).at(t0 + 1).header("b3", format!("{trace}-e457b5a2e4d86bd1-1").as_bytes()),
+            record("a", 0, r#"{"type": "one"}"#)
+                .at(t0)
+                .header("TraceParent", format!("00-{}-00f067aa0ba902b7-01", trace.to_uppercase()).as_bytes()),
+            record("a", 1, r#"{"type": "two"}"#)
+                .at(t0 + 1)
+                .header("b3", format!("{trace}-e457b5a2e4d86bd1-1").as_bytes()),
             record("a", 2, r#"{"type": "three"}"#).at(t0 + 2).header("X-B3-TraceId", trace.as_bytes()),
             record("a", 3, "not json").at(t0 + 3).header("x-b3-traceid", b"a3ce929d0e0e4736"),
             // Not trace ids: stored all the same, found by none.
             record("a", 4, "{}").at(t0 + 4).header("traceparent", &[0xff, 0xfe]),
             record("a", 5, "{}").at(t0 + 5).header("traceparent", "z".repeat(10_000).as_bytes()),
-            record("a", 6, "{}").at(t0 + 6).header("traceparent", b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            record("a", 6, "{}")
+                .at(t0 + 6)
+                .header("traceparent", b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
         ],
     )
     .await;
@@ -301,4 +337,27 @@ async fn a_trace_id_in_any_header_form_finds_its_records(pool: PgPool) {
     assert_eq!(status, 404);
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications").fetch_one(&pool).await.unwrap();
     assert_eq!(stored, 7);
+    // Found through its index among many rows with and without traces.
+    sqlx::query(
+        "INSERT INTO notifications (created_at, source_topic, kafka_partition, kafka_offset, raw_value, kafka_headers) \
+         SELECT timestamptz '2025-12-06' + g * interval '1 s', 'b', 0, g, '\\x00', \
+                CASE WHEN g % 2 = 0 THEN jsonb_build_array(jsonb_build_object('key', 'traceparent', \
+                     'value', '00-' || lpad(to_hex(g), 32, '0') || '-00f067aa0ba902b7-01')) END \
+         FROM generate_series(1, 20000) g",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE notifications").execute(&pool).await.unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN SELECT notification_id FROM notifications WHERE notification_trace_id(kafka_headers) = '{trace}' \
+         ORDER BY created_at, notification_id LIMIT 10"
+    )))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("trace_id") && plan.contains("Index") && !plan.contains("Seq Scan"), "{plan}");
+    let (status, rows) = api.get("/trace/00000000000000000000000000000400").await;
+    assert_eq!((status, rows.as_array().unwrap().len()), (axum::http::StatusCode::OK, 1));
 }
