@@ -490,3 +490,41 @@ fn every_install_renders_with_safe_defaults_and_probes_by_role() {
         "an install takes its modules from the store only"
     );
 }
+
+/// The alerting rules name only metrics the host exports (with their
+/// counter and histogram suffixes), and the component renders.
+#[test]
+fn alert_rules_name_only_metrics_the_host_exports() {
+    // The metrics page is generated from the registry (and checked by the
+    // docs tests): one row per exposed name.
+    let page = repo("docs/src/reference/metrics.md");
+    let exported: BTreeSet<String> = page
+        .lines()
+        .filter_map(|l| l.split("</a>`").nth(1))
+        .filter_map(|l| l.split('`').next().map(str::to_owned))
+        .collect();
+    assert!(exported.contains("notification_sagas_stuck"), "{exported:?}");
+    let rule = &yaml_docs("kubernetes/components/alerts/prometheusrule.yaml")[0];
+    assert_eq!(rule["kind"], "PrometheusRule");
+    let rules = rule["spec"]["groups"][0]["rules"].as_sequence().unwrap();
+    assert!(rules.iter().any(|r| r["alert"] == "NotificationSagasStuck"));
+    let names = regex::Regex::new(r"notification_[a-z_]+").unwrap();
+    let mut named = 0;
+    for r in rules {
+        let expr = r["expr"].as_str().unwrap();
+        for m in names.find_iter(expr) {
+            let name = m.as_str();
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|b| exported.contains(*b))
+                .unwrap_or(name);
+            assert!(exported.contains(base), "{:?} names {name}, which the host does not export", r["alert"]);
+            named += 1;
+        }
+    }
+    assert!(named >= 5);
+    let component = &yaml_docs("kubernetes/components/alerts/kustomization.yaml")[0];
+    assert_eq!(component["kind"], "Component");
+    assert_eq!(component["resources"][0], "prometheusrule.yaml");
+}

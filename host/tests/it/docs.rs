@@ -281,6 +281,8 @@ fn metrics_with_a_sample_each() -> Metrics {
     m.http_requests.get_or_create(&RequestLabels { route: "/r".into(), method: "GET", status: 200 }).inc();
     m.http_seconds.get_or_create(&RouteLabel { route: "/r".into() }).observe(0.1);
     m.stage("write", std::time::Duration::from_millis(1));
+    m.saga_stuck.get_or_create(&notification_host::metrics::SagaStepLabels::new("t", "s", "e")).set(1);
+    m.saga_step("t", "s/a", "s/b", 0.5);
     m
 }
 
