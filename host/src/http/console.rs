@@ -12,6 +12,7 @@
 
 mod live;
 mod pages;
+mod record;
 mod text;
 
 use std::sync::LazyLock;
@@ -438,7 +439,12 @@ async fn record(
     };
     let value = n.value();
     let document = document_text(n.event_json.as_deref(), value.as_deref());
-    Ok(signed_page(&state, &format!("Record {id}"), Nav::None, pages::record(&n, value.as_deref(), document)))
+    Ok(signed_page(
+        &state,
+        &format!("Record {id}"),
+        Nav::None,
+        record::record(&n, value.as_deref(), document, state.sagas.trace_url_template.as_deref()),
+    ))
 }
 
 /// The exact value as a download: served as bytes, never rendered.

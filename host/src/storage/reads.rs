@@ -46,12 +46,14 @@ pub struct Notification {
     /// The original service's id of a row imported from it
     /// (`import-legacy`); None for every row the host stored itself.
     pub legacy_id: Option<String>,
+    /// The trace id its headers carry (`traceparent`, `b3`), if any.
+    pub trace_id: Option<String>,
 }
 
 pub(super) const COLUMNS: &str = "notification_id, customer_id, runner_id, order_id, event::text AS event_json, raw_value, value_zstd, \
      status, created_at, source_topic, event_type, correlation_id, source_service, kafka_partition, kafka_offset, \
      normalizer, normalizer_error, ingest_note, stored_at, kafka_key, kafka_timestamp, kafka_headers::text AS kafka_headers, \
-     stored_tx::text::int8 AS stored_tx, legacy_id";
+     stored_tx::text::int8 AS stored_tx, legacy_id, notification_trace_id(kafka_headers) AS trace_id";
 
 /// Record-time order, ties broken by the row id (the order rows were
 /// written: within a partition, offset order). The same keyset as

@@ -324,6 +324,15 @@ async fn a_trace_id_in_any_header_form_finds_its_records(pool: PgPool) {
     assert_eq!(status, 200, "{rows}");
     let types: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["eventType"].as_str().unwrap()).collect();
     assert_eq!(types, ["one", "two", "three"]);
+    // The console shows the trace and links it: to its records, and to the
+    // tracing UI when one is configured.
+    let first = rows[0]["notificationId"].as_i64().unwrap();
+    let (status, _, page) = api.page(&format!("/ui/record/{first}"), &[]).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!("href=\"/trace/{trace}\"")) && !page.contains("tracing UI"), "{page}");
+    let linked = Api::with_args(pool.clone(), &["--trace-url-template", "https://jaeger.example/trace/{trace_id}"]);
+    let (_, _, page) = linked.page(&format!("/ui/record/{first}"), &[]).await;
+    assert!(page.contains(&format!("href=\"https://jaeger.example/trace/{trace}\"")), "{page}");
     let (status, rows) = api.get("/trace/a3ce929d0e0e4736").await;
     assert_eq!(status, 200);
     assert_eq!(rows.as_array().unwrap().len(), 1);
