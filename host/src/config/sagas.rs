@@ -23,7 +23,7 @@ pub struct SagaConfig {
 
     /// A saga is overdue when the time since its last step exceeds this
     /// many times the learned p99 of every step that follows it.
-    #[arg(long, env = env::SAGA_OVERDUE_MARGIN, default_value_t = 1.5, value_parser = parse_margin)]
+    #[arg(long, env = env::SAGA_OVERDUE_MARGIN, default_value_t = 2.0, value_parser = parse_margin)]
     pub saga_overdue_margin: f64,
 
     /// Transitions seen fewer times than this teach nothing yet: no saga is
