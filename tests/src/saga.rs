@@ -49,6 +49,12 @@ pub const EVENT_TYPES: [&str; 12] = [
 
 /// The saga's records, each topic name prefixed with `topic_prefix`.
 pub fn records(order_id: u64, topic_prefix: &str) -> Vec<Out> {
+    let base_ms = chrono::DateTime::parse_from_rfc3339("2025-04-04T10:00:00Z").map_or(0, |t| t.timestamp_millis());
+    records_at(order_id, topic_prefix, base_ms)
+}
+
+/// [`records`] with record times from `base_ms` on, a second apart.
+pub fn records_at(order_id: u64, topic_prefix: &str, base_ms: i64) -> Vec<Out> {
     let saga = saga_id(order_id);
     let http_corr = http_correlation_id(order_id);
     let customer = "user_2demoCustomer";
@@ -187,7 +193,6 @@ pub fn records(order_id: u64, topic_prefix: &str) -> Vec<Out> {
         ),
     ];
 
-    let base_ms = chrono::DateTime::parse_from_rfc3339("2025-04-04T10:00:00Z").map_or(0, |t| t.timestamp_millis());
     events
         .iter()
         .enumerate()

@@ -13,6 +13,7 @@
 mod live;
 mod pages;
 mod record;
+mod sagas;
 mod text;
 
 use std::sync::LazyLock;
@@ -53,6 +54,7 @@ const CSP_REPORT_BYTES: usize = 16 << 10;
 pub enum Nav {
     Search,
     Live,
+    Sagas,
     Normalizers,
     None,
 }
@@ -102,6 +104,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/ui/live", get(live_page))
         .route(EVENTS_ROUTE, get(live::events))
         .route("/ui/normalizers", get(normalizers))
+        .route("/ui/sagas", get(sagas::stuck_page))
+        .route("/ui/sagas/type", get(sagas::type_page))
         .route("/ui/logout", post(logout))
         .route("/ui/{*rest}", get(unknown))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_console));
@@ -362,11 +366,14 @@ async fn order(
         correlation_ids,
         truncated,
     };
+    let mut keys: Vec<String> = head.correlation_ids.iter().map(|c| crate::sagas::learn::correlation_key(c)).collect();
+    keys.push(crate::sagas::learn::order_key(&id));
+    let banner = sagas::overdue_banner(&state, &keys).await;
     Ok(signed_page(
         &state,
         &format!("Order {}", text::clip(&id, 60)),
         Nav::Search,
-        pages::timeline(&head, &events, Utc::now()),
+        maud::html! { @if let Some(b) = banner { (b) } (pages::timeline(&head, &events, Utc::now())) },
     ))
 }
 

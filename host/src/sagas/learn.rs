@@ -80,6 +80,16 @@ impl LearnRow {
     }
 }
 
+/// The key of the saga of a correlation id.
+pub fn correlation_key(id: &str) -> String {
+    key_of("c:", id)
+}
+
+/// The key of the saga of an order id (for records without a correlation id).
+pub fn order_key(id: &str) -> String {
+    key_of("o:", id)
+}
+
 /// A saga key small enough for any index: ids over 200 bytes are keyed by
 /// their SHA-256.
 fn key_of(prefix: &str, id: &str) -> String {

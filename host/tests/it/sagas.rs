@@ -188,6 +188,30 @@ async fn stuck_sagas_are_found_and_healthy_ones_are_not(pool: PgPool) {
     let p99 = paid["p99Ms"].as_f64().unwrap();
     assert!((2000.0..=3000.0 * 1.25).contains(&p99), "the step takes 1 to 3 s: p99 {p99}");
 
+    // The console: "Stuck now", the type's graph, and the order's banner.
+    let (status, _, page) = api.page("/ui/sagas", &[]).await;
+    assert_eq!(status, 200);
+    let html = scraper::Html::parse_document(&page);
+    let rows = scraper::Selector::parse("#stuck tbody tr").unwrap();
+    let mut listed: Vec<String> = html.select(&rows).map(|r| r.value().attr("data-key").unwrap().to_owned()).collect();
+    listed.sort();
+    assert_eq!(listed, found);
+    let (status, _, page) = api.page("/ui/sagas/type?name=order.created%20(PENDING)", &[]).await;
+    assert_eq!(status, 200, "{page}");
+    let html = scraper::Html::parse_document(&page);
+    let boxes = scraper::Selector::parse("svg#graph g.step").unwrap();
+    let events: Vec<&str> = html.select(&boxes).map(|g| g.value().attr("data-event").unwrap()).collect();
+    assert_eq!(events.len(), 4, "{events:?}");
+    let edges = scraper::Selector::parse("svg#graph g.transition").unwrap();
+    assert!(html.select(&edges).count() >= 3);
+    assert!(page.contains("class=\"step ends\""), "delivered ends the saga");
+    let (status, _, _) = api.page("/ui/sagas/type?name=nothing", &[]).await;
+    assert_eq!(status, 404);
+    let (_, _, page) = api.page("/ui/order/order-stalled-0", &[]).await;
+    assert!(page.contains("id=\"overdue\"") && page.contains("payment.captured (PAID)"), "{page}");
+    let (_, _, page) = api.page("/ui/order/order-ok-3", &[]).await;
+    assert!(!page.contains("id=\"overdue\""), "a finished saga has no banner");
+
     // Metrics: stuck by type and step; step times by transition.
     notification_host::learner::refresh_stuck_metric(&Db::from_pool(pool.clone()), &config(&api), &metrics)
         .await

@@ -5,7 +5,8 @@
 //! live tail; hostile values in every field render as inert text (no
 //! dialog, no request anywhere but the host, no policy violation); the read
 //! token guards the console; streams show every replica's writes and end
-//! at shutdown.
+//! at shutdown; a demo saga stopped halfway shows under "Stuck now", with
+//! its type's learned graph.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -128,6 +129,78 @@ async fn an_engineer_follows_the_demo_saga_in_a_browser() {
     browser.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saga_stopped_halfway_shows_under_stuck_now_in_a_browser() {
+    let prefix = unique("stuck");
+    let (db_url, pool) = fresh_database("stuck").await;
+    let kafka = Kafka::shared();
+    let topics: Vec<String> = saga::TOPICS.iter().map(|t| format!("{prefix}{t}")).collect();
+    kafka.create_topics(&topics, 3).await;
+    let mut options = HostOptions::new(&db_url, &prefix);
+    options.env = vec![("SAGA_MIN_SAMPLES".into(), "3".into())];
+    let host = Host::start(&options);
+    host.wait_ready(Duration::from_secs(60));
+    // Ten whole demo sagas, then one stopped after its sixth event, dated
+    // the last seconds (as `saga-demo` does).
+    let producer = kafka.producer();
+    let base = || chrono::Utc::now().timestamp_millis() - 13_000;
+    for order in 1..=10 {
+        for out in saga::records_at(order, &prefix, base()) {
+            produce(&producer, &out).await;
+        }
+    }
+    for out in saga::records_at(11, &prefix, base()).into_iter().take(6) {
+        produce(&producer, &out).await;
+    }
+    let rows = wait_for_rows(&pool, &prefix, 10 * saga::EVENT_TYPES.len() + 6, Duration::from_secs(30)).await;
+    assert_eq!(rows.len(), 126, "log:\n{}", host.log_text());
+    let key = format!("c:{}", saga::saga_id(11));
+    let started = Instant::now();
+    loop {
+        let (_, body) = http_get(host.http, "/sagas/stuck").unwrap();
+        let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let keys: Vec<&str> = page["sagas"].as_array().unwrap().iter().filter_map(|s| s["sagaKey"].as_str()).collect();
+        if keys.contains(&key.as_str()) {
+            assert_eq!(keys, [key.as_str()], "only the stopped saga is stuck: {page}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "not listed: {page}\n{}", host.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("listed as stuck {:?} after its rows were stored", started.elapsed());
+
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    let base_url = format!("http://{}", host.http);
+    c.goto(&format!("{base_url}/ui")).await.unwrap();
+    c.find(Locator::LinkText("Stuck now")).await.unwrap().click().await.unwrap();
+    browser.wait_for("Stuck now", "return location.pathname === '/ui/sagas'", Duration::from_secs(10)).await;
+    let listed = browser.eval("return [...document.querySelectorAll('#stuck tbody tr')].map(r => r.dataset.key)").await;
+    assert_eq!(listed, serde_json::json!([key]));
+    let why = browser.eval("return document.querySelector('#stuck tbody tr').innerText").await;
+    assert!(why.as_str().unwrap().contains("overdue") && why.as_str().unwrap().contains("order 11"), "{why}");
+    // Its type's graph: the steps as boxes, drawn by the server.
+    c.find(Locator::Css("#stuck tbody tr td:nth-child(2) a")).await.unwrap().click().await.unwrap();
+    browser
+        .wait_for("the type's graph", "return !!document.querySelector('svg#graph g.step')", Duration::from_secs(10))
+        .await;
+    let boxes = browser.eval("return document.querySelectorAll('svg#graph g.step').length").await.as_u64().unwrap();
+    let arrows =
+        browser.eval("return document.querySelectorAll('svg#graph g.transition').length").await.as_u64().unwrap();
+    assert!(boxes >= 6 && arrows + 1 >= boxes, "{boxes} steps, {arrows} transitions");
+    let drawn = browser.eval("return document.querySelector('svg#graph').getBoundingClientRect().width").await;
+    assert!(drawn.as_f64().unwrap() > 300.0, "the graph is drawn: {drawn}");
+    // The order's page says where it is stuck.
+    c.goto(&format!("{base_url}/ui/order/11")).await.unwrap();
+    let banner = browser.eval("return document.getElementById('overdue')?.innerText ?? ''").await;
+    assert!(banner.as_str().unwrap().starts_with("Stuck: overdue at"), "{banner}");
+    c.goto(&format!("{base_url}/ui/order/10")).await.unwrap();
+    let banner = browser.eval("return document.getElementById('overdue') === null").await;
+    assert_eq!(banner, true, "a whole saga is not stuck");
+    assert_eq!(host.metric("notification_console_csp_violations_total"), Some(0.0), "no page broke its policy");
+    browser.close().await;
+}
+
 /// Counts connections to a port that nothing in the console may reach.
 fn canary() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -224,6 +297,7 @@ async fn hostile_values_render_inert_in_a_browser() {
         format!("/ui/runner/{}", segment(&hostile[4])),
         format!("/ui/search?q={}", segment(&hostile[2])),
         "/ui/normalizers".to_owned(),
+        "/ui/sagas".to_owned(),
     ];
     pages.extend(ids.iter().map(|id| format!("/ui/record/{id}")));
     for page in &pages {

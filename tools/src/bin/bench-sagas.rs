@@ -21,9 +21,9 @@
 //! Like the tests, it reads `DATABASE_URL` and `KAFKA_BOOTSTRAP_SERVERS`.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -188,8 +188,9 @@ fn plan(a: &Args, rng: &mut Rng, now_ms: i64, prefix: &str) -> Vec<Saga> {
         while !t.edges[step].is_empty() {
             let mut pick = rng.uniform();
             let edges = t.edges[step];
-            let &(next, _, median, sigma) =
-                edges.iter().find(|(_, p, _, _)| {
+            let &(next, _, median, sigma) = edges
+                .iter()
+                .find(|(_, p, _, _)| {
                     pick -= p;
                     pick <= 0.0
                 })
@@ -297,9 +298,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     events.sort_by_key(|e| (e.0, e.1, e.2));
-    let count = |k: Kind, live: Option<bool>| {
-        sagas.iter().filter(|s| s.kind == k && live.is_none_or(|l| s.live == l)).count()
-    };
+    let count =
+        |k: Kind, live: Option<bool>| sagas.iter().filter(|s| s.kind == k && live.is_none_or(|l| s.live == l)).count();
     println!(
         "{} sagas ({} live), {} events: {} stalled ({} live), {} regressions, {} duplicates",
         sagas.len(),
@@ -378,13 +378,17 @@ async fn main() -> anyhow::Result<()> {
     let (seen, mut latencies) = poller.await?;
 
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications").fetch_one(&pool).await?;
-    let shapes: Value = serde_json::from_slice(&client.get(format!("{base}/sagas/types")).send().await?.bytes().await?)?;
+    let shapes: Value =
+        serde_json::from_slice(&client.get(format!("{base}/sagas/types")).send().await?.bytes().await?)?;
     // Learned p99 of the next steps, by (saga type name, step event).
     let mut learned: HashMap<(String, String), f64> = HashMap::new();
     for t in shapes["types"].as_array().into_iter().flatten() {
         for s in t["steps"].as_array().into_iter().flatten() {
             if let Some(p) = s["nextStepP99Ms"].as_f64() {
-                learned.insert((t["sagaType"].as_str().unwrap_or_default().into(), s["event"].as_str().unwrap_or_default().into()), p);
+                learned.insert(
+                    (t["sagaType"].as_str().unwrap_or_default().into(), s["event"].as_str().unwrap_or_default().into()),
+                    p,
+                );
             }
         }
     }
@@ -411,7 +415,12 @@ async fn main() -> anyhow::Result<()> {
         false_positives.iter().filter(|s| s.live).count()
     );
     for s in false_positives.iter().take(5) {
-        println!("  e.g. {} ({:?}): {:?}", s.id, if s.live { "live" } else { "history" }, seen.get(&s.id).map(|x| &x.1));
+        println!(
+            "  e.g. {} ({:?}): {:?}",
+            s.id,
+            if s.live { "live" } else { "history" },
+            seen.get(&s.id).map(|x| &x.1)
+        );
     }
 
     // Detection delay of live stalls.

@@ -41,6 +41,7 @@ pub fn layout(title: &str, nav: Nav, signed_in: bool, body: Markup) -> Markup {
                     nav {
                         a href="/ui" class=[(nav == Nav::Search).then_some("active")] { "Orders" }
                         a href="/ui/live" class=[(nav == Nav::Live).then_some("active")] { "Live" }
+                        a href="/ui/sagas" class=[(nav == Nav::Sagas).then_some("active")] { "Stuck now" }
                         a href="/ui/normalizers" class=[(nav == Nav::Normalizers).then_some("active")] { "Normalizers" }
                     }
                     form class="search" action="/ui/search" method="get" {
