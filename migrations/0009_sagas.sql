@@ -46,7 +46,11 @@ CREATE TABLE sagas (
     recent          BIGINT[] NOT NULL DEFAULT '{}',
     -- What was unusual: [{"kind": "status_regression" | "duplicate", ...}].
     flags           JSONB NOT NULL DEFAULT '[]',
-    flagged_at      TIMESTAMPTZ
+    flagged_at      TIMESTAMPTZ,
+    -- When the learner last saw a row of it (wall clock): a saga is judged
+    -- overdue only once this is as old as its threshold too, so a backlog
+    -- being consumed (its next steps not yet stored) does not list it.
+    learned_at      TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE INDEX sagas_position_idx ON sagas (saga_type, last_service, last_event, last_at, saga_key);
 CREATE INDEX sagas_last_at_idx ON sagas (last_at);

@@ -257,7 +257,7 @@ impl Learning {
                       last_event = EXCLUDED.last_event, last_at = EXCLUDED.last_at, \
                       last_notification_id = EXCLUDED.last_notification_id, steps = EXCLUDED.steps, \
                       statuses = EXCLUDED.statuses, recent = EXCLUDED.recent, flags = EXCLUDED.flags, \
-                      flagged_at = EXCLUDED.flagged_at",
+                      flagged_at = EXCLUDED.flagged_at, learned_at = now()",
             )
             .bind(serde_json::Value::Array(doc))
             .execute(&mut *self.tx)
@@ -395,9 +395,12 @@ pub struct TransitionRow {
     pub p99_ms: Option<f64>,
 }
 
-/// Overdue: idle longer than the margin times its step's successor p99.
-const OVERDUE: &str =
-    "st.successor_p99_ms IS NOT NULL AND s.last_at < now() - st.successor_p99_ms * $1 * interval '1 millisecond'";
+/// Overdue: idle longer than the margin times its step's successor p99, by
+/// its record time and since the learner saw it (a backlog being consumed
+/// is not a stall).
+const OVERDUE: &str = "st.successor_p99_ms IS NOT NULL \
+     AND s.last_at < now() - st.successor_p99_ms * $1 * interval '1 millisecond' \
+     AND s.learned_at < now() - st.successor_p99_ms * $1 * interval '1 millisecond'";
 
 impl Db {
     /// Sagas overdue or flagged, by the time of their last step, then key.
@@ -408,6 +411,7 @@ impl Db {
                WHERE s.saga_type = st.saga_type AND s.last_service = st.service AND s.last_event = st.event \
                  AND s.last_at > now() - $2 * interval '1 second' \
                  AND s.last_at < now() - st.successor_p99_ms * $1 * interval '1 millisecond' \
+                 AND s.learned_at < now() - st.successor_p99_ms * $1 * interval '1 millisecond' \
                  AND ($3::timestamptz IS NULL OR s.last_at >= $3) \
                  AND ($4::timestamptz IS NULL OR (s.last_at, s.saga_key) > ($4, $5::text)) \
                ORDER BY s.last_at, s.saga_key LIMIT $6) s \

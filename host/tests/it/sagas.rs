@@ -112,6 +112,14 @@ async fn stuck_sagas_are_found_and_healthy_ones_are_not(pool: PgPool) {
             .await;
     assert_eq!(run.taught.flagged, 2, "{run:?}");
 
+    // Just learned: as if a backlog were being consumed, the sagas' next
+    // steps may be on their way, so none is overdue yet; the flagged ones are
+    // listed at once.
+    let (status, page) = api.get("/sagas/stuck").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(keys(&page).len(), 2, "only the flagged: {page}");
+    // A minute after the learner saw them, the idle ones are overdue.
+    sqlx::query("UPDATE sagas SET learned_at = now() - interval '1 minute'").execute(&pool).await.unwrap();
     let (status, page) = api.get("/sagas/stuck").await;
     assert_eq!(status, 200, "{page}");
     let mut found = keys(&page);
