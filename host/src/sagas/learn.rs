@@ -187,6 +187,17 @@ pub struct Limits {
     pub min_samples: i64,
 }
 
+impl Limits {
+    /// Transitions learned per type: twice its steps. Past it, a new
+    /// transition is learned as going to `(other)` (one more per step at
+    /// most), so producers sending steps in every order cannot grow a
+    /// type's graph (and what the learner loads) with the square of its
+    /// steps.
+    pub fn max_transitions(&self) -> usize {
+        self.max_steps.saturating_mul(2)
+    }
+}
+
 /// What a batch taught, beyond the saved state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Taught {
@@ -252,6 +263,10 @@ impl Model {
             }
             Step::other()
         }
+    }
+
+    fn transitions_of(&self, saga_type: &str) -> usize {
+        self.transitions.keys().filter(|(t, _, _)| t == saga_type).count()
     }
 
     fn visit(&mut self, saga_type: &str, step: &Step, position: i32) {
@@ -325,7 +340,10 @@ impl Model {
             }
             #[allow(clippy::cast_precision_loss)]
             let ms = (row.at - s.last_at).num_microseconds().map_or(f64::MAX, |us| us as f64 / 1000.0);
-            let tkey = (saga_type.clone(), s.last.clone(), step.clone());
+            let mut tkey = (saga_type.clone(), s.last.clone(), step.clone());
+            if !self.transitions.contains_key(&tkey) && self.transitions_of(&saga_type) >= self.limits().max_transitions() {
+                tkey.2 = Step::other();
+            }
             let t = self.transitions.entry(tkey.clone()).or_default();
             t.count += 1;
             t.latencies.add(ms);

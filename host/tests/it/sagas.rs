@@ -302,12 +302,22 @@ async fn types_and_steps_stay_within_their_bounds(pool: PgPool) {
             ));
         }
     }
+    // One saga type whose four steps come in every order: its transitions
+    // stay within twice its steps, plus one to (other) per step.
+    for i in 0..30 {
+        let order = [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1], [0, 2, 1, 3]][i % 5];
+        let first = event(&mut offset, &format!("any-{i}"), "svc", "type0.step0", "S", 90_000);
+        records.push(first);
+        for (k, step) in order.iter().enumerate() {
+            records.push(event(&mut offset, &format!("any-{i}"), "svc", &format!("type0.step{step}"), "S", 80_000 - k as i64 * 1000));
+        }
+    }
     let long = "x".repeat(5000);
     records.push(event(&mut offset, &long, "svc", "long.start", "S", 50_000));
     records.push(event(&mut offset, &long, "svc", "long.next", "S", 49_000));
     store(&pool, records).await;
     let db = Db::from_pool(pool.clone());
-    let run = learn_run(&db, &config, Duration::ZERO, &metrics, 82).await;
+    let run = learn_run(&db, &config, Duration::ZERO, &metrics, 82 + 30 * 5).await;
     assert_eq!(run.taught.late, 0);
     // Stored after its saga's later steps were learned: late.
     store(&pool, vec![event(&mut offset, "t-0", "svc", "type0.late", "S", 500_000)]).await;
@@ -320,6 +330,10 @@ async fn types_and_steps_stay_within_their_bounds(pool: PgPool) {
     assert!(types.len() <= 4, "3 types and (other): {types:?}");
     assert!(types.iter().any(|(t, _)| t == "(other)"), "{types:?}");
     assert!(types.iter().all(|(_, steps)| *steps <= 4), "{types:?}");
+    let transitions: Vec<(String, i64)> =
+        sqlx::query_as("SELECT saga_type, count(*) FROM saga_transitions GROUP BY 1 ORDER BY 1").fetch_all(&pool).await.unwrap();
+    assert!(transitions.iter().all(|(_, n)| *n <= 2 * 4 + 4), "{transitions:?}");
+    assert!(transitions.iter().any(|(_, n)| *n > 4), "the check can fail: {transitions:?}");
     let long_key: String = sqlx::query_scalar("SELECT saga_key FROM sagas WHERE length(correlation_id) = 5000")
         .fetch_one(&pool)
         .await
