@@ -341,7 +341,9 @@ impl Model {
             #[allow(clippy::cast_precision_loss)]
             let ms = (row.at - s.last_at).num_microseconds().map_or(f64::MAX, |us| us as f64 / 1000.0);
             let mut tkey = (saga_type.clone(), s.last.clone(), step.clone());
-            if !self.transitions.contains_key(&tkey) && self.transitions_of(&saga_type) >= self.limits().max_transitions() {
+            if !self.transitions.contains_key(&tkey)
+                && self.transitions_of(&saga_type) >= self.limits().max_transitions()
+            {
                 tkey.2 = Step::other();
             }
             let t = self.transitions.entry(tkey.clone()).or_default();

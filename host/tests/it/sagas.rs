@@ -309,7 +309,14 @@ async fn types_and_steps_stay_within_their_bounds(pool: PgPool) {
         let first = event(&mut offset, &format!("any-{i}"), "svc", "type0.step0", "S", 90_000);
         records.push(first);
         for (k, step) in order.iter().enumerate() {
-            records.push(event(&mut offset, &format!("any-{i}"), "svc", &format!("type0.step{step}"), "S", 80_000 - k as i64 * 1000));
+            records.push(event(
+                &mut offset,
+                &format!("any-{i}"),
+                "svc",
+                &format!("type0.step{step}"),
+                "S",
+                80_000 - k as i64 * 1000,
+            ));
         }
     }
     let long = "x".repeat(5000);
@@ -331,7 +338,10 @@ async fn types_and_steps_stay_within_their_bounds(pool: PgPool) {
     assert!(types.iter().any(|(t, _)| t == "(other)"), "{types:?}");
     assert!(types.iter().all(|(_, steps)| *steps <= 4), "{types:?}");
     let transitions: Vec<(String, i64)> =
-        sqlx::query_as("SELECT saga_type, count(*) FROM saga_transitions GROUP BY 1 ORDER BY 1").fetch_all(&pool).await.unwrap();
+        sqlx::query_as("SELECT saga_type, count(*) FROM saga_transitions GROUP BY 1 ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     assert!(transitions.iter().all(|(_, n)| *n <= 2 * 4 + 4), "{transitions:?}");
     assert!(transitions.iter().any(|(_, n)| *n > 4), "the check can fail: {transitions:?}");
     let long_key: String = sqlx::query_scalar("SELECT saga_key FROM sagas WHERE length(correlation_id) = 5000")
