@@ -64,7 +64,7 @@ pub struct NewArgs {
     /// The language of the module.
     #[arg(long, value_enum)]
     pub lang: Language,
-    /// The folder to create (default: ./<name>); it must not exist.
+    /// The folder to create (default: `./<name>`); it must not exist.
     #[arg(long)]
     pub dir: Option<PathBuf>,
 }
