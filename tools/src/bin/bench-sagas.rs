@@ -302,6 +302,7 @@ async fn main() -> anyhow::Result<()> {
     options.binary = Some(a.host_bin.clone());
     options.env = vec![("RUST_LOG".into(), "warn".into())];
     if a.background_rows > 0 {
+        notification_host::storage::Db::from_pool(pool.clone()).migrate().await?;
         notification_e2e::history::load(&pool, a.background_rows, 0).await?;
     }
     let host = Host::start(&options);
