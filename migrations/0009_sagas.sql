@@ -54,7 +54,7 @@ CREATE TABLE sagas (
 );
 CREATE INDEX sagas_position_idx ON sagas (saga_type, last_service, last_event, last_at, saga_key);
 CREATE INDEX sagas_last_at_idx ON sagas (last_at);
-CREATE INDEX sagas_flagged_idx ON sagas (flagged_at) WHERE flagged_at IS NOT NULL;
+CREATE INDEX sagas_flagged_idx ON sagas (last_at, saga_key) WHERE flagged_at IS NOT NULL;
 
 CREATE TABLE saga_steps (
     saga_type       TEXT NOT NULL,

@@ -27,6 +27,8 @@ pub const SETTLE: Duration = Duration::from_secs(1);
 const MAX_BATCHES_PER_RUN: usize = 50;
 /// Sagas forgotten per run at most.
 const FORGET_PER_RUN: i64 = 5_000;
+/// How often the stuck gauge is counted (a count reads every overdue saga).
+const STUCK_METRIC_EVERY: Duration = Duration::from_secs(15);
 /// (type, step) series of the stuck gauge at most.
 pub const STUCK_SERIES: i64 = 50;
 
@@ -147,6 +149,7 @@ pub async fn learn(db: Db, config: SagaConfig, metrics: Arc<Metrics>, shutdown: 
         tracing::info!("Saga learning is off (SAGA_LEARN_INTERVAL=0s).");
         return;
     }
+    let mut counted = None;
     let mut tick = tokio::time::interval(config.saga_learn_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -174,8 +177,11 @@ pub async fn learn(db: Db, config: SagaConfig, metrics: Arc<Metrics>, shutdown: 
         if let Err(error) = db.forget_sagas(config.saga_window, FORGET_PER_RUN).await {
             tracing::debug!(%error, "Could not forget idle sagas yet.");
         }
-        if let Err(error) = refresh_stuck_metric(&db, &config, &metrics).await {
-            tracing::debug!(%error, "Could not count stuck sagas yet.");
+        if counted.is_none_or(|at: std::time::Instant| at.elapsed() >= STUCK_METRIC_EVERY) {
+            counted = Some(std::time::Instant::now());
+            if let Err(error) = refresh_stuck_metric(&db, &config, &metrics).await {
+                tracing::debug!(%error, "Could not count stuck sagas yet.");
+            }
         }
     }
 }

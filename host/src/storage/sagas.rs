@@ -423,11 +423,12 @@ impl Db {
                AND ($4::timestamptz IS NULL OR (s.last_at, s.saga_key) > ($4, $5::text)) \
                AND ($7::text IS NULL OR s.saga_type = $7) AND ($8::text IS NULL OR s.last_service = $8) \
                AND ($9::text IS NULL OR s.last_event = $9) \
-               AND ($10::text IS NULL OR s.flags @> jsonb_build_array(jsonb_build_object('kind', $10::text)))";
+               AND ($10::text IS NULL OR s.flags @> jsonb_build_array(jsonb_build_object('kind', $10::text))) \
+             ORDER BY s.last_at, s.saga_key LIMIT $6";
         let candidates = match (q.overdue, q.flag.is_some()) {
             (Some(true), _) => overdue_part.to_owned(),
             (Some(false), _) | (None, true) => flagged_part.to_owned(),
-            (None, false) => format!("{overdue_part} UNION {flagged_part}"),
+            (None, false) => format!("({overdue_part}) UNION ({flagged_part})"),
         };
         let sql = format!(
             "WITH candidates AS ({candidates}) \
