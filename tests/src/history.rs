@@ -77,7 +77,7 @@ fn row(g: i64, ts: i64) -> StoredRow {
     let order = g % ORDERS;
     let saga = format!("saga-{order}");
     let value = format!(
-        r#"{{"type": "order.created", "correlation_id": "{saga}", "source": "order-service", "timestamp": "2025-04-04T10:00:00.123456", "payload": {{"order_id": {order}, "customer_id": "cust-{c}", "status": "PENDING", "saga_id": "{saga}", "order_details": {{"foodItems": [{{"item_name": "Iced latte", "quantity": 2, "price": 4.5}}], "storeLocation": "Student Union", "deliveryLocation": "Dorm {dorm}", "note": "{note}"}}}}}}"#,
+        r#"{{"type": "order.created", "correlation_id": "{saga}", "source": "order-service", "timestamp": "2025-04-04T10:00:00.123456", "payload": {{"seq": {g}, "order_id": {order}, "customer_id": "cust-{c}", "status": "PENDING", "saga_id": "{saga}", "order_details": {{"foodItems": [{{"item_name": "Iced latte", "quantity": 2, "price": 4.5}}], "storeLocation": "Student Union", "deliveryLocation": "Dorm {dorm}", "note": "{note}"}}}}}}"#,
         c = g % CUSTOMERS,
         dorm = g % 40,
         note = "x".repeat(120)

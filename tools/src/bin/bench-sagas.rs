@@ -109,7 +109,7 @@ struct TypeDef {
 const Z99: f64 = 2.326;
 
 const ORDER_STEPS: &[StepDef] = &[
-    StepDef { service: "order-service", event_type: "order.created", status: "PENDING" },
+    StepDef { service: "order-service", event_type: "order.placed", status: "PENDING" },
     StepDef { service: "payment-service", event_type: "payment.authorized", status: "AUTHORIZED" },
     StepDef { service: "payment-service", event_type: "payment.declined", status: "DECLINED" },
     StepDef { service: "order-service", event_type: "order.status_updated", status: "ACCEPTED" },
