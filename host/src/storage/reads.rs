@@ -155,14 +155,23 @@ impl Db {
         limit: i64,
         visit: impl FnMut(Notification) -> ControlFlow<()>,
     ) -> Result<(), DbError> {
+        self.each_matching(&for_column_sql(column.name()), id, after, limit, visit).await
+    }
+
+    /// Runs `sql` (rows matching the text $1 after an optional position
+    /// $2, $3, at most $4: [`rows_after_sql`]) through [`Db::each`].
+    pub(super) async fn each_matching(
+        &self,
+        sql: &str,
+        value: &str,
+        after: Option<Position>,
+        limit: i64,
+        visit: impl FnMut(Notification) -> ControlFlow<()>,
+    ) -> Result<(), DbError> {
         let (created_at, notification_id) =
             after.map_or((None, None), |p| (Some(p.created_at), Some(p.notification_id)));
-        let sql = for_column_sql(column.name());
-        let query = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(id)
-            .bind(created_at)
-            .bind(notification_id)
-            .bind(limit);
+        let query =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(value).bind(created_at).bind(notification_id).bind(limit);
         self.each(query, visit).await
     }
 
@@ -434,10 +443,15 @@ fn for_column_sql(column: &str) -> String {
 }
 
 pub(super) fn for_column_sql_of(columns: &str, column: &str) -> String {
+    rows_after_sql(columns, &id_equals(column, "$1::text"))
+}
+
+/// Rows where `condition` holds (on $1), after an optional (created_at,
+/// notification_id) position ($2, $3), at most $4, in record-time order.
+pub(super) fn rows_after_sql(columns: &str, condition: &str) -> String {
     format!(
-        "SELECT {columns} FROM notifications WHERE {} \
+        "SELECT {columns} FROM notifications WHERE {condition} \
          AND ($2::timestamptz IS NULL OR (created_at, notification_id) > ($2, $3::int8)) \
-         ORDER BY {TIME_ORDER} LIMIT $4",
-        id_equals(column, "$1::text")
+         ORDER BY {TIME_ORDER} LIMIT $4"
     )
 }

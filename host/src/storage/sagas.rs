@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::{Postgres, Transaction};
 
-use super::reads::{COLUMNS, Notification, TIME_ORDER};
+use super::reads::{COLUMNS, Notification, rows_after_sql};
 use super::{Db, DbError, Position};
 use crate::sagas::latencies::Latencies;
 use crate::sagas::learn::{Flag, LearnRow, Model, Saga, Step, StepStats, Transition};
@@ -402,6 +402,20 @@ const OVERDUE: &str = "st.successor_p99_ms IS NOT NULL \
      AND s.last_at < now() - st.successor_p99_ms * $1 * interval '1 millisecond' \
      AND s.learned_at < now() - st.successor_p99_ms * $1 * interval '1 millisecond'";
 
+/// A [`StuckRow`] of each saga `from` yields (as `s`), with its last step's
+/// threshold (margin $1), then `tail` (a filter, an order, a limit).
+fn stuck_rows_sql(from: &str, tail: &str) -> String {
+    format!(
+        "SELECT s.saga_key, s.correlation_id, s.order_id, s.saga_type, s.started_at, s.last_service, s.last_event, \
+                s.last_at, s.last_notification_id, s.steps, s.flags::text AS flags, st.successor_p99_ms, \
+                (extract(epoch FROM now() - s.last_at) * 1000)::float8 AS idle_ms, \
+                coalesce({OVERDUE}, false) AS overdue \
+         FROM {from} \
+         LEFT JOIN saga_steps st ON st.saga_type = s.saga_type AND st.service = s.last_service AND st.event = s.last_event \
+         {tail}"
+    )
+}
+
 impl Db {
     /// Sagas overdue or flagged, by the time of their last step, then key.
     pub async fn stuck_sagas(&self, q: &StuckQuery) -> Result<Vec<StuckRow>, DbError> {
@@ -431,14 +445,8 @@ impl Db {
             (None, false) => format!("({overdue_part}) UNION ({flagged_part})"),
         };
         let sql = format!(
-            "WITH candidates AS ({candidates}) \
-             SELECT s.saga_key, s.correlation_id, s.order_id, s.saga_type, s.started_at, s.last_service, s.last_event, \
-                    s.last_at, s.last_notification_id, s.steps, s.flags::text AS flags, st.successor_p99_ms, \
-                    (extract(epoch FROM now() - s.last_at) * 1000)::float8 AS idle_ms, \
-                    coalesce({OVERDUE}, false) AS overdue \
-             FROM candidates JOIN sagas s USING (saga_key) \
-             LEFT JOIN saga_steps st ON st.saga_type = s.saga_type AND st.service = s.last_service AND st.event = s.last_event \
-             ORDER BY s.last_at, s.saga_key LIMIT $6"
+            "WITH candidates AS ({candidates}) {}",
+            stuck_rows_sql("candidates JOIN sagas s USING (saga_key)", "ORDER BY s.last_at, s.saga_key LIMIT $6")
         );
         sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(q.margin)
@@ -509,19 +517,12 @@ impl Db {
     /// The saga a row belongs to, if the learner has seen it: its type,
     /// last step, and whether it is overdue now.
     pub async fn saga_of(&self, key: &str, margin: f64) -> Result<Option<StuckRow>, DbError> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT s.saga_key, s.correlation_id, s.order_id, s.saga_type, s.started_at, s.last_service, s.last_event, \
-                    s.last_at, s.last_notification_id, s.steps, s.flags::text AS flags, st.successor_p99_ms, \
-                    (extract(epoch FROM now() - s.last_at) * 1000)::float8 AS idle_ms, coalesce({OVERDUE}, false) AS overdue \
-             FROM sagas s LEFT JOIN saga_steps st \
-               ON st.saga_type = s.saga_type AND st.service = s.last_service AND st.event = s.last_event \
-             WHERE s.saga_key = $2"
-        )))
-        .bind(margin)
-        .bind(key)
-        .fetch_optional(&self.reads)
-        .await
-        .map_err(DbError::from)
+        sqlx::query_as(sqlx::AssertSqlSafe(stuck_rows_sql("sagas s", "WHERE s.saga_key = $2")))
+            .bind(margin)
+            .bind(key)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(DbError::from)
     }
 
     /// The rows of one trace (by the trace id in their headers), oldest
@@ -533,15 +534,7 @@ impl Db {
         limit: i64,
         visit: impl FnMut(Notification) -> ControlFlow<()>,
     ) -> Result<(), DbError> {
-        let (created_at, notification_id) =
-            after.map_or((None, None), |p| (Some(p.created_at), Some(p.notification_id)));
-        let sql = format!(
-            "SELECT {COLUMNS} FROM notifications WHERE notification_trace_id(kafka_headers) = $1::text \
-             AND ($2::timestamptz IS NULL OR (created_at, notification_id) > ($2, $3::int8)) \
-             ORDER BY {TIME_ORDER} LIMIT $4"
-        );
-        let query =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(trace_id).bind(created_at).bind(notification_id).bind(limit);
-        self.each(query, visit).await
+        let sql = rows_after_sql(COLUMNS, "notification_trace_id(kafka_headers) = $1::text");
+        self.each_matching(&sql, trace_id, after, limit, visit).await
     }
 }
