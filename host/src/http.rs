@@ -149,6 +149,7 @@ fn routes(role: Role) -> (Router<AppState>, Router<AppState>, utoipa::openapi::O
             .routes(routes!(api::trace))
             .routes(routes!(sagas::stuck))
             .routes(routes!(sagas::types))
+            .routes(routes!(sagas::silent))
             .routes(routes!(api::list_notifications))
             .routes(routes!(api::one_notification));
         let mut doc = open_doc;

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SagaConfig;
 use crate::metrics::Metrics;
-use crate::sagas::{LearnRow, Limits, Model, Saga, Step, Taught};
+use crate::sagas::{Horizons, LearnRow, Limits, Model, Producer, Rates, Saga, Step, Taught};
 use crate::storage::{Db, DbError};
 
 /// Rows stored this recently are left for the next run, so that rows of a
@@ -40,6 +40,16 @@ pub struct Run {
     pub taught: Taught,
     /// Whether another replica held the learner (nothing done).
     pub busy: bool,
+    /// Producers whose rates were updated, and records of producers past
+    /// `SAGA_MAX_PRODUCERS` (not counted).
+    pub producers: Producers,
+}
+
+/// What a run did to the producers' rates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Producers {
+    pub updated: u64,
+    pub untracked_rows: u64,
 }
 
 impl std::ops::AddAssign for Run {
@@ -50,6 +60,8 @@ impl std::ops::AddAssign for Run {
         self.taught.late += o.taught.late;
         self.taught.flagged += o.taught.flagged;
         self.busy |= o.busy;
+        self.producers.updated += o.producers.updated;
+        self.producers.untracked_rows += o.producers.untracked_rows;
     }
 }
 
@@ -78,6 +90,7 @@ pub async fn learn_batch(db: &Db, config: &SagaConfig, settle: Duration, metrics
     };
     let position = Some((last.stored_tx, last.row.notification_id));
     let count = rows.len() as u64;
+    let producers = count_producers(&mut learning, config, &rows).await?;
     // Each saga's rows, in record-time order.
     let mut by_saga: BTreeMap<String, Vec<LearnRow>> = BTreeMap::new();
     for r in rows {
@@ -111,13 +124,58 @@ pub async fn learn_batch(db: &Db, config: &SagaConfig, settle: Duration, metrics
         }
     }
     model.judge_touched_types();
-    let run = Run { rows: count, sagas: sagas.len() as u64, taught, busy: false };
+    let run = Run { rows: count, sagas: sagas.len() as u64, taught, busy: false, producers };
     learning.save(&sagas, &model, position, i64::try_from(count).unwrap_or(i64::MAX)).await?;
     for ((saga_type, from, to), ms) in &model.learned {
         let (from, to) = (format!("{}/{}", from.service, from.event), format!("{}/{}", to.service, to.event));
         metrics.saga_step(saga_type, &from, &to, ms / 1000.0);
     }
     Ok(run)
+}
+
+/// Counts `rows` into their producers' rates, in the learning transaction.
+/// New producers are taken while fewer than `SAGA_MAX_PRODUCERS` are known.
+async fn count_producers(
+    learning: &mut crate::storage::Learning,
+    config: &SagaConfig,
+    rows: &[crate::storage::LearnerRow],
+) -> Result<Producers, DbError> {
+    let horizons = Horizons::of(config.saga_silence_window);
+    let mut times: BTreeMap<Producer, Vec<chrono::DateTime<Utc>>> = BTreeMap::new();
+    for r in rows {
+        if let Some(p) = Producer::of(&r.row) {
+            times.entry(p).or_default().push(r.row.at);
+        }
+    }
+    if times.is_empty() {
+        return Ok(Producers::default());
+    }
+    let keys: Vec<Producer> = times.keys().cloned().collect();
+    let (mut stored, mut known) = learning.producers(&keys).await?;
+    let mut done = Producers::default();
+    let mut updated = Vec::with_capacity(times.len());
+    for (producer, at) in times {
+        let rates = match stored.remove(&producer) {
+            Some(mut rates) => {
+                at.iter().for_each(|t| rates.add(*t, horizons));
+                rates
+            }
+            None if known < config.saga_max_producers as usize => {
+                known += 1;
+                let mut rates = Rates::first(at[0], horizons);
+                at[1..].iter().for_each(|t| rates.add(*t, horizons));
+                rates
+            }
+            None => {
+                done.untracked_rows += at.len() as u64;
+                continue;
+            }
+        };
+        updated.push((producer, rates));
+    }
+    done.updated = updated.len() as u64;
+    learning.save_producers(&updated).await?;
+    Ok(done)
 }
 
 /// Learns until caught up (or `MAX_BATCHES_PER_RUN` batches).
@@ -139,6 +197,13 @@ pub async fn refresh_stuck_metric(db: &Db, config: &SagaConfig, metrics: &Metric
     metrics.saga_stuck.clear();
     for (saga_type, service, event, n) in counts {
         metrics.saga_stuck.get_or_create(&crate::metrics::SagaStepLabels::new(&saga_type, &service, &event)).set(n);
+    }
+    let silence = db.silent_producers(config).await?;
+    metrics.producers_silent.clear();
+    for p in silence.silent.iter().take(STUCK_SERIES as usize) {
+        let labels =
+            crate::metrics::ProducerLabels { service: p.producer.service.clone(), event: p.producer.event.clone() };
+        metrics.producers_silent.get_or_create(&labels).set(1);
     }
     Ok(())
 }
@@ -171,11 +236,15 @@ pub async fn learn(db: Db, config: SagaConfig, metrics: Arc<Metrics>, shutdown: 
                 }
                 metrics.saga_rows_learned.inc_by(run.rows);
                 metrics.saga_rows_late.inc_by(run.taught.late);
+                metrics.saga_producer_rows_untracked.inc_by(run.producers.untracked_rows);
             }
             Err(error) => tracing::warn!(%error, "Saga learning failed; retrying on the next tick."),
         }
         if let Err(error) = db.forget_sagas(config.saga_window, FORGET_PER_RUN).await {
             tracing::debug!(%error, "Could not forget idle sagas yet.");
+        }
+        if let Err(error) = db.forget_producers(config.saga_window).await {
+            tracing::debug!(%error, "Could not forget idle producers yet.");
         }
         if counted.is_none_or(|at: std::time::Instant| at.elapsed() >= STUCK_METRIC_EVERY) {
             counted = Some(std::time::Instant::now());

@@ -108,6 +108,13 @@ impl SagaStepLabels {
     }
 }
 
+/// A producer: a source service and the event type it sends.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProducerLabels {
+    pub service: String,
+    pub event: String,
+}
+
 /// A saga type and one of its transitions.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SagaTransitionLabels {
@@ -174,6 +181,10 @@ pub struct Metrics {
     pub saga_rows_learned: Counter,
     /// Rows older than their saga's last step when learned.
     pub saga_rows_late: Counter,
+    /// Producers silent now (the largest baselines), 1 each.
+    pub producers_silent: Family<ProducerLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    /// Rows of producers past `SAGA_MAX_PRODUCERS`, not counted in any rate.
+    pub saga_producer_rows_untracked: Counter,
     saga_transitions: std::sync::Mutex<std::collections::HashSet<SagaTransitionLabels>>,
     /// The topics that have a label of their own, at most `max_topics`.
     topics: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -329,8 +340,22 @@ impl Default for Metrics {
             "Rows dated before their saga's last step when learned (not learned as a transition)",
             saga_rows_late.clone(),
         );
+        let producers_silent = Family::default();
+        registry.register(
+            "producers_silent",
+            "Producers (source service, event type) whose rate over SAGA_SILENCE_WINDOW fell under a tenth of their baseline: 1 each",
+            producers_silent.clone(),
+        );
+        let saga_producer_rows_untracked = Counter::default();
+        registry.register(
+            "saga_producer_rows_untracked",
+            "Rows of producers past SAGA_MAX_PRODUCERS, counted in no producer's rate",
+            saga_producer_rows_untracked.clone(),
+        );
         Metrics {
             registry,
+            producers_silent,
+            saga_producer_rows_untracked,
             saga_stuck,
             saga_step_seconds,
             saga_rows_learned,

@@ -5,6 +5,8 @@
 
 pub mod latencies;
 pub mod learn;
+pub mod producers;
 
 pub use latencies::Latencies;
 pub use learn::{Flag, FlagKind, LearnRow, Limits, Model, Saga, Step, Taught};
+pub use producers::{Horizons, Producer, Rates};

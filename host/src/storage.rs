@@ -51,6 +51,7 @@ pub mod legacy;
 mod live;
 pub mod module_store;
 mod partitions;
+mod producers;
 mod reads;
 mod renormalize;
 mod rows;

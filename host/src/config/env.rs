@@ -61,6 +61,8 @@ pub const SAGA_MIN_SAMPLES: &str = "SAGA_MIN_SAMPLES";
 pub const SAGA_WINDOW: &str = "SAGA_WINDOW";
 pub const SAGA_MAX_TYPES: &str = "SAGA_MAX_TYPES";
 pub const SAGA_MAX_STEPS: &str = "SAGA_MAX_STEPS";
+pub const SAGA_SILENCE_WINDOW: &str = "SAGA_SILENCE_WINDOW";
+pub const SAGA_MAX_PRODUCERS: &str = "SAGA_MAX_PRODUCERS";
 pub const TRACE_URL_TEMPLATE: &str = "TRACE_URL_TEMPLATE";
 /// The log filter, read by `tracing-subscriber`.
 pub const RUST_LOG: &str = "RUST_LOG";
@@ -123,6 +125,8 @@ pub const ALL: &[&str] = &[
     SAGA_WINDOW,
     SAGA_MAX_TYPES,
     SAGA_MAX_STEPS,
+    SAGA_SILENCE_WINDOW,
+    SAGA_MAX_PRODUCERS,
     TRACE_URL_TEMPLATE,
     PARTITIONS_AHEAD,
     PARTITION_HISTORY_MONTHS,

@@ -45,6 +45,21 @@ pub struct SagaConfig {
     #[arg(long, env = env::SAGA_MAX_STEPS, default_value_t = 50, value_parser = clap::value_parser!(u32).range(2..=1_000))]
     pub saga_max_steps: u32,
 
+    /// A producer (a source service and its event type) is silent when its
+    /// rate over this window fell under a tenth of its usual rate (its rate
+    /// over twelve such windows, as of its last record), and that usual
+    /// rate would have sent at least `SAGA_MIN_SAMPLES` records in one
+    /// window. Record times, judged
+    /// on the log's own clock (the newest record learned).
+    #[arg(long, env = env::SAGA_SILENCE_WINDOW, default_value = "5m", value_parser = parse_silence_window)]
+    pub saga_silence_window: Duration,
+
+    /// Producers whose rates are kept; records of further producers are
+    /// not counted. Bounds the table, `/sagas/silent` and the metric's
+    /// labels.
+    #[arg(long, env = env::SAGA_MAX_PRODUCERS, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub saga_max_producers: u32,
+
     /// A tracing UI's address for one trace, with `{trace_id}` where the id
     /// goes (e.g. `https://jaeger.example/trace/{trace_id}`): the console
     /// links each record's trace there. Unset: trace ids are shown, not
@@ -56,6 +71,14 @@ pub struct SagaConfig {
 fn parse_trace_url(s: &str) -> Result<String, String> {
     let ok = s.contains("{trace_id}") && (s.starts_with("https://") || s.starts_with("http://"));
     if ok { Ok(s.to_owned()) } else { Err(format!("{s:?} is not an http(s) address with {{trace_id}} in it")) }
+}
+
+fn parse_silence_window(s: &str) -> Result<Duration, String> {
+    match parse_duration(s) {
+        Ok(d) if d >= Duration::from_secs(10) && d <= Duration::from_secs(7 * 86_400) => Ok(d),
+        Ok(_) => Err(format!("{s:?} is not a window between 10s and 7d")),
+        Err(e) => Err(e),
+    }
 }
 
 fn parse_margin(s: &str) -> Result<f64, String> {

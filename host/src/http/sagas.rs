@@ -307,6 +307,74 @@ pub(super) async fn types(
     Ok(Json(shapes(steps, transitions, MAX_SHAPE_ROWS)))
 }
 
+/// A producer gone silent.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SilentProducer {
+    /// The source service.
+    pub service: String,
+    /// The event type it sends (its status when its records have none).
+    pub event: String,
+    /// Records per minute over `SAGA_SILENCE_WINDOW`, at `judgedAt`.
+    pub recent_per_minute: f64,
+    /// Records per minute over twelve such windows, as of its last record:
+    /// what it usually sends.
+    pub baseline_per_minute: f64,
+    /// The record time of its last record.
+    pub last_event_at: DateTime<Utc>,
+    /// Seconds from its last record to `judgedAt`.
+    pub silent_for_seconds: f64,
+    /// Records counted since it was first seen.
+    pub events: i64,
+}
+
+/// The producers silent now.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SilentProducers {
+    /// The log's own clock: the newest record time learned, at which every
+    /// rate is judged (null before any record was learned).
+    pub judged_at: Option<DateTime<Utc>>,
+    /// Producers known (at most `SAGA_MAX_PRODUCERS`).
+    pub producers: usize,
+    /// The silent ones, the busiest baseline first.
+    pub silent: Vec<SilentProducer>,
+}
+
+impl SilentProducers {
+    pub fn from_silence(s: crate::sagas::producers::Silence) -> SilentProducers {
+        let at = s.judged_at;
+        SilentProducers {
+            judged_at: at,
+            producers: s.producers,
+            silent: s
+                .silent
+                .into_iter()
+                .map(|j| SilentProducer {
+                    silent_for_seconds: at.map_or(0.0, |at| (at - j.rates.last_at).as_seconds_f64().max(0.0)),
+                    service: j.producer.service,
+                    event: j.producer.event,
+                    recent_per_minute: j.recent_per_minute,
+                    baseline_per_minute: j.baseline_per_minute,
+                    last_event_at: j.rates.last_at,
+                    events: j.rates.events,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Producers gone silent: a (source service, event type) whose rate over
+/// `SAGA_SILENCE_WINDOW` fell under a tenth of its usual rate (over twelve
+/// windows, as of its last record), when that rate would have sent at least
+/// `SAGA_MIN_SAMPLES` records in a window. Judged on record times, at the
+/// newest record learned.
+#[utoipa::path(get, path = "/sagas/silent", tag = "sagas",
+    responses((status = 200, body = SilentProducers, description = "Producers silent now")))]
+pub(super) async fn silent(State(state): State<AppState>) -> Result<Json<SilentProducers>, ApiError> {
+    Ok(Json(SilentProducers::from_silence(state.db.silent_producers(&state.sagas).await?)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

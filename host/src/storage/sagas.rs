@@ -21,7 +21,7 @@ const LEARN_STATEMENT_TIMEOUT: &str = "30s";
 /// One learning transaction: it holds the learner's row, so one replica
 /// learns at a time and every row is learned exactly once.
 pub struct Learning {
-    tx: Transaction<'static, Postgres>,
+    pub(super) tx: Transaction<'static, Postgres>,
     /// The last row learned: (stored transaction, row id).
     position: Option<(i64, i64)>,
     rows_learned: i64,

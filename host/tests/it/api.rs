@@ -624,6 +624,7 @@ async fn openapi_matches_the_real_routes(pool: PgPool) {
         "GET /order/{order_id}/timeline",
         "GET /ready",
         "GET /ready/ingest",
+        "GET /sagas/silent",
         "GET /sagas/stuck",
         "GET /sagas/types",
         "GET /trace/{trace_id}",

@@ -283,6 +283,9 @@ fn metrics_with_a_sample_each() -> Metrics {
     m.stage("write", std::time::Duration::from_millis(1));
     m.saga_stuck.get_or_create(&notification_host::metrics::SagaStepLabels::new("t", "s", "e")).set(1);
     m.saga_step("t", "s/a", "s/b", 0.5);
+    m.producers_silent
+        .get_or_create(&notification_host::metrics::ProducerLabels { service: "s".into(), event: "e".into() })
+        .set(1);
     m
 }
 

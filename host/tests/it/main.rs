@@ -21,4 +21,5 @@ mod retention;
 mod routing;
 mod sagas;
 mod sandbox;
+mod silent;
 mod write_path;

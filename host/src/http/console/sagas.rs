@@ -15,7 +15,7 @@ use super::pages::at;
 use super::text::{clip, path_segment, span};
 use super::{Nav, UiError, signed_page};
 use crate::http::AppState;
-use crate::http::sagas::{SagaShape, StuckSaga, shapes};
+use crate::http::sagas::{SagaShape, SilentProducers, StuckSaga, shapes};
 use crate::storage::StuckQuery;
 
 /// Most stuck sagas the page lists (the API pages through all of them).
@@ -43,6 +43,7 @@ pub(super) async fn stuck_page(State(state): State<AppState>) -> Result<Html<Str
     let stuck: Vec<StuckSaga> = rows.into_iter().map(StuckSaga::from_row).collect();
     let (steps, transitions) = state.db.saga_shapes(None, SHAPE_ROWS).await?;
     let learned = shapes(steps, transitions, SHAPE_ROWS);
+    let silence = SilentProducers::from_silence(state.db.silent_producers(&state.sagas).await?);
     let body = html! {
         h1 { "Stuck now" }
         p class="muted" {
@@ -72,6 +73,31 @@ pub(super) async fn stuck_page(State(state): State<AppState>) -> Result<Html<Str
                 }
             }
             @if more { p class="warn" { "The first " (STUCK_SHOWN) " are shown; " a href="/sagas/stuck" { "the API" } " pages through all of them." } }
+        }
+        h2 { "Gone silent" }
+        p class="muted" {
+            "Producers whose rate over the last " (span(TimeDelta::from_std(state.sagas.saga_silence_window).unwrap_or_default()))
+            " of the log's time fell under a tenth of their usual rate. "
+            a href="/sagas/silent" { "JSON" } "."
+        }
+        @if silence.silent.is_empty() {
+            p id="none-silent" { "No producer has gone silent (" (silence.producers) " known)." }
+        } @else {
+            table class="list" id="silent" {
+                thead { tr { th { "service" } th { "event" } th { "last record" } th { "silent for" } th { "usually / min" } th { "now / min" } } }
+                tbody {
+                    @for p in silence.silent.iter().take(STUCK_SHOWN as usize) {
+                        tr {
+                            td { (clip(&p.service, 80)) }
+                            td { code { (clip(&p.event, 80)) } }
+                            td { (at(p.last_event_at)) }
+                            td { (ms(p.silent_for_seconds * 1000.0)) }
+                            td { (format!("{:.1}", p.baseline_per_minute)) }
+                            td { (format!("{:.2}", p.recent_per_minute)) }
+                        }
+                    }
+                }
+            }
         }
         h2 { "Learned saga types" }
         @if learned.types.is_empty() {
