@@ -13,7 +13,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::live::StoredBatch;
+use super::live::STORED_CHANNEL;
 use super::write::{database_reason, into_write_error, is_outage};
 use super::{Db, StoredRow, WriteError, Written};
 
@@ -44,12 +44,7 @@ impl Db {
             return Ok(Written::default());
         }
         match self.copy_batch(rows).await {
-            Ok(stored) => {
-                let notified = match &stored {
-                    Some(batch) => self.notify_stored(batch).await,
-                    None => true,
-                };
-                let inserted = stored.map_or(0, |b| u64::try_from(b.rows).unwrap_or_default());
+            Ok((inserted, notified)) => {
                 Ok(Written { inserted, reduced: Vec::new(), notify_failures: u64::from(!notified) })
             }
             Err(e) if is_outage(&e) => Err(WriteError::Outage(e)),
@@ -61,31 +56,43 @@ impl Db {
         }
     }
 
-    /// Copies the batch in one transaction; what it stored, for the
-    /// notification sent after the commit.
-    async fn copy_batch(&self, rows: &[StoredRow]) -> Result<Option<StoredBatch>, sqlx::Error> {
+    /// Copies the batch and announces what it stored: rows copied, and
+    /// whether listeners were told.
+    ///
+    /// Three round trips on one connection, no explicit transaction: the
+    /// `COPY` is one statement, so it stores all of its rows or none, and
+    /// it commits as it ends. The floor is read before it (every id the
+    /// `COPY` draws is above it: the sequence's cache is 1), and the
+    /// notification after it, with the last id this session drew
+    /// (`currval`) filled in by the database, so that no statement waits
+    /// for a `BEGIN`, a `COMMIT` or a separate read of the last id.
+    async fn copy_batch(&self, rows: &[StoredRow]) -> Result<(u64, bool), sqlx::Error> {
         let data = encode(rows);
-        let mut tx = self.writes.begin().await?;
-        // Every id this transaction's rows get is above this one.
+        let mut conn = self.writes.acquire().await?;
         let floor: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT last_value FROM {ID_SEQUENCE}")))
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *conn)
             .await?;
-        let mut copy = tx.copy_in_raw(COPY_SQL).await?;
+        let mut copy = conn.copy_in_raw(COPY_SQL).await?;
         copy.send(data).await?;
         let copied = copy.finish().await?;
-        // The ids lie between the floor and the last one this session drew.
-        let last: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT currval('{ID_SEQUENCE}')")))
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        if copied == 0 {
+            return Ok((0, true));
+        }
         let (earliest, latest) = time_range(rows);
-        Ok((copied > 0).then_some(StoredBatch {
-            rows: i64::try_from(copied).unwrap_or(i64::MAX),
-            first_id: floor,
-            last_id: last,
-            earliest,
-            latest,
-        }))
+        let notified = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_notify($1, concat_ws(' ', $2::int8, $3::int8, currval('{ID_SEQUENCE}'), $4::int8, $5::int8))"
+        )))
+        .bind(STORED_CHANNEL)
+        .bind(i64::try_from(copied).unwrap_or(i64::MAX))
+        .bind(floor)
+        .bind(earliest.timestamp_micros())
+        .bind(latest.timestamp_micros())
+        .execute(&mut *conn)
+        .await;
+        if let Err(error) = &notified {
+            tracing::warn!(%error, rows = copied, "Could not notify listeners of stored rows; the rows are stored, the live tail misses them.");
+        }
+        Ok((copied, notified.is_ok()))
     }
 }
 
