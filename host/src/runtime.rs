@@ -516,7 +516,8 @@ impl Component {
         let store = &mut instance.store;
         let results: Vec<Result<Fields, CallError>> = match &instance.exports {
             Exports::V1_1(e) => {
-                let inputs: Vec<_> = chunk.iter().map(|r| v1_1::to_wit(r)).collect();
+                let headers: Vec<_> = chunk.iter().map(|r| v1_1::headers_of(r)).collect();
+                let inputs: Vec<_> = chunk.iter().zip(&headers).map(|(r, h)| v1_1::to_wit(r, h)).collect();
                 let results = e
                     .notification_normalizer_normalize()
                     .call_normalize_batch(store, &inputs)
@@ -524,7 +525,8 @@ impl Component {
                 results.into_iter().map(v1_1::answer).collect()
             }
             Exports::V1_0(e) => {
-                let inputs: Vec<_> = chunk.iter().map(|r| v1_0::to_wit(r)).collect();
+                let headers: Vec<_> = chunk.iter().map(|r| v1_0::headers_of(r)).collect();
+                let inputs: Vec<_> = chunk.iter().zip(&headers).map(|(r, h)| v1_0::to_wit(r, h)).collect();
                 let results = e
                     .notification_normalizer_normalize()
                     .call_normalize_batch(store, &inputs)
@@ -549,12 +551,12 @@ impl Component {
         let result = match &instance.exports {
             Exports::V1_1(e) => v1_1::answer(
                 e.notification_normalizer_normalize()
-                    .call_normalize(store, &v1_1::to_wit(record))
+                    .call_normalize(store, v1_1::to_wit(record, &v1_1::headers_of(record)))
                     .map_err(|e| self.classify(&e))?,
             ),
             Exports::V1_0(e) => v1_0::answer(
                 e.notification_normalizer_normalize()
-                    .call_normalize(store, &v1_0::to_wit(record))
+                    .call_normalize(store, v1_0::to_wit(record, &v1_0::headers_of(record)))
                     .map_err(|e| self.classify(&e))?,
             ),
         };

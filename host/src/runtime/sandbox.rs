@@ -177,7 +177,7 @@ impl v1_1::notification::normalizer::types::Host for StoreState {}
 impl v1_1::notification::normalizer::host::Host for StoreState {
     fn builtin_fields(
         &mut self,
-        input: v1_1::notification::normalizer::types::KafkaRecord,
+        input: v1_1::notification::normalizer::types::KafkaRecordResult,
     ) -> v1_1::notification::normalizer::types::Fields {
         v1_1::builtin_fields(&input)
     }
