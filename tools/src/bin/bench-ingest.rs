@@ -66,6 +66,11 @@ struct Args {
     latency: bool,
     /// How long each latency rate lasts.
     latency_seconds: u64,
+    /// Only the latency runs, at these rates (no preload, drains or
+    /// baselines): for comparing settings quickly.
+    latency_only: Option<Vec<u64>>,
+    /// Settings for the latency runs' hosts, `NAME=VALUE[,NAME=VALUE]`.
+    latency_env: Vec<(String, String)>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -78,6 +83,8 @@ fn args() -> anyhow::Result<Args> {
         quick: false,
         latency: false,
         latency_seconds: 10,
+        latency_only: None,
+        latency_env: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -100,12 +107,24 @@ fn args() -> anyhow::Result<Args> {
             "--modules-src" => a.modules_src = value.into(),
             "--records" => a.records = value.parse()?,
             "--latency-seconds" => a.latency_seconds = value.parse()?,
+            "--latency-only" => {
+                a.latency_only = Some(
+                    value.split(',').map(str::parse).collect::<Result<_, _>>().context("--latency-only RATE[,RATE]")?,
+                )
+            }
+            "--latency-env" => a.latency_env.extend(
+                value
+                    .split(',')
+                    .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+                    .collect::<Option<Vec<_>>>()
+                    .with_context(|| format!("--latency-env {value}: expected NAME=VALUE[,NAME=VALUE]"))?,
+            ),
             other => bail!("unknown flag {other}"),
         }
     }
     if a.host_bin.as_os_str().is_empty() {
         bail!(
-            "usage: bench-ingest --host-bin PATH --wasm-dir DIR --modules-src DIR [--records N] [--variant K=V[,K=V]]... [--quick] [--latency] [--latency-seconds N] (with DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS set)"
+            "usage: bench-ingest --host-bin PATH --wasm-dir DIR --modules-src DIR [--records N] [--variant K=V[,K=V]]... [--quick] [--latency] [--latency-seconds N] [--latency-only RATE[,RATE]] [--latency-env K=V[,K=V]] (with DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS set)"
         );
     }
     Ok(a)
@@ -589,7 +608,7 @@ async fn latencies(a: &Args, servers: &str, rates: &[u64]) -> anyhow::Result<Vec
         let db = fresh_db("bench_latency", &a.host_bin).await?;
         let topic = format!("{prefix}_order_events");
         Kafka::shared().create_topic(&topic, latency::PARTITIONS).await;
-        let mut host = start_host(a, &db, &prefix, None, &[]);
+        let mut host = start_host(a, &db, &prefix, None, &a.latency_env);
         wait_consuming(&host)?;
         println!("latency at {rate} records/s for {} s", a.latency_seconds);
         let mut rng = Rng(7 + i as u64);
@@ -609,6 +628,11 @@ async fn latencies(a: &Args, servers: &str, rates: &[u64]) -> anyhow::Result<Vec
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
     let servers = notification_e2e::bootstrap_servers();
+    if let Some(rates) = &a.latency_only {
+        let runs = latencies(&a, &servers, rates).await?;
+        print_latencies(&a, &runs);
+        return Ok(());
+    }
     let prefix = format!("bench{}", std::process::id());
     println!("generating {} records", a.records);
     let records = records(&prefix, a.records);
@@ -714,45 +738,64 @@ async fn main() -> anyhow::Result<()> {
             wasm_us - native_us
         );
     }
-    if !latency_runs.is_empty() {
-        println!(
-            "\nlatency under a steady load ({} s per rate after {} s of warm-up, 3 partitions; visible: first seen by a query polled every {} ms):",
-            a.latency_seconds,
-            latency::WARM_UP_SECONDS,
-            latency::POLL.as_millis()
-        );
-        println!(
-            "| rate (achieved) | records | ack → visible p50 | p99 | p99.9 | max | send → visible p50 | p99 | p99.9 | max | send → ack p50 | p99 |"
-        );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for r in &latency_runs {
-            println!(
-                "| {} ({:.0}) | {} | {} | {} | {:.1} | {:.1} |",
-                r.rate,
-                r.achieved,
-                r.records,
-                r.ack_to_visible.cells(),
-                r.send_to_visible.cells(),
-                r.send_to_ack.p50,
-                r.send_to_ack.p99
-            );
-        }
-        println!("\nrecord time → start of the writing transaction (stored_at), the previous measure, ms:");
-        for r in &latency_runs {
-            println!("  {} records/s: p50 | p99 | p99.9 | max: {}", r.rate, r.record_to_write_start.cells());
-        }
-        println!(
-            "\nwhere a batch spends its time in the host (pipeline_stage_seconds: mean / p99 bucket in ms, and batches):"
-        );
-        for r in &latency_runs {
-            let stages: Vec<String> = r
-                .stages
-                .iter()
-                .map(|s| format!("{} {:.1} / {:.1} ({:.0})", s.name, s.mean_ms, s.p99_ms, s.count))
-                .collect();
-            let stages = if stages.is_empty() { "not reported by this host".to_owned() } else { stages.join(", ") };
-            println!("  {} records/s: {stages}", r.rate);
-        }
-    }
+    print_latencies(&a, &latency_runs);
     Ok(())
+}
+
+/// The latency runs' tables.
+fn print_latencies(a: &Args, latency_runs: &[latency::LatencyRun]) {
+    if latency_runs.is_empty() {
+        return;
+    }
+    if !a.latency_env.is_empty() {
+        println!("\nlatency runs' host settings: {:?}", a.latency_env);
+    }
+    println!(
+        "\nlatency under a steady load ({} s per rate after {} s of warm-up, 3 partitions; visible: first seen by a query polled every {} ms):",
+        a.latency_seconds,
+        latency::WARM_UP_SECONDS,
+        latency::POLL.as_millis()
+    );
+    println!(
+        "| rate (achieved) | records | ack → visible p50 | p99 | p99.9 | max | send → visible p50 | p99 | p99.9 | max | send → ack p50 | p99 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in latency_runs {
+        println!(
+            "| {} ({:.0}) | {} | {} | {} | {:.1} | {:.1} |",
+            r.rate,
+            r.achieved,
+            r.records,
+            r.ack_to_visible.cells(),
+            r.send_to_visible.cells(),
+            r.send_to_ack.p50,
+            r.send_to_ack.p99
+        );
+    }
+    println!(
+        "\nack → queryable: GET /order/{{id}}/latest answers the record ({} sampled records a second, each asked every {} ms), ms:",
+        latency::API_SAMPLES_PER_SECOND,
+        latency::POLL.as_millis()
+    );
+    println!("| rate | sampled | p50 | p99 | p99.9 | max |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for r in latency_runs {
+        println!("| {} | {} | {} |", r.rate, r.ack_to_queryable_count, r.ack_to_queryable.cells());
+    }
+    println!("\nrecord time → start of the writing transaction (stored_at), the previous measure, ms:");
+    for r in latency_runs {
+        println!("  {} records/s: p50 | p99 | p99.9 | max: {}", r.rate, r.record_to_write_start.cells());
+    }
+    println!(
+        "\nwhere a batch spends its time in the host (pipeline_stage_seconds: mean / p99 bucket in ms, and batches):"
+    );
+    for r in latency_runs {
+        let stages: Vec<String> = r
+            .stages
+            .iter()
+            .map(|s| format!("{} {:.1} / {:.1} ({:.0})", s.name, s.mean_ms, s.p99_ms, s.count))
+            .collect();
+        let stages = if stages.is_empty() { "not reported by this host".to_owned() } else { stages.join(", ") };
+        println!("  {} records/s: {stages}", r.rate);
+    }
 }

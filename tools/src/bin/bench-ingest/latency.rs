@@ -8,6 +8,11 @@
 //! while any of its rows are in flight), so a figure includes up to one
 //! poll interval of the poller's own delay.
 //!
+//! Read-your-write as a client sees it: [`API_SAMPLES_PER_SECOND`] records
+//! a second carry an order id of their own, and each is asked for with
+//! `GET /order/{id}/latest` (one kept-alive HTTP client, every [`POLL`])
+//! from its acknowledgement until the answer is that record.
+//!
 //! After each rate, the host's `pipeline_stage_seconds` histograms give
 //! where a batch spent its time.
 
@@ -24,6 +29,9 @@ pub const PARTITIONS: i32 = 3;
 
 /// How often the poller asks for newly visible rows.
 pub const POLL: Duration = Duration::from_millis(5);
+
+/// Records a second also looked up through the API.
+pub const API_SAMPLES_PER_SECOND: u64 = 50;
 
 /// The first seconds of each rate are produced and checked but not
 /// measured: the host's first fetch of a partition and a fresh consumer's
@@ -75,6 +83,10 @@ pub struct LatencyRun {
     pub send_to_ack: Spread,
     pub send_to_visible: Spread,
     pub ack_to_visible: Spread,
+    /// From the acknowledgement to the first `GET /order/{id}/latest` that
+    /// answers the record, for the sampled records.
+    pub ack_to_queryable: Spread,
+    pub ack_to_queryable_count: usize,
     /// Record time to the start of the transaction that wrote it.
     pub record_to_write_start: Spread,
     pub stages: Vec<Stage>,
@@ -102,19 +114,36 @@ pub async fn run(
     let start = tokio::time::Instant::now();
     let measured_from = chrono::Utc::now() + chrono::Duration::seconds(WARM_UP_SECONDS as i64);
     let mut pending = Vec::with_capacity(total);
+    let every = (rate / API_SAMPLES_PER_SECOND).max(1);
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let base = format!("http://{}", host.http);
     for i in 0..total as u64 {
         tokio::time::sleep_until(start + Duration::from_micros(i * 1_000_000 / rate)).await;
-        let (p, out) = (producer.clone(), Out::new(topic, value(i)));
+        let sampled = (i % every == 0).then(|| format!("{topic}-q{i}"));
+        let v = match &sampled {
+            Some(order) => format!(
+                r#"{{"type": "order.status_updated", "source": "order-service", "payload": {{"order_id": "{order}", "status": "ACCEPTED", "seq": {i}}}}}"#
+            )
+            .into_bytes(),
+            None => value(i),
+        };
+        let (p, out) = (producer.clone(), Out::new(topic, v));
+        let (client, base) = (client.clone(), base.clone());
         pending.push(tokio::spawn(async move {
             let sent = Instant::now();
             let c = produce(&p, &out).await;
-            (c.partition, c.offset, sent, Instant::now())
+            let acked = Instant::now();
+            let queryable = match sampled {
+                Some(order) => Some(queryable(&client, &base, &order, c.offset).await?),
+                None => None,
+            };
+            anyhow::Ok((c.partition, c.offset, sent, acked, queryable))
         }));
     }
     let achieved = total as f64 / start.elapsed().as_secs_f64();
     let mut acked = Vec::with_capacity(total);
     for h in pending {
-        acked.push(h.await?);
+        acked.push(h.await??);
     }
     let visible = poller.await??;
     // The old measure beside the new: record time (the producer's clock,
@@ -128,7 +157,11 @@ pub async fn run(
     .fetch_all(&pool)
     .await?;
     let (mut send_to_ack, mut send_to_visible, mut ack_to_visible) = (Vec::new(), Vec::new(), Vec::new());
-    for (partition, offset, sent, ack) in acked.into_iter().skip(warm_up) {
+    let mut ack_to_queryable = Vec::new();
+    for (partition, offset, sent, ack, queryable) in acked.into_iter().skip(warm_up) {
+        if let Some(q) = queryable {
+            ack_to_queryable.push(q.saturating_duration_since(ack).as_secs_f64() * 1000.0);
+        }
         let seen = visible
             .get(&(partition, offset))
             .copied()
@@ -144,9 +177,31 @@ pub async fn run(
         send_to_ack: Spread::of(send_to_ack),
         send_to_visible: Spread::of(send_to_visible),
         ack_to_visible: Spread::of(ack_to_visible),
+        ack_to_queryable_count: ack_to_queryable.len(),
+        ack_to_queryable: Spread::of(ack_to_queryable),
         record_to_write_start: Spread::of(to_write_start),
         stages: stages(host),
     })
+}
+
+/// Asks `GET /order/{order}/latest` every [`POLL`] until it answers the
+/// record at `offset`; when it first did.
+async fn queryable(client: &reqwest::Client, base: &str, order: &str, offset: i64) -> anyhow::Result<Instant> {
+    let url = format!("{base}/order/{order}/latest");
+    let started = Instant::now();
+    loop {
+        let response = client.get(&url).send().await?;
+        if response.status() == reqwest::StatusCode::OK {
+            let body: serde_json::Value = serde_json::from_str(&response.text().await?)?;
+            let at = Instant::now();
+            let found = body["kafka_offset"].as_i64().or_else(|| body["kafkaOffset"].as_i64());
+            anyhow::ensure!(found == Some(offset), "{url} answered another record: {body}");
+            return Ok(at);
+        }
+        anyhow::ensure!(response.status() == reqwest::StatusCode::NOT_FOUND, "{url} answered {}", response.status());
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "{url} not found after 10 minutes");
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// Polls until every one of `total` records of `topic` is visible; the
