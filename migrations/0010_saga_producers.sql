@@ -2,7 +2,7 @@
 -- when a record has none) the saga learner keeps two exponentially decaying
 -- rates of its records, by record time: a recent one over the silence
 -- window (`SAGA_SILENCE_WINDOW`) and a baseline twelve times as long, both
--- as of `rated_at`. A producer is silent when, on the log's own clock (the
+-- as of `last_at`, its newest record time. A producer is silent when, on the log's own clock (the
 -- newest record time learned), its recent rate fell under a tenth of its
 -- baseline while that baseline would have sent enough records in a window
 -- for their absence to mean something. At most `SAGA_MAX_PRODUCERS` rows;
@@ -13,9 +13,8 @@ CREATE TABLE saga_producers (
     events       BIGINT NOT NULL,
     first_at     TIMESTAMPTZ NOT NULL,
     last_at      TIMESTAMPTZ NOT NULL,
-    -- Records per second.
+    -- Records per second, as of `last_at`.
     recent_rate  DOUBLE PRECISION NOT NULL,
     baseline_rate DOUBLE PRECISION NOT NULL,
-    rated_at     TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (service, event)
 );

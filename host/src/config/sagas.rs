@@ -49,8 +49,8 @@ pub struct SagaConfig {
     /// rate over this window fell under a tenth of its usual rate (its rate
     /// over twelve such windows, as of its last record), and that usual
     /// rate would have sent at least `SAGA_MIN_SAMPLES` records in one
-    /// window. Record times, judged
-    /// on the log's own clock (the newest record learned).
+    /// window. Record times, judged on the log's own clock (the newest
+    /// record learned).
     #[arg(long, env = env::SAGA_SILENCE_WINDOW, default_value = "5m", value_parser = parse_silence_window)]
     pub saga_silence_window: Duration,
 

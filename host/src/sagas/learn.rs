@@ -50,7 +50,8 @@ impl Step {
     }
 }
 
-fn cut(s: &str) -> String {
+/// `s` cut to [`MAX_NAME_CHARS`] characters.
+pub(super) fn cut(s: &str) -> String {
     s.chars().take(MAX_NAME_CHARS).collect()
 }
 

@@ -59,7 +59,7 @@ impl Producer {
         if row.service.is_none() && event.is_none() {
             return None;
         }
-        let cut = |s: &str| s.chars().take(super::learn::MAX_NAME_CHARS).collect::<String>();
+        let cut = super::learn::cut;
         Some(Producer {
             service: cut(row.service.as_deref().unwrap_or("(unknown)")),
             event: cut(event.unwrap_or("(none)")),
@@ -72,12 +72,12 @@ impl Producer {
 pub struct Rates {
     pub events: i64,
     pub first_at: DateTime<Utc>,
+    /// Its newest record time: the instant both rates are as of.
     pub last_at: DateTime<Utc>,
     /// Records per second over the recent and the baseline horizon, as of
-    /// `rated_at`.
+    /// `last_at`.
     pub recent: f64,
     pub baseline: f64,
-    pub rated_at: DateTime<Utc>,
 }
 
 fn decay(seconds: f64, horizon: Duration) -> f64 {
@@ -97,7 +97,6 @@ impl Rates {
             last_at: at,
             recent: 1.0 / h.recent.as_secs_f64(),
             baseline: 1.0 / h.baseline.as_secs_f64(),
-            rated_at: at,
         }
     }
 
@@ -105,23 +104,21 @@ impl Rates {
     pub fn add(&mut self, at: DateTime<Utc>, h: Horizons) {
         self.events = self.events.saturating_add(1);
         self.first_at = self.first_at.min(at);
-        self.last_at = self.last_at.max(at);
-        if at >= self.rated_at {
-            let s = seconds_between(self.rated_at, at);
+        if at >= self.last_at {
+            let s = seconds_between(self.last_at, at);
             self.recent = self.recent * decay(s, h.recent) + 1.0 / h.recent.as_secs_f64();
             self.baseline = self.baseline * decay(s, h.baseline) + 1.0 / h.baseline.as_secs_f64();
-            self.rated_at = at;
+            self.last_at = at;
         } else {
-            let s = seconds_between(at, self.rated_at);
+            let s = seconds_between(at, self.last_at);
             self.recent += decay(s, h.recent) / h.recent.as_secs_f64();
             self.baseline += decay(s, h.baseline) / h.baseline.as_secs_f64();
         }
     }
 
-    /// The recent and baseline rates (records per second) at `at`.
-    pub fn at(&self, at: DateTime<Utc>, h: Horizons) -> (f64, f64) {
-        let s = seconds_between(self.rated_at, at);
-        (self.recent * decay(s, h.recent), self.baseline * decay(s, h.baseline))
+    /// The recent rate (records per second) at `at`.
+    pub fn recent_at(&self, at: DateTime<Utc>, h: Horizons) -> f64 {
+        self.recent * decay(seconds_between(self.last_at, at), h.recent)
     }
 
     /// Whether the producer is silent at `at`: its recent rate, decayed
@@ -131,8 +128,7 @@ impl Rates {
     /// baseline would have sent at least `min_events` records in a silence
     /// window (so a rare producer's quiet hour is not silence).
     pub fn silent(&self, at: DateTime<Utc>, h: Horizons, min_events: f64) -> bool {
-        let (recent, _) = self.at(at, h);
-        self.baseline * h.recent.as_secs_f64() >= min_events && recent < self.baseline * SILENT_SHARE
+        self.baseline * h.recent.as_secs_f64() >= min_events && self.recent_at(at, h) < self.baseline * SILENT_SHARE
     }
 }
 
@@ -168,9 +164,9 @@ pub fn judge(all: Vec<(Producer, Rates)>, h: Horizons, min_events: f64) -> Silen
         .into_iter()
         .filter(|(_, r)| r.silent(at, h, min_events))
         .map(|(producer, rates)| {
-            let (recent, _) = rates.at(at, h);
-            let baseline = rates.baseline;
-            Judged { producer, rates, recent_per_minute: recent * 60.0, baseline_per_minute: baseline * 60.0 }
+            let recent_per_minute = rates.recent_at(at, h) * 60.0;
+            let baseline_per_minute = rates.baseline * 60.0;
+            Judged { producer, rates, recent_per_minute, baseline_per_minute }
         })
         .collect();
     silent.sort_by(|a, b| b.baseline_per_minute.total_cmp(&a.baseline_per_minute).then(a.producer.cmp(&b.producer)));
@@ -200,7 +196,7 @@ mod tests {
         // One record a second for two hours: the recent rate is 1/s, the
         // baseline (an hour's horizon) most of the way there.
         let r = steady(1, 7200, h);
-        let (recent, baseline) = r.at(t(7200), h);
+        let (recent, baseline) = (r.recent_at(t(7200), h), r.baseline);
         assert!((recent - 1.0).abs() < 0.01 && (0.8..1.0).contains(&baseline), "{recent} {baseline}");
         assert!(!r.silent(t(7200), h, 20.0));
         // Five minutes later it has sent nothing: lower, not yet silent.
@@ -255,7 +251,7 @@ mod tests {
         for s in [2, 3, 4, 5, 7, 8, 9] {
             sorted.add(t(s), h);
         }
-        let (a, b) = (shuffled.at(t(20), h), sorted.at(t(20), h));
+        let (a, b) = ((shuffled.recent_at(t(20), h), shuffled.baseline), (sorted.recent_at(t(20), h), sorted.baseline));
         assert!((a.0 - b.0).abs() < 1e-12 && (a.1 - b.1).abs() < 1e-12, "{a:?} {b:?}");
         assert_eq!((shuffled.first_at, shuffled.last_at, shuffled.events), (t(1), t(9), 8));
     }

@@ -13,15 +13,13 @@ use crate::config::SagaConfig;
 use crate::sagas::producers::{Silence, judge};
 use crate::sagas::{Horizons, Producer, Rates};
 
-type RatesTuple = (String, String, i64, DateTime<Utc>, DateTime<Utc>, f64, f64, DateTime<Utc>);
+type RatesTuple = (String, String, i64, DateTime<Utc>, DateTime<Utc>, f64, f64);
 
-fn from_tuple(
-    (service, event, events, first_at, last_at, recent, baseline, rated_at): RatesTuple,
-) -> (Producer, Rates) {
-    (Producer { service, event }, Rates { events, first_at, last_at, recent, baseline, rated_at })
+fn from_tuple((service, event, events, first_at, last_at, recent, baseline): RatesTuple) -> (Producer, Rates) {
+    (Producer { service, event }, Rates { events, first_at, last_at, recent, baseline })
 }
 
-const RATES_COLUMNS: &str = "service, event, events, first_at, last_at, recent_rate, baseline_rate, rated_at";
+const RATES_COLUMNS: &str = "service, event, events, first_at, last_at, recent_rate, baseline_rate";
 
 impl Learning {
     /// The stored rates of `producers`, and how many producers are known.
@@ -51,17 +49,17 @@ impl Learning {
             .map(|(p, r)| {
                 json!({
                     "service": p.service, "event": p.event, "events": r.events, "first_at": r.first_at,
-                    "last_at": r.last_at, "recent_rate": r.recent, "baseline_rate": r.baseline, "rated_at": r.rated_at,
+                    "last_at": r.last_at, "recent_rate": r.recent, "baseline_rate": r.baseline,
                 })
             })
             .collect();
         sqlx::query(
-            "INSERT INTO saga_producers (service, event, events, first_at, last_at, recent_rate, baseline_rate, rated_at) \
+            "INSERT INTO saga_producers (service, event, events, first_at, last_at, recent_rate, baseline_rate) \
              SELECT * FROM jsonb_to_recordset($1) AS r(service text, event text, events int8, first_at timestamptz, \
-                  last_at timestamptz, recent_rate float8, baseline_rate float8, rated_at timestamptz) \
+                  last_at timestamptz, recent_rate float8, baseline_rate float8) \
              ON CONFLICT (service, event) DO UPDATE SET events = EXCLUDED.events, first_at = EXCLUDED.first_at, \
                   last_at = EXCLUDED.last_at, recent_rate = EXCLUDED.recent_rate, \
-                  baseline_rate = EXCLUDED.baseline_rate, rated_at = EXCLUDED.rated_at",
+                  baseline_rate = EXCLUDED.baseline_rate",
         )
         .bind(serde_json::Value::Array(doc))
         .execute(&mut *self.tx)
