@@ -13,7 +13,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::live::STORED_CHANNEL;
+use super::live::notify_copied;
 use super::write::{database_reason, into_write_error, is_outage};
 use super::{Db, StoredRow, WriteError, Written};
 
@@ -79,20 +79,9 @@ impl Db {
             return Ok((0, true));
         }
         let (earliest, latest) = time_range(rows);
-        let notified = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT pg_notify($1, concat_ws(' ', $2::int8, $3::int8, currval('{ID_SEQUENCE}'), $4::int8, $5::int8))"
-        )))
-        .bind(STORED_CHANNEL)
-        .bind(i64::try_from(copied).unwrap_or(i64::MAX))
-        .bind(floor)
-        .bind(earliest.timestamp_micros())
-        .bind(latest.timestamp_micros())
-        .execute(&mut *conn)
-        .await;
-        if let Err(error) = &notified {
-            tracing::warn!(%error, rows = copied, "Could not notify listeners of stored rows; the rows are stored, the live tail misses them.");
-        }
-        Ok((copied, notified.is_ok()))
+        let rows = i64::try_from(copied).unwrap_or(i64::MAX);
+        let notified = notify_copied(&mut conn, rows, floor, ID_SEQUENCE, (earliest, latest)).await;
+        Ok((copied, notified))
     }
 }
 

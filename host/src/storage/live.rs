@@ -78,6 +78,42 @@ impl StoredBatch {
     }
 }
 
+/// Tells listeners what a `COPY` just stored on `conn`, with
+/// [`StoredBatch::payload`]'s form, its last id being the last one this
+/// session drew from `sequence` (`currval`, filled in by the database, so
+/// that no statement reads it first). Returns whether it was sent.
+pub(super) async fn notify_copied(
+    conn: &mut sqlx::PgConnection,
+    rows: i64,
+    first_id: i64,
+    sequence: &str,
+    (earliest, latest): (DateTime<Utc>, DateTime<Utc>),
+) -> bool {
+    let sent = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_notify($1, concat_ws(' ', $2::int8, $3::int8, currval('{sequence}'), $4::int8, $5::int8))"
+    )))
+    .bind(STORED_CHANNEL)
+    .bind(rows)
+    .bind(first_id)
+    .bind(earliest.timestamp_micros())
+    .bind(latest.timestamp_micros())
+    .execute(conn)
+    .await;
+    told(sent, rows)
+}
+
+/// Whether a notification was sent; a failure is logged, never an error of
+/// the write.
+fn told<T>(sent: Result<T, sqlx::Error>, rows: i64) -> bool {
+    match sent {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::warn!(%error, rows, "Could not notify listeners of stored rows; the rows are stored, the live tail misses them.");
+            false
+        }
+    }
+}
+
 /// What a listener heard.
 #[derive(Debug)]
 pub enum Heard {
@@ -103,13 +139,9 @@ impl Db {
 
     /// [`Db::notify_stored`] on a connection of `pool`.
     pub(super) async fn notify_stored_on(&self, pool: &sqlx::PgPool, batch: &StoredBatch) -> bool {
-        match sqlx::query("SELECT pg_notify($1, $2)").bind(STORED_CHANNEL).bind(batch.payload()).execute(pool).await {
-            Ok(_) => true,
-            Err(error) => {
-                tracing::warn!(%error, rows = batch.rows, "Could not notify listeners of stored rows; the rows are stored, the live tail misses them.");
-                false
-            }
-        }
+        let sent =
+            sqlx::query("SELECT pg_notify($1, $2)").bind(STORED_CHANNEL).bind(batch.payload()).execute(pool).await;
+        told(sent, batch.rows)
     }
 
     /// Listens on `channel`.
