@@ -95,13 +95,7 @@ fn args() -> anyhow::Result<Args> {
         }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--variant" => a.variants.push(
-                value
-                    .split(',')
-                    .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-                    .collect::<Option<Vec<_>>>()
-                    .with_context(|| format!("--variant {value}: expected NAME=VALUE[,NAME=VALUE]"))?,
-            ),
+            "--variant" => a.variants.push(settings(&flag, &value)?),
             "--host-bin" => a.host_bin = value.into(),
             "--wasm-dir" => a.wasm_dir = value.into(),
             "--modules-src" => a.modules_src = value.into(),
@@ -112,13 +106,7 @@ fn args() -> anyhow::Result<Args> {
                     value.split(',').map(str::parse).collect::<Result<_, _>>().context("--latency-only RATE[,RATE]")?,
                 )
             }
-            "--latency-env" => a.latency_env.extend(
-                value
-                    .split(',')
-                    .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-                    .collect::<Option<Vec<_>>>()
-                    .with_context(|| format!("--latency-env {value}: expected NAME=VALUE[,NAME=VALUE]"))?,
-            ),
+            "--latency-env" => a.latency_env.extend(settings(&flag, &value)?),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -128,6 +116,15 @@ fn args() -> anyhow::Result<Args> {
         );
     }
     Ok(a)
+}
+
+/// A flag's `NAME=VALUE[,NAME=VALUE]` as pairs.
+fn settings(flag: &str, value: &str) -> anyhow::Result<Vec<(String, String)>> {
+    value
+        .split(',')
+        .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect::<Option<Vec<_>>>()
+        .with_context(|| format!("{flag} {value}: expected NAME=VALUE[,NAME=VALUE]"))
 }
 
 /// A small deterministic generator (SplitMix64).
