@@ -10,6 +10,10 @@ TANSU_VERSION="0.6.0"
 # dynostore: the in-memory engine of the shared test broker; libsql: the
 # SQLite engine of the broker-restart test, whose data must survive a restart.
 TANSU_FEATURES="dynostore,libsql"
+# Built at opt-level 1: 8 minutes on 2 cores instead of 10, for a broker
+# that serves tests and benchmarks on one machine (the benchmarks measure
+# the host, and a slower broker only makes their figures conservative).
+TANSU_PROFILE="--config profile.release.opt-level=1"
 TANSU_BIN="$CACHE_DIR/tools/bin/tansu"
 WASM_DIR="$CARGO_TARGET_DIR/wasm32-wasip2/release"
 export NORMALIZER_WASM_DIR="$WASM_DIR"
@@ -36,7 +40,13 @@ pg_bin_dir() {
   return 1
 }
 
+# Everything a script needs: the system packages, then the broker.
 ensure_tools() {
+  ensure_system_tools
+  ensure_tansu
+}
+
+ensure_system_tools() {
   # Build tools for librdkafka (built from source by rdkafka-sys) and OpenSSL headers.
   local pkgs=()
   command -v cc >/dev/null || pkgs+=(gcc)
@@ -50,6 +60,9 @@ ensure_tools() {
   # The console tests drive a real browser: Debian's Chromium and its
   # ChromeDriver, installed together so their versions match.
   { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || pkgs+=(chromium chromium-driver)
+  # scripts/validate-deploy checks the compose files (installed here, before
+  # scripts/test runs it beside other work, so that only one apt-get runs).
+  command -v docker-compose >/dev/null || pkgs+=(docker-compose)
   [ ${#pkgs[@]} = 0 ] || { log "installing ${pkgs[*]}"; apt_install "${pkgs[@]}"; }
 
   # The API test validates the served OpenAPI document with a standard validator.
@@ -61,16 +74,75 @@ ensure_tools() {
     log "adding the wasm32-wasip2 target"
     rustup target add wasm32-wasip2 >&2
   fi
+}
+
+# The broker is built from crates.io once per cache (the longest install).
+ensure_tansu() {
   local built="$CACHE_DIR/tools/tansu.build"
-  if [ ! -x "$TANSU_BIN" ] || [ "$(cat "$built" 2>/dev/null)" != "$TANSU_VERSION $TANSU_FEATURES" ]; then
-    log "installing the tansu broker $TANSU_VERSION ($TANSU_FEATURES) into $CACHE_DIR/tools (once; takes about 10 minutes)"
+  if [ ! -x "$TANSU_BIN" ] || [ "$(cat "$built" 2>/dev/null)" != "$TANSU_VERSION $TANSU_FEATURES $TANSU_PROFILE" ]; then
+    log "installing the tansu broker $TANSU_VERSION ($TANSU_FEATURES) into $CACHE_DIR/tools (once; takes about 8 minutes)"
+    # shellcheck disable=SC2086 # TANSU_PROFILE is a list of --config flags
     CARGO_TARGET_DIR="$CACHE_DIR/tansu-build" cargo install tansu --version "$TANSU_VERSION" \
-      --locked --features "$TANSU_FEATURES" --root "$CACHE_DIR/tools" --force >&2
-    echo "$TANSU_VERSION $TANSU_FEATURES" >"$built"
+      --locked --features "$TANSU_FEATURES" $TANSU_PROFILE --root "$CACHE_DIR/tools" --force >&2
+    echo "$TANSU_VERSION $TANSU_FEATURES $TANSU_PROFILE" >"$built"
   fi
   # The tests that kill or restart a broker run one of their own, also when
   # KAFKA_BOOTSTRAP_SERVERS names an external broker.
   export TANSU_BIN
+}
+
+# Tools whose own speed does not matter (they check a few files) are built
+# without optimisation, which takes a fraction of a release build.
+install_tool() { # crate version [cargo install flags ...]
+  local crate="$1" version="$2"
+  shift 2
+  log "installing $crate $version into $CACHE_DIR/tools (once)"
+  CARGO_TARGET_DIR="$CACHE_DIR/tools-build" cargo install "$crate" --version "$version" --locked \
+    --debug --config profile.dev.debug=false --root "$CACHE_DIR/tools" --force "$@" >&2
+}
+
+CARGO_DENY_VERSION="0.20.2"
+ensure_deny() {
+  [ "$("$CACHE_DIR/tools/bin/cargo-deny" --version 2>/dev/null)" = "cargo-deny $CARGO_DENY_VERSION" ] ||
+    install_tool cargo-deny "$CARGO_DENY_VERSION"
+}
+
+CARGO_FUZZ_VERSION="0.13.2"
+ensure_fuzz_tools() {
+  [ "$("$CACHE_DIR/tools/bin/cargo-fuzz" --version 2>/dev/null)" = "cargo-fuzz $CARGO_FUZZ_VERSION" ] ||
+    install_tool cargo-fuzz "$CARGO_FUZZ_VERSION"
+}
+
+# Long installs and builds run beside the host's build: much of a build
+# keeps one of two cores busy, and the other one builds the tools.
+# `in_background NAME COMMAND...` starts one, with its output in
+# $CACHE_DIR/logs/NAME.log; `await_background NAME` waits for it and fails
+# with that output when it failed.
+declare -A BACKGROUND=()
+in_background() { # name command...
+  local name="$1"
+  shift
+  mkdir -p "$CACHE_DIR/logs"
+  ("$@") >"$CACHE_DIR/logs/$name.log" 2>&1 &
+  BACKGROUND[$name]=$!
+}
+
+await_background() { # name
+  local name="$1" pid="${BACKGROUND[$1]:-}"
+  [ -n "$pid" ] || { log "nothing named $name runs in the background"; return 1; }
+  unset "BACKGROUND[$name]"
+  if ! wait "$pid"; then
+    log "$name failed; its output ($CACHE_DIR/logs/$name.log):"
+    tail -n 60 "$CACHE_DIR/logs/$name.log" >&2
+    return 1
+  fi
+  grep -E '^(==>|AUDIT|FUZZ)' "$CACHE_DIR/logs/$name.log" >&2 || true
+}
+
+kill_tree() { # pid
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$child"; done
+  kill "$1" 2>/dev/null
 }
 
 # mdBook (crates.io) builds the book under docs/; only its search is
@@ -80,9 +152,7 @@ MDBOOK_VERSION="0.5.4"
 MDBOOK_BIN="$CACHE_DIR/tools/bin/mdbook"
 ensure_book_tools() {
   if [ "$("$MDBOOK_BIN" --version 2>/dev/null)" != "mdbook v$MDBOOK_VERSION" ]; then
-    log "installing mdbook $MDBOOK_VERSION into $CACHE_DIR/tools (once; takes a few minutes)"
-    CARGO_TARGET_DIR="$CACHE_DIR/mdbook-build" cargo install mdbook --version "$MDBOOK_VERSION" \
-      --locked --no-default-features --features search --root "$CACHE_DIR/tools" --force >&2
+    install_tool mdbook "$MDBOOK_VERSION" --no-default-features --features search
   fi
   export MDBOOK_BIN
 }
@@ -116,17 +186,39 @@ ensure_guest_tools() {
 
 # Creates a project per language with `notification-host new` (named
 # <lang>-dispatch) in $1 and builds each with its own build.sh, as a module
-# author would; exports GUEST_PROJECTS_DIR for the tests.
+# author would; exports GUEST_PROJECTS_DIR for the tests. A project whose
+# files `new` would write again unchanged, for the same toolchains, was
+# built by an earlier run and is kept as it is.
 build_guest_projects() { # host binary, target dir
-  local host="$1" dir="$2" lang
-  rm -rf "$dir" && mkdir -p "$dir"
+  local host="$1" dir="$2" lang stamp
+  mkdir -p "$dir"
   for lang in rust python js; do
+    rm -rf "$dir/.new-$lang"
+    "$host" new "$lang-dispatch" --lang "$lang" --dir "$dir/.new-$lang" >/dev/null
+    stamp="$(guest_stamp "$dir/.new-$lang")"
+    if [ -f "$dir/$lang/$lang-dispatch.wasm" ] && [ "$(cat "$dir/$lang.built" 2>/dev/null)" = "$stamp" ]; then
+      log "the $lang module is as an earlier run built it"
+      rm -rf "$dir/.new-$lang"
+      continue
+    fi
+    rm -rf "$dir/$lang" "$dir/$lang.built"
+    mv "$dir/.new-$lang" "$dir/$lang"
     log "new $lang module from the registries"
-    "$host" new "$lang-dispatch" --lang "$lang" --dir "$dir/$lang" >/dev/null
     # A separate target dir: this is somebody else's project.
     (cd "$dir/$lang" && PATH="$GUEST_VENV/bin:$PATH" CARGO_TARGET_DIR="$CACHE_DIR/guest-target" ./build.sh >&2)
+    echo "$stamp" >"$dir/$lang.built"
   done
   export GUEST_PROJECTS_DIR="$dir"
+}
+
+# What a project's build depends on: the files `new` wrote and the tools.
+guest_stamp() { # project dir
+  {
+    (cd "$1" && find . -type f | LC_ALL=C sort | xargs sha256sum)
+    rustc --version
+    "$GUEST_VENV/bin/componentize-py" --version
+    node --version
+  } | sha256sum | cut -d' ' -f1
 }
 
 free_port() {
@@ -205,6 +297,8 @@ cleanup() {
   # Runs from an EXIT trap: a service that is already gone must not stop the
   # rest of the cleanup.
   set +e
+  local pid
+  for pid in "${BACKGROUND[@]}"; do kill_tree "$pid"; done
   if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null; wait "$BROKER_PID" 2>/dev/null; fi
   if [ -n "$PG_DATA" ] && [ -d "$PG_DATA/data" ]; then
     as_postgres "$PG_BIN_DIR/pg_ctl" -D "$PG_DATA/data" -m immediate stop >/dev/null 2>&1
