@@ -14,7 +14,9 @@ TANSU_FEATURES="dynostore,libsql"
 # that serves tests and benchmarks on one machine (the benchmarks measure
 # the host, and a slower broker only makes their figures conservative).
 TANSU_PROFILE="--config profile.release.opt-level=1"
-TANSU_BIN="$CACHE_DIR/tools/bin/tansu"
+# The tests that kill or restart a broker run one of their own, also when
+# KAFKA_BOOTSTRAP_SERVERS names an external broker.
+export TANSU_BIN="$CACHE_DIR/tools/bin/tansu"
 WASM_DIR="$CARGO_TARGET_DIR/wasm32-wasip2/release"
 export NORMALIZER_WASM_DIR="$WASM_DIR"
 
@@ -86,9 +88,6 @@ ensure_tansu() {
       --locked --features "$TANSU_FEATURES" $TANSU_PROFILE --root "$CACHE_DIR/tools" --force >&2
     echo "$TANSU_VERSION $TANSU_FEATURES $TANSU_PROFILE" >"$built"
   fi
-  # The tests that kill or restart a broker run one of their own, also when
-  # KAFKA_BOOTSTRAP_SERVERS names an external broker.
-  export TANSU_BIN
 }
 
 # Tools whose own speed does not matter (they check a few files) are built

@@ -557,27 +557,37 @@ fn compression_sweep(records: &[Record]) -> anyhow::Result<Vec<(i32, f64, f64)>>
     Ok(out)
 }
 
-fn micro(a: &Args, records: &[Record]) -> anyhow::Result<(f64, f64)> {
+/// Per-record cost of normalizing in process, in microseconds: natively,
+/// and by two components in batches as the pipeline runs them.
+struct ModuleCosts {
+    native: f64,
+    /// The `default` component: the same rules, run inside the module.
+    default: f64,
+    /// A module that only refines the built-in answer: it asks the host for
+    /// it (contract 1.1.0's `builtin-fields`) and changes one field.
+    refine: f64,
+}
+
+fn micro(a: &Args, records: &[Record]) -> anyhow::Result<ModuleCosts> {
     let sample: Vec<Record> = records.iter().take(200_000).cloned().collect();
-    let started = Instant::now();
-    for chunk in sample.chunks(1000) {
-        std::hint::black_box(Normalizer::Builtin.normalize(chunk));
-    }
-    let native = started.elapsed().as_secs_f64() * 1e6 / sample.len() as f64;
+    let per_record = |normalizer: &Normalizer| {
+        normalizer.normalize(&sample[..1000]); // warm up
+        let started = Instant::now();
+        for chunk in sample.chunks(1000) {
+            std::hint::black_box(normalizer.normalize(chunk));
+        }
+        started.elapsed().as_secs_f64() * 1e6 / sample.len() as f64
+    };
     let runtime = Runtime::new(Limits::default())?;
-    let module = runtime.load_file(&a.wasm_dir.join("normalizer_default.wasm"))?;
-    let wasm = Normalizer::Module(Arc::new(Module {
-        component: module,
-        label: "default-component@1.0.0".into(),
-        fallback: false,
-    }));
-    wasm.normalize(&sample[..1000]); // warm up
-    let started = Instant::now();
-    for chunk in sample.chunks(1000) {
-        std::hint::black_box(wasm.normalize(chunk));
-    }
-    let wasm_us = started.elapsed().as_secs_f64() * 1e6 / sample.len() as f64;
-    Ok((native, wasm_us))
+    let component = |file: &str, label: &str| -> anyhow::Result<Normalizer> {
+        let component = runtime.load_file(&a.wasm_dir.join(file))?;
+        Ok(Normalizer::Module(Arc::new(Module { component, label: label.into(), fallback: false })))
+    };
+    Ok(ModuleCosts {
+        native: per_record(&Normalizer::Builtin),
+        default: per_record(&component("normalizer_default.wasm", "default-component@1.0.0")?),
+        refine: per_record(&component("fixture_versioned_1_1_0.wasm", "versioned@1.1.0")?),
+    })
 }
 
 /// Waits until `host` consumes: `/ready/ingest` answers 200, or, on a host
@@ -728,11 +738,16 @@ async fn main() -> anyhow::Result<()> {
         let mark = if *level == host_level { " (the host's level)" } else { "" };
         println!("  zstd level {level}: {us:.2} µs, stores {:.1}% of the value bytes{mark}", share * 100.0);
     }
-    if let Some((native_us, wasm_us)) = micro_costs {
+    if let Some(c) = micro_costs {
         println!(
-            "\nnormalize cost per record (in-process, 200,000 records in batches of 1000): native {native_us:.2} µs, \
-             default component {wasm_us:.2} µs (WASM - native = {:.2} µs)",
-            wasm_us - native_us
+            "\nnormalize cost per record (in-process, 200,000 records in batches of 1000): native {:.2} µs; \
+             default component {:.2} µs (WASM - native = {:+.2} µs); refining module, the built-in answer \
+             from the host {:.2} µs ({:+.2} µs)",
+            c.native,
+            c.default,
+            c.default - c.native,
+            c.refine,
+            c.refine - c.native
         );
     }
     print_latencies(&a, &latency_runs);
