@@ -112,8 +112,9 @@ ensure_fuzz_tools() {
     install_tool cargo-fuzz "$CARGO_FUZZ_VERSION"
 }
 
-# Long installs and builds run beside the host's build: much of a build
-# keeps one of two cores busy, and the other one builds the tools.
+# Long installs and builds run beside the host's build, and overlap what
+# keeps a core idle in a build (downloads, installs, a large crate's front
+# end, a link).
 # `in_background NAME COMMAND...` starts one, with its output in
 # $CACHE_DIR/logs/NAME.log; `await_background NAME` waits for it and fails
 # with that output when it failed.
