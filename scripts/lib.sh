@@ -91,26 +91,22 @@ ensure_tansu() {
 }
 
 # Tools whose own speed does not matter (they check a few files) are built
-# without optimisation, which takes a fraction of a release build.
-install_tool() { # crate version [cargo install flags ...]
-  local crate="$1" version="$2"
-  shift 2
+# without optimisation, which takes a fraction of a release build. A tool is
+# installed when its `--version` is not the expected line.
+ensure_tool() { # binary, expected --version line, crate, version [cargo install flags ...]
+  local bin="$CACHE_DIR/tools/bin/$1" expected="$2" crate="$3" version="$4"
+  shift 4
+  [ "$("$bin" --version 2>/dev/null)" != "$expected" ] || return 0
   log "installing $crate $version into $CACHE_DIR/tools (once)"
   CARGO_TARGET_DIR="$CACHE_DIR/tools-build" cargo install "$crate" --version "$version" --locked \
     --debug --config profile.dev.debug=false --root "$CACHE_DIR/tools" --force "$@" >&2
 }
 
 CARGO_DENY_VERSION="0.20.2"
-ensure_deny() {
-  [ "$("$CACHE_DIR/tools/bin/cargo-deny" --version 2>/dev/null)" = "cargo-deny $CARGO_DENY_VERSION" ] ||
-    install_tool cargo-deny "$CARGO_DENY_VERSION"
-}
+ensure_deny() { ensure_tool cargo-deny "cargo-deny $CARGO_DENY_VERSION" cargo-deny "$CARGO_DENY_VERSION"; }
 
 CARGO_FUZZ_VERSION="0.13.2"
-ensure_fuzz_tools() {
-  [ "$("$CACHE_DIR/tools/bin/cargo-fuzz" --version 2>/dev/null)" = "cargo-fuzz $CARGO_FUZZ_VERSION" ] ||
-    install_tool cargo-fuzz "$CARGO_FUZZ_VERSION"
-}
+ensure_fuzz_tools() { ensure_tool cargo-fuzz "cargo-fuzz $CARGO_FUZZ_VERSION" cargo-fuzz "$CARGO_FUZZ_VERSION"; }
 
 # Long installs and builds run beside the host's build, and overlap what
 # keeps a core idle in a build (downloads, installs, a large crate's front
@@ -151,9 +147,7 @@ kill_tree() { # pid
 MDBOOK_VERSION="0.5.4"
 MDBOOK_BIN="$CACHE_DIR/tools/bin/mdbook"
 ensure_book_tools() {
-  if [ "$("$MDBOOK_BIN" --version 2>/dev/null)" != "mdbook v$MDBOOK_VERSION" ]; then
-    install_tool mdbook "$MDBOOK_VERSION" --no-default-features --features search
-  fi
+  ensure_tool mdbook "mdbook v$MDBOOK_VERSION" mdbook "$MDBOOK_VERSION" --no-default-features --features search
   export MDBOOK_BIN
 }
 
